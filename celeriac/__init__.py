@@ -1,0 +1,16 @@
+"""celeriac: Parsl's programming model (apps, futures, dataflow) on Celery."""
+
+from celeriac.config import Config
+from celeriac.orchestrator.apps import bash_app, join_app, python_app
+from celeriac.orchestrator.dflow import AUTO_LOGNAME, DataFlowKernel
+from celeriac.orchestrator.futures import AppFuture, DataFuture
+from celeriac.orchestrator.loader import clear, dfk, load, wait_for_current_tasks
+from celeriac.staging.files import File
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
+    "Config", "DataFlowKernel", "load", "clear", "dfk", "wait_for_current_tasks",
+    "__version__",
+]

@@ -1,0 +1,113 @@
+"""The ``celeriac`` command: ``worker`` joins a run's pool, ``flower`` watches a run.
+
+Secrets (broker password, signing key) come from a run file or the environment
+(``CELERIAC_BROKER``, ``CELERIAC_KEY``), never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from celeriac.errors import CeleriacError, ConfigurationError
+
+BROKER_ENV = "CELERIAC_BROKER"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="celeriac", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    w = sub.add_parser("worker", help="start Celery workers serving one executor of a run")
+    _add_run_options(w)
+    w.add_argument("--executor", required=True, help="executor label whose queue to serve")
+    w.add_argument("--processes", type=int, default=1,
+                   help="worker processes to run and keep running (default 1)")
+    w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
+    w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
+    w.add_argument("--hostname", help="Celery node name (default celeriac-LABEL-PID@host)")
+    w.add_argument("--loglevel", default="WARNING")
+    w.add_argument("--logfile")
+
+    f = sub.add_parser("flower", help="start Flower on a run's broker")
+    _add_run_options(f)
+    f.add_argument("--port", type=int, default=5555)
+    f.add_argument("--address", default="127.0.0.1")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return {"worker": _worker, "flower": _flower}[args.command](args)
+    except CeleriacError as e:
+        print(f"celeriac {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _add_run_options(p) -> None:
+    p.add_argument("--run-file", help="a run's worker.json (broker URL, signing key, run id)")
+    p.add_argument("--broker", help=f"broker URL; prefer ${BROKER_ENV}: a password on a "
+                                    "command line is visible to every user of the machine")
+    p.add_argument("--key-file", help="file holding the run's signing key (or set CELERIAC_KEY)")
+    p.add_argument("--run-id", help="which run to serve, when several share the broker")
+
+
+def _resolve(args, need_key: bool):
+    """(broker_url, key, run_id) from the run file, options and environment."""
+    from celeriac.workers import payload
+    from celeriac.workers.runfile import RunFile
+    if args.run_file:
+        rf = RunFile.read(args.run_file)
+        return rf.broker_url, rf.key.encode(), args.run_id or rf.run_id
+    broker = args.broker or os.environ.get(BROKER_ENV)
+    if not broker:
+        raise ConfigurationError(f"no broker: pass --run-file, or set {BROKER_ENV}")
+    key = payload.load_key(args.key_file) if need_key else None
+    run_id = args.run_id or _only_active_run(broker)
+    return broker, key, run_id
+
+
+def _only_active_run(broker: str) -> str:
+    import redis
+    from celeriac.workers.runfile import RUNS_KEY
+    try:
+        runs = sorted(r.decode() for r in redis.Redis.from_url(broker).hkeys(RUNS_KEY))
+    except redis.exceptions.RedisError as e:
+        raise ConfigurationError(f"cannot reach the broker to find the run: {e}") from None
+    if len(runs) != 1:
+        raise ConfigurationError(
+            f"{len(runs)} runs are active on this broker {runs}; choose one with --run-id")
+    return runs[0]
+
+
+def _worker(args) -> int:
+    from celeriac.workers.main import child_command, run_worker, supervise
+    broker, key, run_id = _resolve(args, need_key=True)
+    if args.processes > 1:
+        env = dict(os.environ)
+        if not args.run_file:
+            env[BROKER_ENV] = broker
+            env["CELERIAC_KEY"] = key.decode()
+            args.run_id = run_id
+        return supervise(args.processes, lambda i: child_command(args, i), env)
+    run_worker(broker, key, run_id, args.executor, pool=args.pool, concurrency=args.concurrency,
+               hostname=args.hostname, loglevel=args.loglevel, logfile=args.logfile)
+    return 0
+
+
+def _flower(args) -> int:
+    from celeriac.workers.runfile import RunFile
+    broker = RunFile.read(args.run_file).broker_url if args.run_file else \
+        (args.broker or os.environ.get(BROKER_ENV))
+    if not broker:
+        raise ConfigurationError(f"no broker: pass --run-file, or set {BROKER_ENV}")
+    env = dict(os.environ, CELERY_BROKER_URL=broker)
+    cmd = [sys.executable, "-m", "celery", "flower", f"--port={args.port}",
+           f"--address={args.address}"]
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Config: Parsl's flat options plus celeriac's own (broker, retry_policy, ...)."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional, Sequence
+
+from celeriac.errors import ConfigurationError
+
+__all__ = ["Config"]
+
+_CHECKPOINT_MODES = (None, "task_exit", "periodic", "dfk_exit", "manual")
+_EXIT_MODES = ("cleanup", "skip", "wait")
+_STRATEGIES = (None, "none", "simple")
+_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class Config:
+    """What a workflow runs on and how the orchestrator behaves.
+
+    Args:
+        executors: executors to run apps on. None or empty means one ``CeleryExecutor``
+            labelled ``celery`` with a ``LocalProvider`` (one worker process per core).
+        broker: ``redis://[:password@]host:port/db`` of an existing Redis. None starts an
+            embedded Redis on loopback with a random password, under the run directory.
+        app_cache: allow ``cache=True`` apps to be memoized.
+        checkpoint_files, checkpoint_mode, checkpoint_period: as in Parsl.
+        retries: Parsl's retry budget per task.
+        retry_handler: ``f(exception, task_record) -> float`` cost of one failure.
+        retry_policy: a tenacity-style policy (used by the retry machinery).
+        worker_lost_retries: how many times a task whose worker died is relaunched.
+        run_dir: directory holding numbered run directories (``runinfo/000``, ...).
+        strategy, strategy_period, max_idletime: block scaling, as in Parsl.
+        exit_mode: what leaving ``with celeriac.load(...)`` does: ``cleanup`` (shut down
+            without waiting for tasks), ``wait`` (wait for all tasks, then clean up),
+            ``skip`` (do nothing).
+        initialize_logging: write the orchestrator log under the run directory.
+        internal_tasks_max_threads: threads for join apps and other in-process work.
+
+    Raises:
+        ConfigurationError: an option has an impossible value.
+    """
+
+    def __init__(
+        self,
+        executors: Optional[Sequence] = None,
+        *,
+        broker: Optional[str] = None,
+        app_cache: bool = True,
+        checkpoint_files: Optional[Sequence[str]] = None,
+        checkpoint_mode: Optional[str] = None,
+        checkpoint_period: Optional[str] = None,
+        retries: int = 0,
+        retry_handler: Optional[Callable] = None,
+        retry_policy=None,
+        worker_lost_retries: int = 3,
+        run_dir: str = "runinfo",
+        strategy: Optional[str] = "simple",
+        strategy_period: float = 5,
+        max_idletime: float = 120.0,
+        exit_mode: str = "cleanup",
+        initialize_logging: bool = True,
+        internal_tasks_max_threads: int = 10,
+    ):
+        self.executors = list(executors or [])
+        labels = [getattr(e, "label", None) for e in self.executors]
+        duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
+        if duplicates:
+            raise ConfigurationError(
+                f"executor labels must be unique; {duplicates} appear more than once")
+        for label in labels:
+            if not isinstance(label, str) or not _LABEL.match(label):
+                raise ConfigurationError(
+                    f"executor label {label!r} is not usable as a queue name: "
+                    "use letters, digits, '_', '.', '-'")
+        if checkpoint_mode not in _CHECKPOINT_MODES:
+            raise ConfigurationError(
+                f"checkpoint_mode {checkpoint_mode!r} is not one of {_CHECKPOINT_MODES}")
+        if checkpoint_period is not None and checkpoint_mode != "periodic":
+            raise ConfigurationError("checkpoint_period is only used with checkpoint_mode='periodic'")
+        if exit_mode not in _EXIT_MODES:
+            raise ConfigurationError(f"exit_mode {exit_mode!r} is not one of {_EXIT_MODES}")
+        if strategy not in _STRATEGIES:
+            raise ConfigurationError(f"strategy {strategy!r} is not one of {_STRATEGIES}")
+        if not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
+        if broker is not None and not broker.startswith(("redis://", "rediss://")):
+            raise ConfigurationError(
+                f"broker {broker.split('://')[0]}:// is not supported yet: "
+                "use redis://host:port/db, or leave broker unset for the embedded Redis")
+        self.broker = broker
+        self.app_cache = app_cache
+        self.checkpoint_files = checkpoint_files
+        self.checkpoint_mode = checkpoint_mode
+        self.checkpoint_period = checkpoint_period
+        self.retries = retries
+        self.retry_handler = retry_handler
+        self.retry_policy = retry_policy
+        self.worker_lost_retries = worker_lost_retries
+        self.run_dir = run_dir
+        self.strategy = strategy
+        self.strategy_period = strategy_period
+        self.max_idletime = max_idletime
+        self.exit_mode = exit_mode
+        self.initialize_logging = initialize_logging
+        self.internal_tasks_max_threads = internal_tasks_max_threads
+
+    def __repr__(self):
+        return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"

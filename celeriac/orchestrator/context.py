@@ -1,0 +1,59 @@
+"""RunContext: what a DFK shares with its executors (run directory, broker, Celery link)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+
+from celeriac.orchestrator.rundir import make_run_dir, start_file_logging
+
+logger = logging.getLogger(__name__)
+
+
+class RunContext:
+    """One run's directory and log, and, once a Celery executor asks, its broker and link."""
+
+    def __init__(self, config):
+        self.config = config
+        self.run_id = secrets.token_hex(4)
+        self.run_dir = make_run_dir(config.run_dir)
+        self._log_handler = None
+        if config.initialize_logging:
+            self._log_handler = start_file_logging(os.path.join(self.run_dir, "celeriac.log"))
+        self._lock = threading.Lock()
+        self._broker = None
+        self._link = None
+        self.run_file = os.path.join(self.run_dir, "worker.json")
+
+    def celery_link(self):
+        """The run's CeleryLink, starting the embedded broker first if none is configured."""
+        with self._lock:
+            if self._link is None:
+                from celeriac.orchestrator.link import CeleryLink
+                from celeriac.workers.payload import new_key
+                from celeriac.workers.runfile import RunFile
+                url = self.config.broker
+                if url is None:
+                    from celeriac.orchestrator.broker import EmbeddedRedis
+                    self._broker = EmbeddedRedis(os.path.join(self.run_dir, "broker")).start()
+                    url = self._broker.url
+                key = new_key()
+                RunFile(broker_url=url, key=key.decode(), run_id=self.run_id).write(self.run_file)
+                self._link = CeleryLink(url, key, self.run_id)
+            return self._link
+
+    def close(self) -> None:
+        """Stop the link and the embedded broker, and detach the run's log. Idempotent."""
+        with self._lock:
+            link, self._link = self._link, None
+            broker, self._broker = self._broker, None
+        if link is not None:
+            link.close()
+        if broker is not None:
+            broker.stop()
+        if self._log_handler is not None:
+            logging.getLogger("celeriac").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None

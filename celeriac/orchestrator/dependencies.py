@@ -1,0 +1,54 @@
+"""Finding futures in an app call's arguments, and replacing them by their values (no I/O)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+
+def find_futures(args, kwargs) -> list:
+    """The futures an app call depends on: in args, kwarg values, and ``inputs=[...]``."""
+    found = [a for a in args if isinstance(a, Future)]
+    for key, value in kwargs.items():
+        if isinstance(value, Future):
+            found.append(value)
+        elif key == "inputs" and isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, Future))
+    return found
+
+
+def resolve(args, kwargs):
+    """Replace every done future by its value.
+
+    Returns:
+        ``(args, kwargs, failures)`` where ``failures`` is ``[(exception, tid or None), ...]``
+        for the futures that failed (their places keep the future).
+    """
+    failures = []
+
+    def value(v):
+        if isinstance(v, Future):
+            exc = v.exception()
+            if exc is not None:
+                failures.append((exc, getattr(v, "tid", None)))
+                return v
+            return v.result()
+        return v
+
+    new_args = tuple(value(a) for a in args)
+    new_kwargs = {}
+    for key, v in kwargs.items():
+        if key == "inputs" and isinstance(v, (list, tuple)):
+            new_kwargs[key] = type(v)(value(i) for i in v)
+        else:
+            new_kwargs[key] = value(v)
+    return new_args, new_kwargs, failures
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The failure at the bottom of a chain of DependencyErrors."""
+    from celeriac.errors import DependencyError
+    seen = set()
+    while isinstance(exc, DependencyError) and exc.__cause__ is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return exc

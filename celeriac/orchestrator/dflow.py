@@ -1,0 +1,356 @@
+"""The DataFlowKernel: turns app calls into tasks and runs each when its inputs are ready.
+
+Decisions (ready? dependency failed? retry? relaunch after a lost worker?) are plain code over
+task records; the only I/O is ``executor.submit`` and setting futures. State changes go through
+``TaskRecord.move`` under one lock; futures are completed outside it, because completing a
+future runs callbacks that may submit more tasks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import random
+import threading
+from concurrent.futures import Future
+from functools import partial
+from typing import Optional
+
+from celeriac.config import Config
+from celeriac.errors import (CeleriacError, ConfigurationError, DependencyError, JoinError,
+                             WorkerLost)
+from celeriac.orchestrator.context import RunContext
+from celeriac.orchestrator.dependencies import find_futures, resolve, root_cause
+from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
+from celeriac.orchestrator.futures import AppFuture, DataFuture
+from celeriac.orchestrator.states import FINAL_STATES, States, TaskRecord
+from celeriac.workers.execute import Call
+
+logger = logging.getLogger(__name__)
+
+INTERNAL = "_celeriac_internal"
+AUTO_LOGNAME = -1
+_STD_STREAMS = ("stdout", "stderr")
+
+
+class DataFlowKernel:
+    """Runs app calls as tasks on the configured executors.
+
+    Args:
+        config: what to run on; None means ``Config()`` (embedded broker, local workers).
+
+    Usable as a context manager: leaving the block applies ``config.exit_mode``.
+    """
+
+    def __init__(self, config: Optional[Config] = None):
+        self.config = config if config is not None else Config()
+        self._lock = threading.RLock()
+        self._ids = itertools.count()
+        self.tasks: dict[int, TaskRecord] = {}
+        self._cleaned = False
+        self._context = RunContext(self.config)
+        self.run_dir = self._context.run_dir
+        self.run_id = self._context.run_id
+        if not self.config.executors:
+            from celeriac.orchestrator.executors.celery import CeleryExecutor
+            self.config.executors = [CeleryExecutor(label="celery")]
+        self.executors = {e.label: e for e in self.config.executors}
+        if INTERNAL in self.executors:
+            raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
+        self._internal = ThreadPoolExecutor(INTERNAL, self.config.internal_tasks_max_threads)
+        self._internal.start()
+        try:
+            for executor in self.executors.values():
+                executor.start(self._context)
+        except BaseException:
+            self.cleanup()
+            raise
+        atexit.register(self.atexit_cleanup)
+        logger.info("DFK started: run %s in %s, executors %s", self.run_id, self.run_dir,
+                    list(self.executors))
+
+    # ----------------------------------------------------------------- submission
+
+    def submit(self, func, app_args, executors="all", cache=False, ignore_for_cache=None,
+               app_kwargs=None, join=False, kind="python", func_name=None,
+               accepts=None) -> AppFuture:
+        """Make a task for one app call and return its future at once.
+
+        Raises:
+            ConfigurationError: the app names executors this DFK does not have, or the
+                call's walltime is not a positive number.
+            InvalidResourceSpecification: the executor rejects the resource specification.
+        """
+        if self._cleaned:
+            raise CeleriacError("this DataFlowKernel has been cleaned up; load a new one")
+        func_name = func_name or getattr(func, "__name__", "app")
+        label = INTERNAL if join else self._choose_executor(executors, func_name)
+        kwargs = dict(app_kwargs or {})
+        walltime = kwargs.get("walltime")
+        if walltime is not None and (isinstance(walltime, bool) or
+                                     not isinstance(walltime, (int, float)) or walltime <= 0):
+            raise ConfigurationError(f"walltime must be a positive number of seconds, not {walltime!r}")
+        spec = kwargs.get("parsl_resource_specification") or {}
+        if not isinstance(spec, dict):
+            raise ConfigurationError("parsl_resource_specification must be a dict")
+        if not join:
+            self.executors[label].validate_resource_spec(spec)
+        tid = next(self._ids)
+        for stream in _STD_STREAMS:
+            if kwargs.get(stream) == AUTO_LOGNAME:
+                kwargs[stream] = os.path.join(
+                    self.run_dir, "task_logs", f"{tid // 10000:04d}",
+                    f"task_{tid:04d}_{func_name}.{stream}")
+        record = TaskRecord(id=tid, func=func, func_name=func_name, kind="join" if join else kind,
+                            args=tuple(app_args), kwargs=kwargs, executor=label,
+                            resource_specification=spec, walltime=walltime,
+                            cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
+                            dfk=self, accepts=accepts)
+        fut = AppFuture(record)
+        record.app_fu = fut
+        fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
+        deps = find_futures(record.args, kwargs)
+        record.depends = deps
+        record.waiting = len(deps)
+        with self._lock:
+            self.tasks[tid] = record
+        logger.debug("task %s %s submitted to %s with %d dependencies", tid, func_name, label,
+                     len(deps))
+        if not deps:
+            self._launch(record)
+        else:
+            for dep in deps:
+                dep.add_done_callback(partial(self._dependency_done, record))
+        return fut
+
+    def deferred(self, func, *args) -> AppFuture:
+        """A future of ``func(*args)`` run in-process once its future arguments are done."""
+        return self.submit(func, args, executors=[INTERNAL], kind="internal",
+                           func_name=getattr(func, "__name__", "deferred").lstrip("_"))
+
+    def _choose_executor(self, executors, func_name) -> str:
+        if executors == "all":
+            choices = list(self.executors)
+        else:
+            if isinstance(executors, str):
+                executors = [executors]
+            unknown = [e for e in executors if e not in self.executors and e != INTERNAL]
+            if unknown:
+                raise ConfigurationError(
+                    f"app {func_name!r} asks for executors {unknown}, but the loaded config "
+                    f"has {sorted(self.executors)}; add an executor with that label, or "
+                    "change the app's executors=")
+            choices = list(executors)
+        if INTERNAL in choices:
+            return INTERNAL
+        return choices[0] if len(choices) == 1 else random.choice(choices)
+
+    def _dependency_done(self, record: TaskRecord, _fut: Future) -> None:
+        with self._lock:
+            record.waiting -= 1
+            ready = record.waiting == 0
+        if ready:
+            self._launch(record)
+
+    # ----------------------------------------------------------------- launching
+
+    def _launch(self, record: TaskRecord) -> None:
+        args, kwargs, failures = resolve(record.args, record.kwargs)
+        record.depends = []
+        if failures:
+            exc = DependencyError(failures, record.id)
+            exc.__cause__ = root_cause(failures[0][0])
+            self._finish(record, States.dep_fail, exception=exc)
+            return
+        self._send(record, args, kwargs)
+
+    def _send(self, record: TaskRecord, args, kwargs) -> None:
+        with self._lock:
+            if record.status in FINAL_STATES:
+                return
+            record.move(States.launched)
+            record.try_id += 1
+            try_id = record.try_id
+        executor = self._internal if record.executor == INTERNAL else self.executors[record.executor]
+        call = self._make_call(record, args, kwargs, try_id)
+        try:
+            exec_fu = executor.submit(record.func, call, record.resource_specification)
+        except Exception as e:
+            logger.info("task %s could not be submitted: %s", record.id, e)
+            self._finish(record, States.failed, exception=e)
+            return
+        record.resolved = (args, kwargs)
+        exec_fu.add_done_callback(partial(self._executor_done, record, try_id))
+
+    def _make_call(self, record: TaskRecord, args, kwargs, try_id: int) -> Call:
+        accepts = record.accepts
+        if accepts is not None:
+            kwargs = {k: v for k, v in kwargs.items() if k in accepts or not _special(k)}
+        return Call(task_id=f"{self.run_id}.{record.id}.{try_id}", tid=record.id,
+                    name=record.func_name, kind="bash" if record.kind == "bash" else "python",
+                    args=args, kwargs=kwargs, walltime=record.walltime,
+                    stdout=record.kwargs.get("stdout"), stderr=record.kwargs.get("stderr"),
+                    outputs=tuple(record.kwargs.get("outputs", ()) or ()))
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _executor_done(self, record: TaskRecord, try_id: int, fut: Future) -> None:
+        if try_id != record.try_id or record.status is not States.launched:
+            return  # an outcome for a try that was already superseded
+        exc = fut.exception()
+        if exc is None:
+            result = fut.result()
+            if record.kind == "join":
+                self._join(record, result)
+            else:
+                self._finish(record, States.exec_done, result=result)
+            return
+        if isinstance(exc, WorkerLost) and record.lost_count < self.config.worker_lost_retries:
+            record.lost_count += 1
+            logger.warning("task %s: %s; relaunching (%d/%d)", record.id, exc,
+                           record.lost_count, self.config.worker_lost_retries)
+            self._retry(record)
+            return
+        record.fail_count += 1
+        record.fail_history.append(repr(exc))
+        try:
+            cost = self.config.retry_handler(exc, record) if self.config.retry_handler else 1
+        except Exception as handler_exc:
+            logger.exception("retry_handler failed for task %s", record.id)
+            self._finish(record, States.failed, exception=handler_exc)
+            return
+        record.fail_cost += cost
+        if record.fail_cost <= self.config.retries:
+            logger.info("task %s failed (%s); retry %d", record.id, exc, record.fail_count)
+            self._retry(record)
+        else:
+            self._finish(record, States.failed, exception=exc)
+
+    def _retry(self, record: TaskRecord) -> None:
+        with self._lock:
+            record.move(States.pending)
+        args, kwargs = record.resolved
+        self._send(record, args, kwargs)
+
+    def _join(self, record: TaskRecord, inner) -> None:
+        futures = inner if isinstance(inner, (list, tuple)) else [inner]
+        if not all(isinstance(f, Future) for f in futures):
+            self._finish(record, States.failed, exception=TypeError(
+                f"join_app {record.func_name} must return a Future or a list of Futures, "
+                f"not {type(inner).__name__}"))
+            return
+        with self._lock:
+            record.move(States.joining)
+            record.waiting = len(futures)
+        if not futures:
+            self._finish(record, States.exec_done, result=[])
+            return
+
+        def inner_done(_):
+            with self._lock:
+                record.waiting -= 1
+                if record.waiting:
+                    return
+            failures = [(f.exception(), getattr(f, "tid", None)) for f in futures
+                        if f.exception() is not None]
+            if failures:
+                exc = JoinError(failures, record.id)
+                exc.__cause__ = failures[0][0]
+                self._finish(record, States.failed, exception=exc)
+            elif isinstance(inner, (list, tuple)):
+                self._finish(record, States.exec_done, result=[f.result() for f in futures])
+            else:
+                self._finish(record, States.exec_done, result=futures[0].result())
+
+        for f in futures:
+            f.add_done_callback(inner_done)
+
+    def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> None:
+        with self._lock:
+            if record.status in FINAL_STATES:
+                return
+            record.move(state)
+            self.tasks.pop(record.id, None)
+        # Keep a finished record small: drop what only running needed, so memory stays flat.
+        record.args = ()
+        record.depends = []
+        record.resolved = None
+        record.kwargs = {k: record.kwargs[k] for k in _STD_STREAMS if k in record.kwargs}
+        if exception is not None:
+            logger.debug("task %s %s: %s", record.id, state.name, exception)
+            record.app_fu.set_exception(exception)
+        else:
+            logger.debug("task %s %s", record.id, state.name)
+            record.app_fu.set_result(result)
+
+    # ----------------------------------------------------------------- waiting, cleanup
+
+    def wait_for_current_tasks(self) -> None:
+        """Block until every task submitted so far has finished (successfully or not)."""
+        while True:
+            with self._lock:
+                pending = [r.app_fu for r in self.tasks.values()]
+            if not pending:
+                return
+            for fut in pending:
+                try:
+                    fut.exception()
+                except Exception:
+                    pass
+
+    def cleanup(self) -> None:
+        """Stop executors, workers and the embedded broker. Safe to call more than once.
+
+        Tasks still unfinished fail with a CeleriacError saying the DFK was cleaned up,
+        so nobody waits forever on their futures.
+        """
+        with self._lock:
+            if self._cleaned:
+                return
+            self._cleaned = True
+            leftover = list(self.tasks.values())
+        logger.info("DFK cleanup: %d tasks unfinished", len(leftover))
+        for executor in reversed(list(self.executors.values())):
+            try:
+                executor.shutdown()
+            except Exception:
+                logger.exception("executor %s failed to shut down", executor.label)
+        self._internal.shutdown()
+        for record in leftover:
+            if record.status not in FINAL_STATES:
+                record.status = States.failed
+                record.app_fu.set_exception(CeleriacError(
+                    f"task {record.id} ({record.func_name}) had not finished when the "
+                    "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
+                    "exit_mode='wait'"))
+        self.tasks.clear()
+        self._context.close()
+        atexit.unregister(self.atexit_cleanup)
+        from celeriac.orchestrator import loader
+        loader.forget(self)
+
+    def atexit_cleanup(self) -> None:
+        if not self._cleaned:
+            logger.warning("Python is exiting with the DFK still loaded: cleaning up")
+            self.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        mode = self.config.exit_mode
+        if mode == "skip":
+            return
+        if mode == "wait" and exc_type is None:
+            self.wait_for_current_tasks()
+        self.cleanup()
+
+
+_SPECIAL = frozenset({"walltime", "stdout", "stderr", "inputs", "outputs",
+                      "parsl_resource_specification"})
+
+
+def _special(name: str) -> bool:
+    return name in _SPECIAL

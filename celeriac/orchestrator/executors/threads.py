@@ -1,0 +1,79 @@
+"""ThreadPoolExecutor: apps run in threads of the orchestrator's own process (for debugging,
+and for the DFK's internal work such as join apps)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+from concurrent.futures import Future
+
+from celeriac.errors import AppTimeout
+from celeriac.orchestrator.executors.base import Executor
+from celeriac.workers.execute import AppFailed, Call, run_call
+
+
+class ThreadPoolExecutor(Executor):
+    """Run apps in a pool of threads.
+
+    Args:
+        label: the executor's name, for ``@python_app(executors=[...])``.
+        max_threads: how many apps run at once.
+
+    A python app's ``walltime`` fails its future with AppTimeout on time, but the thread
+    itself runs on (Python cannot stop a thread); bash apps are killed.
+    """
+
+    def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = ""):
+        self.label = label
+        self.max_threads = max_threads
+        self._prefix = thread_name_prefix or f"celeriac-{label}"
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def start(self, context=None) -> None:
+        with self._lock:
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix)
+
+    def submit(self, func, call: Call, resource_specification: dict) -> Future:
+        if self._pool is None:
+            self.start()
+        inner = self._pool.submit(_run_local, func, call)
+        if call.walltime is None or call.kind == "bash":
+            return inner
+        outer = Future()
+        timer = threading.Timer(call.walltime, _settle, (outer, None, AppTimeout(
+            f"[{call.name}] App exceeded walltime: {call.walltime} seconds")))
+        timer.daemon = True
+        timer.start()
+
+        def copy(f):
+            timer.cancel()
+            exc = f.exception()
+            _settle(outer, None if exc else f.result(), exc)
+        inner.add_done_callback(copy)
+        return outer
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_local(func, call: Call):
+    try:
+        return run_call(func, call, isolate_walltime=False)
+    except AppFailed as e:
+        raise e.failure.exception from None
+
+
+def _settle(fut: Future, result, exc) -> None:
+    """Set a future's outcome unless it already has one (a timer and the app race)."""
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except cf.InvalidStateError:
+        pass

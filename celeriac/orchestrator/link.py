@@ -1,0 +1,291 @@
+"""CeleryLink: one run's connection to its broker. One per DFK, shared by its Celery executors.
+
+- Sending: ``submit`` signs the call and builds the Celery (protocol 2) message in the caller's
+  thread; one sender thread pushes whatever has queued up in a single pipelined round trip
+  (one LPUSH per queue), instead of a kombu producer round trip per task.
+- Receiving: one listener thread pops the run's result list (never one subscription or poll
+  per task) and completes the futures.
+- Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
+  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import reprlib
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from concurrent.futures import Future
+
+import redis
+
+from celeriac.errors import (CeleriacError, ExecutorError, RemoteTraceback, SerializationError,
+                             SubmitException, UntrustedPayload)
+from celeriac.orchestrator import recovery
+from celeriac.workers import payload
+from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
+from celeriac.workers.backend import redis_client
+from celeriac.workers.runfile import RUNS_KEY, results_key
+
+logger = logging.getLogger(__name__)
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_short.maxlevel = 2
+
+SEND_BATCH = 1000
+SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with SubmitException
+LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
+SWEEP_INTERVAL = 2.0
+
+
+def safe_url(url: str) -> str:
+    """A broker URL with its password hidden, for messages and logs."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+class CeleryLink:
+    """Sends calls to executor queues and completes their futures from the result list.
+
+    Raises:
+        ExecutorError: (from the constructor) the broker cannot be reached.
+    """
+
+    def __init__(self, broker_url: str, key: bytes, run_id: str):
+        self.url = broker_url
+        self.key = key
+        self.run_id = run_id
+        self.results_key = results_key(run_id)
+        self._origin = f"{socket.gethostname()}:{run_id}"
+        self._send_client = redis_client(broker_url)
+        self._listen_client = redis_client(broker_url)
+        try:
+            self._send_client.ping()
+            self._send_client.hset(RUNS_KEY, run_id, json.dumps({"started": time.time()}))
+        except redis.exceptions.RedisError as e:
+            raise ExecutorError("celery", f"cannot reach the broker at {safe_url(broker_url)}: "
+                                f"{e}. Is it running, and is the URL (and password) right?") from None
+        self._pending: dict[str, tuple[Future, str]] = {}
+        self._queues: set[str] = set()
+        self._functions: dict = {}
+        self._health_checks = []
+        self._outbox: deque = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._threads = [threading.Thread(target=t, name=f"celeriac-{t.__name__.strip('_')}",
+                                          daemon=True)
+                         for t in (self._sender, self._listener, self._watcher)]
+        for t in self._threads:
+            t.start()
+
+    # --------------------------------------------------------------- sending
+
+    def submit(self, queue: str, func, call) -> Future:
+        """Queue one call for ``queue``; the future resolves when its result arrives.
+
+        Raises:
+            SerializationError: the function or an argument cannot be pickled.
+            SubmitException: the link is closed.
+        """
+        if self._closed:
+            raise SubmitException("the run's broker link is closed")
+        digest, func_bytes = self._function(func, call.name)
+        frame = payload.seal(self.key, (digest, func_bytes, call), f"arguments of {call.name}")
+        message = json.dumps({
+            "body": base64.b64encode(frame).decode(),
+            "content-encoding": "binary",
+            "content-type": CONTENT_TYPE,
+            "headers": {
+                "lang": "py", "task": TASK_NAME, "id": call.task_id, "shadow": call.name,
+                "eta": None, "expires": None, "group": None, "group_index": None,
+                "retries": 0, "timelimit": [None, None], "root_id": call.task_id,
+                "parent_id": None, "argsrepr": _short.repr(call.args),
+                "kwargsrepr": _short.repr(call.kwargs), "origin": self._origin,
+                "ignore_result": False, "replaced_task_nesting": 0,
+                "stamped_headers": None, "stamps": {},
+            },
+            "properties": {
+                "correlation_id": call.task_id, "reply_to": self.results_key,
+                "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0, "body_encoding": "base64", "delivery_tag": call.task_id,
+            },
+        })
+        fut = Future()
+        self._pending[call.task_id] = (fut, queue)
+        self._queues.add(queue)
+        self._outbox.append((call.task_id, queue, message))
+        self._wake.set()
+        return fut
+
+    def _function(self, func, name: str):
+        entry = self._functions.get(func)
+        if entry is None:
+            data = payload.dumps(func, f"function of app {name}")
+            entry = (hashlib.blake2b(data, digest_size=16).hexdigest(), data)
+            self._functions[func] = entry
+        return entry
+
+    def _sender(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._outbox:
+                batch = []
+                while self._outbox and len(batch) < SEND_BATCH:
+                    batch.append(self._outbox.popleft())
+                self._push(batch)
+            if self._stop.is_set():
+                return
+
+    def _push(self, batch) -> None:
+        by_queue = defaultdict(list)
+        for _tid, queue, message in batch:
+            by_queue[queue].append(message)
+        deadline = time.monotonic() + SEND_GIVE_UP
+        delay = 0.05
+        while True:
+            try:
+                pipe = self._send_client.pipeline(transaction=False)
+                for queue, messages in by_queue.items():
+                    pipe.lpush(queue, *messages)
+                pipe.execute()
+                return
+            except redis.exceptions.RedisError as e:
+                if time.monotonic() > deadline or self._stop.is_set():
+                    error = SubmitException(
+                        f"could not send the task to the broker at {safe_url(self.url)} for "
+                        f"{SEND_GIVE_UP:.0f}s: {e}. Is the broker running and reachable?")
+                    for tid, _queue, _message in batch:
+                        self._complete(tid, exception=error)
+                    return
+                logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # --------------------------------------------------------------- receiving
+
+    def _listener(self) -> None:
+        client = self._listen_client
+        down_since = None
+        while not self._stop.is_set():
+            try:
+                frames = client.lpop(self.results_key, 500)
+                if not frames:
+                    item = client.blpop([self.results_key], timeout=1)
+                    frames = [item[1]] if item else []
+                down_since = None
+            except redis.exceptions.RedisError as e:
+                if self._stop.is_set():
+                    return
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > LISTEN_GIVE_UP:
+                    self.fail_all(ExecutorError("celery", f"lost the broker at "
+                                                f"{safe_url(self.url)} for {LISTEN_GIVE_UP:.0f}s: {e}"))
+                    down_since = None
+                logger.warning("result listener cannot reach the broker: %s", e)
+                time.sleep(1)
+                continue
+            for frame in frames:
+                self._deliver(frame)
+
+    def _deliver(self, frame: bytes) -> None:
+        if payload.is_notice(frame):
+            note = payload.read_notice(frame)
+            self._complete(note.get("id"), exception=UntrustedPayload(
+                f"a worker on {note.get('host')} refused the task: {note.get('error')}. "
+                "Workers must be started with this run's key (celeriac worker --run-file "
+                "<run_dir>/worker.json, or CELERIAC_KEY)"))
+            return
+        try:
+            task_id, ok, value_bytes = payload.unseal(self.key, frame)
+        except (UntrustedPayload, SerializationError) as e:
+            logger.error("dropped a result frame that failed verification: %s", e)
+            return
+        try:
+            value = payload.loads(value_bytes)
+        except SerializationError as e:
+            self._complete(task_id, exception=SerializationError(
+                f"the {'result' if ok else 'exception'} of the task could not be unpickled in "
+                f"the orchestrator: {e}. Is a module the worker used missing here?"))
+            return
+        if ok:
+            self._complete(task_id, result=value)
+        else:
+            exc = value.exception
+            if value.traceback and exc.__cause__ is None:
+                exc.__cause__ = RemoteTraceback(value.traceback)
+            self._complete(task_id, exception=exc)
+
+    def _complete(self, task_id, result=None, exception=None) -> None:
+        entry = self._pending.pop(task_id, None)
+        if entry is None:
+            logger.debug("outcome for unknown or finished task %s ignored", task_id)
+            return
+        if exception is not None:
+            entry[0].set_exception(exception)
+        else:
+            entry[0].set_result(result)
+
+    def fail_all(self, exception: BaseException, queue: str | None = None) -> None:
+        """Fail every pending task (of ``queue``, if given)."""
+        for task_id, (_fut, q) in list(self._pending.items()):
+            if queue is None or q == queue:
+                self._complete(task_id, exception=exception)
+
+    def pending_count(self, queue: str | None = None) -> int:
+        return sum(1 for _f, q in list(self._pending.values()) if queue is None or q == queue)
+
+    # --------------------------------------------------------------- watching
+
+    def add_health_check(self, check) -> None:
+        """Call ``check()`` from the watcher thread every sweep (executors watch their blocks)."""
+        self._health_checks.append(check)
+
+    def _watcher(self) -> None:
+        sweeper = recovery.Sweeper(self._send_client)
+        while not self._stop.wait(SWEEP_INTERVAL):
+            for check in self._health_checks:
+                try:
+                    check()
+                except Exception:
+                    logger.exception("health check failed")
+            if not self._pending:
+                continue
+            try:
+                lost = sweeper.sweep(set(self._pending))
+            except redis.exceptions.RedisError as e:
+                logger.warning("lost-worker sweep skipped: %s", e)
+                continue
+            for task_id, why in lost:
+                logger.warning("task %s: %s", task_id, why)
+                from celeriac.errors import WorkerLost
+                self._complete(task_id, exception=WorkerLost(why))
+
+    # --------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Stop the threads, drop the run's queues and results, fail what is pending. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        try:
+            self._send_client.delete(self.results_key, *self._queues)
+            self._send_client.hdel(RUNS_KEY, self.run_id)
+        except redis.exceptions.RedisError:
+            pass
+        self.fail_all(CeleriacError("the run was shut down before this task finished"))
+        self._send_client.close()
+        self._listen_client.close()

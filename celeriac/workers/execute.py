@@ -1,0 +1,152 @@
+"""Running one app call where it lands: in a worker process, or a thread for ThreadPoolExecutor.
+
+A python app with a ``walltime`` runs in a forked child that is killed when the time is up,
+so even a call stuck in C code ends on time (Parsl only notices after the call returns).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Optional
+
+from celeriac.errors import AppTimeout, SerializationError
+from celeriac.workers import payload
+
+
+@dataclass
+class Call:
+    """One try of one app call, as a worker needs it (the function travels separately)."""
+
+    task_id: str                 # unique per try; the Celery task id
+    tid: int                     # the DFK's task id
+    name: str                    # the app's name, shown in Flower and logs
+    kind: str                    # 'python' or 'bash'
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    walltime: Optional[float] = None
+    stdout: object = None        # bash apps: path, (path, mode) or None
+    stderr: object = None
+    outputs: tuple = ()          # bash apps: Files that must exist afterwards
+
+
+@dataclass
+class Failure:
+    """An exception from an app, with its traceback as text (tracebacks don't pickle)."""
+
+    exception: BaseException
+    traceback: str
+
+    @classmethod
+    def capture(cls, exc: BaseException, skip_frames: int = 0) -> "Failure":
+        tb = exc.__traceback__
+        for _ in range(skip_frames):
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        return cls(exc, text)
+
+    def portable(self) -> "Failure":
+        """This failure, with the exception replaced by a description if it won't pickle."""
+        try:
+            payload.dumps(self.exception)
+            return self
+        except SerializationError:
+            exc = self.exception
+            return Failure(SerializationError(
+                f"the app raised {type(exc).__module__}.{type(exc).__qualname__}: {exc}, "
+                "which could not be pickled to send back; its traceback is attached"),
+                self.traceback)
+
+
+class AppFailed(Exception):
+    """Raised inside a worker to carry a :class:`Failure` out of :func:`run_call`."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.exception)
+        self.failure = failure
+
+
+def run_call(func, call: Call, isolate_walltime: bool = True):
+    """Run ``call`` and return its result.
+
+    Raises:
+        AppFailed: the app (or its bash command) failed; ``.failure`` says how.
+    """
+    if call.kind == "bash":
+        from celeriac.workers.bash import run_bash
+        return run_bash(func, call)
+    if call.walltime is not None and isolate_walltime:
+        return _run_forked(func, call)
+    try:
+        return func(*call.args, **call.kwargs)
+    except BaseException as e:
+        raise AppFailed(Failure.capture(e, skip_frames=1)) from None
+
+
+def _run_forked(func, call: Call):
+    """Run a python app in a forked child and kill it when its walltime is up."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: run, send the outcome, exit without running any parent cleanup
+        code = 0
+        try:
+            os.close(rfd)
+            os.setpgid(0, 0)
+            try:
+                outcome = (True, func(*call.args, **call.kwargs))
+            except BaseException as e:
+                outcome = (False, Failure.capture(e, skip_frames=1).portable())
+            try:
+                data = payload.dumps(outcome, "app's result")
+            except SerializationError as e:
+                data = payload.dumps((False, Failure(e, "")))
+            with os.fdopen(wfd, "wb") as out:
+                out.write(data)
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    deadline = time.monotonic() + call.walltime
+    chunks = []
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AppFailed(Failure(AppTimeout(
+                    f"[{call.name}] App exceeded walltime: {call.walltime} seconds"), ""))
+            ready, _, _ = select.select([rfd], [], [], remaining)
+            if ready:
+                chunk = os.read(rfd, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(rfd)
+        _reap(pid)
+    if not chunks:
+        raise AppFailed(Failure(RuntimeError(
+            f"[{call.name}] the process running the app died without a result "
+            "(killed, out of memory, or it called os._exit)"), ""))
+    ok, value = pickle.loads(b"".join(chunks))
+    if ok:
+        return value
+    raise AppFailed(value)
+
+
+def _reap(pid: int) -> None:
+    """Kill the child's process group if it is still there, and collect it."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

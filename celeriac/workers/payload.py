@@ -1,0 +1,110 @@
+"""Signed payloads: how calls and results cross between orchestrator and workers.
+
+A worker unpickles code it is sent, so nothing is unpickled before its HMAC-SHA256 has been
+checked against the run's key. Frames on the wire::
+
+    b"S" + mac(32 bytes) + pickled data     signed; verified before ``pickle.loads``
+    b"J" + json                             an unsigned notice (only ever parsed as JSON)
+
+A notice lets a worker that holds the wrong key say so (it cannot sign), without the
+orchestrator ever unpickling unsigned bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import secrets
+
+import cloudpickle
+
+from celeriac.errors import SerializationError, UntrustedPayload
+
+KEY_ENV = "CELERIAC_KEY"
+_MAC_LEN = 32
+
+
+def new_key() -> bytes:
+    """A fresh random signing key (hex text, so it can live in a file or environment)."""
+    return secrets.token_hex(32).encode()
+
+
+def load_key(path: str | None = None) -> bytes:
+    """The signing key from ``path`` or the ``CELERIAC_KEY`` environment variable.
+
+    Raises:
+        UntrustedPayload: neither gives a key.
+    """
+    if path:
+        with open(path, "rb") as fh:
+            key = fh.read().strip()
+    else:
+        key = os.environ.get(KEY_ENV, "").encode()
+    if not key:
+        raise UntrustedPayload(
+            "no signing key: pass --key-file PATH (the run directory's 'worker.key') or set "
+            f"{KEY_ENV}; workers refuse to run unsigned code")
+    return key
+
+
+def sign(key: bytes, data: bytes) -> bytes:
+    return b"S" + hmac.new(key, data, hashlib.sha256).digest() + data
+
+
+def verify(key: bytes, frame: bytes) -> bytes:
+    """The data inside a signed frame.
+
+    Raises:
+        UntrustedPayload: the frame is unsigned or its signature does not match ``key``.
+    """
+    if frame[:1] != b"S" or len(frame) < 1 + _MAC_LEN:
+        raise UntrustedPayload("payload is not signed; refusing to unpickle it")
+    mac, data = frame[1:1 + _MAC_LEN], frame[1 + _MAC_LEN:]
+    if not hmac.compare_digest(mac, hmac.new(key, data, hashlib.sha256).digest()):
+        raise UntrustedPayload(
+            "payload signature does not match this process's key: the worker and the "
+            "orchestrator were given different signing keys")
+    return data
+
+
+def dumps(obj, what: str = "object") -> bytes:
+    """cloudpickle ``obj``, turning any failure into a SerializationError that says what."""
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        raise SerializationError(
+            f"could not serialize the {what}: {type(e).__name__}: {e}. Arguments and results "
+            "travel between processes, so they must be picklable (open files, locks, sockets "
+            "and generators are not)") from None
+
+
+def seal(key: bytes, obj, what: str = "object") -> bytes:
+    return sign(key, dumps(obj, what))
+
+
+def loads(data: bytes):
+    """Unpickle bytes that are already trusted, as a SerializationError on failure."""
+    try:
+        return pickle.loads(data)
+    except Exception as e:
+        raise SerializationError(f"could not deserialize payload: {type(e).__name__}: {e}") from None
+
+
+def unseal(key: bytes, frame: bytes):
+    """Verify a signed frame, then unpickle it."""
+    return loads(verify(key, frame))
+
+
+def notice(**fields) -> bytes:
+    return b"J" + json.dumps(fields).encode()
+
+
+def is_notice(frame: bytes) -> bool:
+    return frame[:1] == b"J"
+
+
+def read_notice(frame: bytes) -> dict:
+    return json.loads(frame[1:])
