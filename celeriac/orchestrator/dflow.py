@@ -50,15 +50,15 @@ class DataFlowKernel:
         self._ids = itertools.count()
         self.tasks: dict[int, TaskRecord] = {}
         self._cleaned = False
-        self._context = RunContext(self.config)
-        self.run_dir = self._context.run_dir
-        self.run_id = self._context.run_id
         if not self.config.executors:
             from celeriac.orchestrator.executors.celery import CeleryExecutor
             self.config.executors = [CeleryExecutor(label="celery")]
         self.executors = {e.label: e for e in self.config.executors}
-        if INTERNAL in self.executors:
+        if INTERNAL in self.executors:  # before RunContext, which opens the run's log file
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
+        self._context = RunContext(self.config)
+        self.run_dir = self._context.run_dir
+        self.run_id = self._context.run_id
         self._internal = ThreadPoolExecutor(INTERNAL, self.config.internal_tasks_max_threads)
         self._internal.start()
         try:
@@ -95,8 +95,7 @@ class DataFlowKernel:
         spec = kwargs.get("parsl_resource_specification") or {}
         if not isinstance(spec, dict):
             raise ConfigurationError("parsl_resource_specification must be a dict")
-        if not join:
-            self.executors[label].validate_resource_spec(spec)
+        self._executor(label).validate_resource_spec(spec)
         tid = next(self._ids)
         for stream in _STD_STREAMS:
             if kwargs.get(stream) == AUTO_LOGNAME:
@@ -147,6 +146,9 @@ class DataFlowKernel:
             return INTERNAL
         return choices[0] if len(choices) == 1 else random.choice(choices)
 
+    def _executor(self, label: str):
+        return self._internal if label == INTERNAL else self.executors[label]
+
     def _dependency_done(self, record: TaskRecord, _fut: Future) -> None:
         with self._lock:
             record.waiting -= 1
@@ -173,7 +175,7 @@ class DataFlowKernel:
             record.move(States.launched)
             record.try_id += 1
             try_id = record.try_id
-        executor = self._internal if record.executor == INTERNAL else self.executors[record.executor]
+        executor = self._executor(record.executor)
         call = self._make_call(record, args, kwargs, try_id)
         try:
             exec_fu = executor.submit(record.func, call, record.resource_specification)

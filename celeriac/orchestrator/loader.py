@@ -7,7 +7,7 @@ import threading
 from celeriac.errors import ConfigurationError, NoDataFlowKernelError
 
 _dfk = None
-_lock = threading.Lock()
+_lock = threading.RLock()
 
 
 def load(config=None):

@@ -3,7 +3,8 @@
 Every app call travels as the registered task ``celeriac.execute`` with ``shadow=<app name>``,
 so Flower and worker logs show the user's function name. Its body is a signed frame
 (content type ``application/x-celeriac``); the task verifies it before unpickling anything,
-and the worker accepts no other content type, so Celery never unpickles anything itself.
+and the worker accepts no other content type but JSON (remote control), so Celery never
+unpickles anything itself.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
     app.conf.update(
         broker_url=broker_url,
         result_backend="celeriac.workers.backend:ResultListBackend",
-        accept_content=[SERIALIZER],
-        result_accept_content=[SERIALIZER],
-        task_serializer=SERIALIZER,
-        result_serializer=SERIALIZER,
+        # Task bodies must be our signed frames; JSON (which runs no code) is for remote
+        # control (Flower's inspect, `celery inspect`). Never pickle.
+        accept_content=[SERIALIZER, "json"],
+        result_accept_content=["json"],
+        task_serializer="json",
+        result_serializer="json",
         task_acks_late=True,
         task_reject_on_worker_lost=False,  # the orchestrator relaunches; it counts losses
         worker_prefetch_multiplier=prefetch_multiplier,

@@ -70,7 +70,7 @@ class CeleryExecutor(Executor):
         """The command a block runs (no secrets: they are in the 0600 run file)."""
         log = os.path.join(self._log_dir, f"{self.label}-block{block}.log")
         return " ".join(shlex.quote(a) for a in [
-            sys.executable, "-m", "celeriac", "worker", "--run-file", self._context.run_file,
+            "env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac", "worker", "--run-file", self._context.run_file,
             "--executor", self.label, "--processes", str(self.workers_per_node),
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "--loglevel", self.worker_loglevel, "--logfile", log])
@@ -127,6 +127,14 @@ class CeleryExecutor(Executor):
             self._shut = True
         if self.provider is not None and self.blocks:
             self.provider.cancel(list(self.blocks.values()))
+
+
+def _import_path() -> str:
+    """The orchestrator's import path, so workers import the same modules (a helper module
+    beside the script, a test directory) that the functions sent to them refer to."""
+    paths = [os.path.abspath(p or os.getcwd()) for p in sys.path]
+    paths += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return os.pathsep.join(dict.fromkeys(p for p in paths if p and os.path.isdir(p)))
 
 
 def _tail(path, lines: int = 15) -> str:

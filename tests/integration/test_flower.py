@@ -1,0 +1,63 @@
+"""Flower, started with `celeriac flower`, lists each task under its app's name."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from celeriac import python_app
+
+pytestmark = pytest.mark.integration
+
+
+@python_app
+def triple(x):
+    return 3 * x
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+@pytest.mark.timeout(120)
+def test_flower_sees_tasks_by_app_name(dfk):
+    port = free_port()
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celeriac", "flower", "--run-file",
+         os.path.join(dfk.run_dir, "worker.json"), "--port", str(port)],
+        env=dict(os.environ, FLOWER_UNAUTHENTICATED_API="true"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        workers = {}
+        while time.monotonic() < deadline and not workers:
+            try:
+                workers = get_json(f"{base}/api/workers?refresh=1")
+            except OSError:
+                time.sleep(0.5)
+        assert any(name.startswith("celeriac-celery-") for name in workers)
+        assert [triple(i).result(timeout=60) for i in range(3)] == [0, 3, 6]
+        tasks = {}
+        while time.monotonic() < deadline:
+            tasks = get_json(f"{base}/api/tasks")
+            done = [t for t in tasks.values() if t.get("name") == "triple" and t.get("state") == "SUCCESS"]
+            if len(done) == 3:
+                break
+            time.sleep(0.5)
+        assert len(done) == 3, tasks
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)

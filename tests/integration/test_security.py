@@ -1,0 +1,149 @@
+"""Only signed payloads run; the broker is private; no secret on a command line."""
+
+import base64
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import redis
+
+import celeriac
+from celeriac import Config, python_app
+from celeriac.errors import UntrustedPayload
+from celeriac.executors import CeleryExecutor
+from celeriac.workers.runfile import RunFile, queue_name
+
+pytestmark = pytest.mark.integration
+
+
+@python_app(executors=["byhand"])
+def double(x):
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def dfk(run_dir):
+    celeriac.clear()
+    d = celeriac.load(Config([CeleryExecutor(label="local", workers_per_node=1),
+                              CeleryExecutor(label="byhand", provider=None)], run_dir=run_dir))
+    yield d
+    d.cleanup()
+    celeriac.clear()
+
+
+@pytest.fixture
+def run_file(dfk):
+    return RunFile.read(os.path.join(dfk.run_dir, "worker.json"))
+
+
+def start_worker(args, env=None):
+    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", "--executor", "byhand",
+                             *args], env=dict(os.environ, **(env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class WritesFile:
+    """Unpickling this would create a file: proof that something was unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_embedded_broker_is_loopback_and_needs_the_password(run_file):
+    url = run_file.broker_url
+    assert "@127.0.0.1:" in url
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port).ping()
+    assert redis.Redis.from_url(url).config_get("bind")["bind"] == "127.0.0.1"
+
+
+def test_run_file_is_private(dfk):
+    assert os.stat(os.path.join(dfk.run_dir, "worker.json")).st_mode & 0o077 == 0
+
+
+def test_no_secret_on_any_command_line(dfk, run_file):
+    password = run_file.broker_url.split(":")[2].split("@")[0]
+    cmdlines = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert cmdlines, "the local block should be running"
+    for cmd in cmdlines:
+        assert password not in cmd
+        assert run_file.key not in cmd
+
+
+@pytest.mark.timeout(90)
+def test_worker_with_another_key_refuses_and_the_task_fails_clearly(dfk, run_file, tmp_path):
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-run-key")
+    worker = start_worker(["--key-file", str(wrong)], env={"CELERIAC_BROKER": run_file.broker_url})
+    try:
+        with pytest.raises(UntrustedPayload, match="refused the task"):
+            double(1).result(timeout=60)
+    finally:
+        stop(worker)
+
+
+@pytest.mark.timeout(90)
+def test_unsigned_message_is_never_unpickled(dfk, run_file, tmp_path):
+    evidence = tmp_path / "pwned"
+    client = redis.Redis.from_url(run_file.broker_url)
+    body = pickle.dumps(("digest", b"", WritesFile(str(evidence))))
+    forged = {
+        "body": base64.b64encode(b"S" + b"\0" * 32 + body).decode(),
+        "content-encoding": "binary", "content-type": "application/x-celeriac",
+        "headers": {"lang": "py", "task": "celeriac.execute", "id": "forged-1",
+                    "shadow": "forged", "retries": 0, "timelimit": [None, None],
+                    "root_id": "forged-1", "parent_id": None, "argsrepr": "()",
+                    "kwargsrepr": "{}", "ignore_result": False},
+        "properties": {"correlation_id": "forged-1", "reply_to": "attacker-list",
+                       "delivery_mode": 2, "body_encoding": "base64", "priority": 0,
+                       "delivery_info": {"exchange": "", "routing_key": "q"},
+                       "delivery_tag": "forged-1"},
+    }
+    client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
+    worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
+    try:
+        assert double(4).result(timeout=60) == 8  # the genuine task after it ran
+        notice = client.blpop(["attacker-list"], timeout=10)
+        assert notice and notice[1].startswith(b"J")
+        assert b"does not match" in notice[1]
+        assert not evidence.exists()
+    finally:
+        stop(worker)
+
+
+@pytest.mark.timeout(90)
+def test_worker_started_by_hand_finds_the_only_run_and_joins(dfk, run_file):
+    worker = start_worker([], env={"CELERIAC_BROKER": run_file.broker_url,
+                                   "CELERIAC_KEY": run_file.key})
+    try:
+        assert [double(i).result(timeout=60) for i in range(3)] == [0, 2, 4]
+    finally:
+        stop(worker)
+    assert worker.returncode == 0 or worker.returncode == -15
+
+
+def test_worker_without_key_exits_with_an_explanation(run_file):
+    proc = subprocess.run([sys.executable, "-m", "celeriac", "worker", "--executor", "byhand"],
+                          env=dict(os.environ, CELERIAC_BROKER=run_file.broker_url,
+                                   CELERIAC_KEY=""),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "no signing key" in proc.stderr
