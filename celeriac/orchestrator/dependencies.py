@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 
 
 def find_futures(args, kwargs) -> list:
@@ -27,7 +27,8 @@ def resolve(args, kwargs):
 
     def value(v):
         if isinstance(v, Future):
-            exc = v.exception()
+            # a cancelled future has no exception() to give: it raises CancelledError
+            exc = CancelledError() if v.cancelled() else v.exception()
             if exc is not None:
                 failures.append((exc, getattr(v, "tid", None)))
                 return v

@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import threading
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from functools import partial
 from typing import Optional
 
@@ -201,6 +201,14 @@ class DataFlowKernel:
     def _executor_done(self, record: TaskRecord, try_id: int, fut: Future) -> None:
         if try_id != record.try_id or record.status is not States.launched:
             return  # an outcome for a try that was already superseded
+        if fut.cancelled():
+            # Executors drop queued work when they shut down, and cleanup() then fails the
+            # task saying why; any other cancellation fails it here rather than leave it hanging.
+            if not self._cleaned:
+                self._finish(record, States.failed, exception=CeleriacError(
+                    f"task {record.id} ({record.func_name}) was cancelled by executor "
+                    f"{record.executor!r}"))
+            return
         exc = fut.exception()
         if exc is None:
             result = fut.result()
@@ -255,8 +263,9 @@ class DataFlowKernel:
                 record.waiting -= 1
                 if record.waiting:
                     return
-            failures = [(f.exception(), getattr(f, "tid", None)) for f in futures
-                        if f.exception() is not None]
+            failures = [(CancelledError() if f.cancelled() else f.exception(),
+                         getattr(f, "tid", None)) for f in futures
+                        if f.cancelled() or f.exception() is not None]
             if failures:
                 exc = JoinError(failures, record.id)
                 exc.__cause__ = failures[0][0]

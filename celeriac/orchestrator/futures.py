@@ -35,6 +35,14 @@ class AppFuture(Future):
         """DataFutures for the ``outputs=[File(...)]`` of this call."""
         return self._outputs
 
+    def cancel(self) -> bool:
+        """Refuse, returning False: the DFK owns this task and will still complete it.
+
+        ``Future.cancel`` would mark a pending future cancelled while its task runs on, so the
+        DFK could not deliver the result and dependents would wait forever.
+        """
+        return False
+
     def __getitem__(self, key):
         return self.task_record.dfk.deferred(_getitem, self, key)
 

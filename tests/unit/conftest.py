@@ -120,3 +120,14 @@ def manual():
 def manual_dfk(load_dfk, manual):
     """A loaded DFK whose only executor is ``manual`` (a ManualExecutor)."""
     return load_dfk(manual)
+
+
+UNIT_TIMEOUT = 20  # seconds; a unit test that needs longer is hanging
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every unit test a tight timeout (setup.cfg's 120 s is for integration tests)."""
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.path).startswith(here) and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))

@@ -169,3 +169,13 @@ def test_declared_outputs_that_exist_succeed(dfk, tmp_path):
     fut = run(f"echo data > {out}", outputs=[out])
     assert fut.result(timeout=10) == 0
     assert fut.outputs[0].result(timeout=5) == out
+
+
+def test_bash_app_need_not_declare_stdout_to_use_it(dfk, tmp_path):
+    @bash_app
+    def bare():
+        return "echo undeclared"
+
+    out = tmp_path / "bare.out"
+    assert bare(stdout=str(out)).result(timeout=10) == 0
+    assert out.read_text() == "undeclared\n"

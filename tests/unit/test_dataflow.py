@@ -166,3 +166,51 @@ def test_non_future_arguments_pass_through_unchanged(dfk):
     args, kwargs = echo(1, [2, 3], marker, key={"a": 1}).result(timeout=5)
     assert args == (1, [2, 3], marker)
     assert kwargs == {"key": {"a": 1}}
+
+
+def test_cancelled_plain_future_fails_the_dependent_instead_of_hanging(dfk):
+    upstream = Future()
+    dependent = double(upstream)
+    assert upstream.cancel()
+    with pytest.raises(DependencyError) as info:
+        dependent.result(timeout=5)
+    assert info.value.dependent_exceptions_tids[0][1] is None
+    assert ran == []
+
+
+def test_executor_refusing_a_task_fails_that_task(load_dfk, manual):
+    from celeriac.errors import SubmitException
+
+    def refuse(func, call, spec):
+        raise SubmitException("broker unreachable")
+
+    manual.submit = refuse
+    load_dfk(manual)
+    fut = double(1)
+    with pytest.raises(SubmitException, match="broker unreachable"):
+        fut.result(timeout=5)
+    assert fut.task_record.status is States.failed
+
+
+def test_task_whose_executor_cancels_it_fails_instead_of_hanging(manual_dfk, manual):
+    from celeriac.errors import CeleriacError
+
+    fut = double(1)
+    dependent = double(fut)
+    assert manual.wait_for(1)[0].future.cancel()
+    with pytest.raises(CeleriacError, match="cancelled by executor 'manual'"):
+        fut.result(timeout=5)
+    with pytest.raises(DependencyError):
+        dependent.result(timeout=5)
+
+
+def test_long_chain_of_dependencies_resolves(dfk):
+    fut = double(0.5)
+    for _ in range(200):
+        fut = add(fut, y=1)
+    assert fut.result(timeout=10) == 201
+
+
+def test_wide_fan_in_waits_for_every_input(dfk):
+    parts = [double(i) for i in range(300)]
+    assert total(inputs=parts).result(timeout=10) == sum(2 * i for i in range(300))

@@ -1,11 +1,13 @@
 """join_app: an app that launches apps, whose result is the result of what it launched."""
 
 import threading
+import time
 
 import pytest
 
 from celeriac import join_app, python_app
 from celeriac.errors import JoinError
+from celeriac.orchestrator.states import States
 
 
 @python_app
@@ -118,3 +120,21 @@ def test_nested_join_apps(dfk):
         return [one(1), fan_out(2)]
 
     assert outer().result(timeout=5) == [2, [0, 2]]
+
+
+def test_join_app_returning_a_future_that_is_cancelled_fails_with_join_error(dfk):
+    from concurrent.futures import Future
+    inner = Future()
+
+    @join_app
+    def returns_plain_future():
+        return inner
+
+    fut = returns_plain_future()
+    deadline = time.monotonic() + 5
+    while fut.task_record.status is not States.joining:  # until the body has returned `inner`
+        assert time.monotonic() < deadline, fut.task_record.status
+        time.sleep(0.01)
+    inner.cancel()
+    with pytest.raises(JoinError):
+        fut.result(timeout=5)

@@ -234,3 +234,24 @@ def test_cleanup_detaches_the_run_log(tmp_path):
     before = _celeriac_handlers()
     celeriac.load(config(tmp_path)).cleanup()
     assert _celeriac_handlers() == before
+
+
+def test_cleanup_with_queued_tasks_fails_them_without_callback_errors(load_dfk, caplog):
+    dfk = load_dfk(ThreadPoolExecutor(label="one", max_threads=1))
+    release = threading.Event()
+
+    @python_app
+    def hold():
+        release.wait(5)
+
+    running, queued = hold(), hold()  # the second waits in the pool's queue
+    try:
+        with caplog.at_level(logging.ERROR):
+            dfk.cleanup()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        with pytest.raises(CeleriacError, match="cleaned up"):
+            queued.result(timeout=2)
+        with pytest.raises(CeleriacError, match="cleaned up"):
+            running.result(timeout=2)
+    finally:
+        release.set()

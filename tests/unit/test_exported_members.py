@@ -1,0 +1,47 @@
+"""The public surface is pinned: adding or removing a public name is a deliberate change."""
+
+import types
+
+import celeriac
+import celeriac.errors
+import celeriac.executors
+
+PUBLIC = [
+    "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
+    "Config", "DataFlowKernel", "load", "clear", "dfk", "wait_for_current_tasks",
+    "__version__",
+]
+
+
+def test_celeriac_all_is_exactly_the_public_api():
+    assert celeriac.__all__ == PUBLIC
+
+
+def test_every_exported_name_exists():
+    for name in celeriac.__all__:
+        assert hasattr(celeriac, name), name
+
+
+def test_every_public_member_is_exported():
+    # submodules (celeriac.errors, celeriac.config, ...) appear as attributes once imported
+    members = {name for name, value in vars(celeriac).items()
+               if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+    assert members == set(celeriac.__all__) - {"__version__"}
+
+
+def test_executors_module_exports():
+    assert celeriac.executors.__all__ == ["Executor", "CeleryExecutor", "ThreadPoolExecutor"]
+
+
+def test_errors_module_exports():
+    assert celeriac.errors.__all__ == [
+        "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
+        "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
+        "ExecutorError", "WorkerLost", "DependencyError", "JoinError", "AppException",
+        "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile",
+        "MissingOutputs", "RemoteTraceback",
+    ]
+
+
+def test_version_is_a_string():
+    assert isinstance(celeriac.__version__, str) and celeriac.__version__.count(".") == 2
