@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+import time
 
 from celery import Celery
 from kombu.serialization import register
 
-from celeriac.errors import UntrustedPayload
+from celeriac.errors import SerializationError, UntrustedPayload
 from celeriac.workers import payload
 from celeriac.workers.execute import AppFailed, Failure, run_call
 
@@ -50,6 +51,7 @@ class WorkerState:
         self.key: bytes | None = None
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
+        self.runtimes: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def function(self, digest: str, data: bytes):
@@ -96,18 +98,56 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
 
 
 def execute(frame: bytes):
-    """The generic task: verify, unpickle, run one app call, return its result."""
+    """The generic task: verify the frame, then run the call(s) it carries.
+
+    A message with one call returns its result or raises its exception, so Celery (and
+    Flower) see the app's own outcome. A packed message runs each call and returns a
+    :class:`Batch` of their outcomes; one failing call does not fail the others.
+    """
     try:
-        digest, func_bytes, call = payload.unseal(state.key, frame)
+        digest, func_bytes, calls = payload.unseal(state.key, frame)
         func = state.function(digest, func_bytes)
     except UntrustedPayload as e:
         state.failures[_current_id()] = e  # cannot be signed: sent back as a plain notice
         raise
+    if len(calls) == 1:
+        task_id, call_bytes = calls[0]
+        start = time.perf_counter()
+        try:
+            result = run_call(func, payload.loads(call_bytes))
+        except AppFailed as e:
+            state.failures[task_id] = e.failure.portable()
+            raise e.failure.exception from None
+        state.runtimes[task_id] = time.perf_counter() - start
+        return result
+    return Batch([_run_one(func, task_id, call_bytes) for task_id, call_bytes in calls])
+
+
+def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
+    """(task id, ok, pickled result or Failure, run time) for one call of a packed message."""
+    start = time.perf_counter()
     try:
-        return run_call(func, call)
+        value, ok = run_call(func, payload.loads(call_bytes)), True
     except AppFailed as e:
-        state.failures[call.task_id] = e.failure.portable()
-        raise e.failure.exception from None
+        value, ok = e.failure.portable(), False
+    except SerializationError as e:
+        value, ok = Failure(e, ""), False
+    runtime = time.perf_counter() - start
+    try:
+        return task_id, ok, payload.dumps(value, "app's result"), runtime
+    except SerializationError as e:
+        return task_id, False, payload.dumps(Failure(e, "")), runtime
+
+
+class Batch:
+    """The outcomes of a packed message's calls (what Celery sees as its result)."""
+
+    def __init__(self, outcomes: list):
+        self.outcomes = outcomes
+
+    def __repr__(self):
+        ok = sum(1 for o in self.outcomes if o[1])
+        return f"<{len(self.outcomes)} calls: {ok} succeeded, {len(self.outcomes) - ok} failed>"
 
 
 def _current_id() -> str:

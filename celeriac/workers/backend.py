@@ -20,7 +20,7 @@ from redis.retry import Retry
 
 from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
 from celeriac.workers import payload
-from celeriac.workers.app import state
+from celeriac.workers.app import Batch, state
 from celeriac.workers.execute import Failure
 
 logger = logging.getLogger(__name__)
@@ -55,29 +55,37 @@ class ResultListBackend(BaseBackend):
         if not reply_to:
             return result
         if state_name == states.SUCCESS:
-            try:
-                frame = _frame(task_id, True, payload.dumps(result, "app's result"))
-            except SerializationError as e:
-                frame = _frame(task_id, False, payload.dumps(Failure(e, "")))
+            if isinstance(result, Batch):
+                outcomes = result.outcomes
+            else:
+                runtime = state.runtimes.pop(task_id, None)
+                try:
+                    outcomes = [(task_id, True, payload.dumps(result, "app's result"), runtime)]
+                except SerializationError as e:
+                    outcomes = [(task_id, False, payload.dumps(Failure(e, "")), runtime)]
         elif state_name in states.EXCEPTION_STATES:
-            frame = self._failure_frame(task_id, result, traceback)
+            failure = state.failures.pop(task_id, None)
+            if isinstance(failure, UntrustedPayload) or isinstance(result, UntrustedPayload):
+                self.client.rpush(reply_to, payload.notice(
+                    id=task_id, error=str(failure or result), host=self._hostname))
+                return result
+            outcomes = [(task_id, False, self._failure_bytes(failure, result, traceback), None)]
         else:
             return result
-        self.client.rpush(reply_to, frame)
+        # The values are pickled one by one, so the orchestrator can still tell which task
+        # an outcome belongs to when one value cannot be unpickled there.
+        self.client.rpush(reply_to, payload.seal(state.key, outcomes))
         return result
 
-    def _failure_frame(self, task_id, exc, traceback) -> bytes:
-        failure = state.failures.pop(task_id, None)
-        if isinstance(failure, UntrustedPayload) or isinstance(exc, UntrustedPayload):
-            return payload.notice(id=task_id, error=str(failure or exc), host=self._hostname)
+    def _failure_bytes(self, failure, exc, traceback) -> bytes:
         if failure is None:
             if isinstance(exc, WorkerLostError):
                 exc = WorkerLost(f"the worker process running it on {self._hostname} died: {exc}")
             failure = Failure(exc, traceback or "").portable()
         try:
-            return _frame(task_id, False, payload.dumps(failure, "app's exception"))
+            return payload.dumps(failure, "app's exception")
         except Exception as e:  # last resort: say what happened rather than lose the task
-            return _frame(task_id, False, payload.dumps(Failure(e, failure.traceback)))
+            return payload.dumps(Failure(e, failure.traceback))
 
     def _get_task_meta_for(self, task_id):
         raise NotImplementedError("celeriac results are read by the orchestrator's listener")
@@ -85,8 +93,3 @@ class ResultListBackend(BaseBackend):
     def _forget(self, task_id):
         pass
 
-
-def _frame(task_id: str, ok: bool, value_bytes: bytes) -> bytes:
-    # The value is pickled on its own, so the orchestrator can still tell which task an
-    # outcome belongs to when the value itself cannot be unpickled there.
-    return payload.seal(state.key, (task_id, ok, value_bytes))

@@ -194,3 +194,28 @@ def test_many_tasks_all_complete(dfk):
     assert [f.result(timeout=120) for f in futures] == [2 * i for i in range(2000)]
     celeriac.wait_for_current_tasks()
     assert not dfk.tasks
+
+
+@python_app
+def fail_on_tens(i):
+    if i % 10 == 0:
+        raise CustomError(f"call {i}")
+    return i
+
+
+def test_short_calls_in_a_burst_are_packed_and_each_keeps_its_own_outcome(dfk):
+    assert fail_on_tens(1).result(timeout=60) == 1  # measures the app's run time
+    link = dfk.executors["celery"]._link
+    before = dict(link.stats)
+    futures = [fail_on_tens(i) for i in range(1, 401)]
+    for i, fut in enumerate(futures, start=1):
+        if i % 10 == 0:
+            with pytest.raises(CustomError, match=f"call {i}$") as info:
+                fut.result(timeout=60)
+            assert isinstance(info.value.__cause__, RemoteTraceback)
+        else:
+            assert fut.result(timeout=60) == i
+    calls = link.stats["calls"] - before["calls"]
+    messages = link.stats["messages"] - before["messages"]
+    assert calls == 400
+    assert messages < calls / 4, link.stats
