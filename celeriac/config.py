@@ -28,7 +28,8 @@ class Config:
         retries: Parsl's retry budget per task.
         retry_handler: ``f(exception, task_record) -> float`` cost of one failure.
         retry_policy: a tenacity-style policy (used by the retry machinery).
-        worker_lost_retries: how many times a task whose worker died is relaunched.
+        worker_lost_retries: how many times a task whose worker died is relaunched without
+            spending ``retries``; later losses each cost one retry like any failure.
         run_dir: directory holding numbered run directories (``runinfo/000``, ...).
         strategy, strategy_period, max_idletime: block scaling, as in Parsl.
         exit_mode: what leaving ``with celeriac.load(...)`` does: ``cleanup`` (shut down

@@ -265,10 +265,12 @@ class CeleryLink:
                 "<run_dir>/worker.json, or CELERIAC_KEY)"))
             return
         try:
-            outcomes = payload.unseal(self.key, frame)
+            message_id, outcomes = payload.unseal(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
+        if len(outcomes) > 1 or outcomes[0][0] != message_id:
+            self._batches.pop(message_id, None)  # a packed message's calls all came back
         for task_id, ok, value_bytes, runtime in outcomes:
             try:
                 value = payload.loads(value_bytes)

@@ -74,7 +74,7 @@ class ResultListBackend(BaseBackend):
             return result
         # The values are pickled one by one, so the orchestrator can still tell which task
         # an outcome belongs to when one value cannot be unpickled there.
-        self.client.rpush(reply_to, payload.seal(state.key, outcomes))
+        self.client.rpush(reply_to, payload.seal(state.key, (task_id, outcomes)))
         return result
 
     def _failure_bytes(self, failure, exc, traceback) -> bytes:

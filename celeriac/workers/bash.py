@@ -29,7 +29,12 @@ def run_bash(func, call: Call) -> int:
             f"bash_app {call.name} must return the command line as a str, "
             f"but returned {type(command).__name__}: {command!r:.200}"), ""))
     out = _open_stream(call.stdout, "stdout")
-    err = _open_stream(call.stderr, "stderr") if call.stderr != call.stdout else out
+    try:
+        err = _open_stream(call.stderr, "stderr") if call.stderr != call.stdout else out
+    except AppFailed:
+        if out is not None:
+            out.close()
+        raise
     try:
         proc = subprocess.Popen(command, shell=True, executable="/bin/bash",
                                 stdout=out, stderr=err, start_new_session=True)

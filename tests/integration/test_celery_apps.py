@@ -219,3 +219,4 @@ def test_short_calls_in_a_burst_are_packed_and_each_keeps_its_own_outcome(dfk):
     messages = link.stats["messages"] - before["messages"]
     assert calls == 400
     assert messages < calls / 4, link.stats
+    assert not link._batches  # packed messages are forgotten once their calls come back

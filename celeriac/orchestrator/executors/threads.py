@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import threading
 from concurrent.futures import Future
 
-from celeriac.errors import AppTimeout
+from celeriac.errors import AppTimeout, SubmitException
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.workers.execute import AppFailed, Call, run_call
 
@@ -28,6 +28,7 @@ class ThreadPoolExecutor(Executor):
         self.max_threads = max_threads
         self._prefix = thread_name_prefix or f"celeriac-{label}"
         self._pool = None
+        self._shut = False
         self._lock = threading.Lock()
 
     def start(self, context=None) -> None:
@@ -36,6 +37,8 @@ class ThreadPoolExecutor(Executor):
                 self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix)
 
     def submit(self, func, call: Call, resource_specification: dict) -> Future:
+        if self._shut:
+            raise SubmitException(f"executor {self.label!r} has been shut down")
         if self._pool is None:
             self.start()
         inner = self._pool.submit(_run_local, func, call)
@@ -56,6 +59,7 @@ class ThreadPoolExecutor(Executor):
 
     def shutdown(self) -> None:
         with self._lock:
+            self._shut = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
