@@ -118,12 +118,14 @@ class CeleryLink:
         self._functions: dict = {}
         self._health_checks = []
         self._outbox: deque = deque()
+        self._listener_out: list = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._threads = [threading.Thread(target=t, name=f"celeriac-{t.__name__.strip('_')}",
                                           daemon=True)
                          for t in (self._sender, self._listener, self._watcher)]
+        self._listener_thread = self._threads[1]
         for t in self._threads:
             t.start()
 
@@ -143,9 +145,15 @@ class CeleryLink:
         fut = Future()
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
-        self._outbox.append(_Outgoing(call.task_id, queue, call.name, digest, func_bytes,
-                                      call_bytes, _short.repr(call.args), _short.repr(call.kwargs)))
-        self._wake.set()
+        item = _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
+                         _short.repr(call.args), _short.repr(call.kwargs))
+        if threading.current_thread() is self._listener_thread:
+            # Launched because a result arrived (a dependent became ready): the listener
+            # sends it itself after this batch of results, sparing a thread hand-off.
+            self._listener_out.append(item)
+        else:
+            self._outbox.append(item)
+            self._wake.set()
         return fut
 
     def _message(self, queue: str, items: list) -> str:
@@ -255,6 +263,9 @@ class CeleryLink:
                 continue
             for frame in frames:
                 self._deliver(frame)
+            if self._listener_out:
+                batch, self._listener_out = self._listener_out, []
+                self._push(batch)
 
     def _deliver(self, frame: bytes) -> None:
         if payload.is_notice(frame):
