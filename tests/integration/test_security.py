@@ -147,3 +147,30 @@ def test_worker_without_key_exits_with_an_explanation(run_file):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "no signing key" in proc.stderr
+
+
+@pytest.mark.timeout(90)
+def test_json_task_body_is_refused_too(dfk, run_file, tmp_path):
+    """Workers accept JSON for remote control; a JSON task body still never runs."""
+    client = redis.Redis.from_url(run_file.broker_url)
+    body = json.dumps([["S" + "0" * 40], {}, {}]).encode()
+    forged = {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {"lang": "py", "task": "celeriac.execute", "id": "forged-json",
+                    "shadow": "forged", "retries": 0, "timelimit": [None, None],
+                    "root_id": "forged-json", "parent_id": None, "argsrepr": "()",
+                    "kwargsrepr": "{}", "ignore_result": False},
+        "properties": {"correlation_id": "forged-json", "reply_to": "attacker-json",
+                       "delivery_mode": 2, "body_encoding": "base64", "priority": 0,
+                       "delivery_info": {"exchange": "", "routing_key": "q"},
+                       "delivery_tag": "forged-json"},
+    }
+    client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
+    worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
+    try:
+        assert double(5).result(timeout=60) == 10
+        notice = client.blpop(["attacker-json"], timeout=10)
+        assert notice and notice[1].startswith(b"J") and b"not signed" in notice[1]
+    finally:
+        stop(worker)

@@ -13,20 +13,15 @@ from celeriac.executors import CeleryExecutor
 pytestmark = pytest.mark.integration
 
 
-@python_app(executors=["solo"])
-def record_and_sleep(marker, seconds):
+def _record_and_sleep(marker, seconds):
     with open(marker, "a") as fh:
         fh.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return "finished"
 
 
-@python_app(executors=["prefork"])
-def record_and_sleep_prefork(marker, seconds):
-    with open(marker, "a") as fh:
-        fh.write(f"{os.getpid()}\n")
-    time.sleep(seconds)
-    return "finished"
+record_and_sleep = python_app(_record_and_sleep, executors=["solo"])
+record_and_sleep_prefork = python_app(_record_and_sleep, executors=["prefork"])
 
 
 @python_app(executors=["prefork"])
