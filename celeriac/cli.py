@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     w.add_argument("--hostname", help="Celery node name (default celeriac-LABEL-PID@host)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")
+    w.add_argument("--die-with-parent", action="store_true",
+                   help="exit when the process that started this one dies (used by blocks)")
 
     f = sub.add_parser("flower", help="start Flower on a run's broker")
     _add_run_options(f)
@@ -83,6 +85,9 @@ def _only_active_run(broker: str) -> str:
 
 def _worker(args) -> int:
     from celeriac.workers.main import child_command, run_worker, supervise
+    if args.die_with_parent:
+        from celeriac.orchestrator.processes import die_with_parent
+        die_with_parent()
     broker, key, run_id = _resolve(args, need_key=True)
     if args.processes > 1:
         env = dict(os.environ)

@@ -73,7 +73,7 @@ class CeleryExecutor(Executor):
             "env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac", "worker", "--run-file", self._context.run_file,
             "--executor", self.label, "--processes", str(self.workers_per_node),
             "--pool", self.pool, "--concurrency", str(self.concurrency),
-            "--loglevel", self.worker_loglevel, "--logfile", log])
+            "--loglevel", self.worker_loglevel, "--logfile", log, "--die-with-parent"])
 
     def scale_out(self, blocks: int = 1) -> list:
         """Ask the provider for more blocks; returns their job ids."""
