@@ -54,8 +54,9 @@ class EmbeddedRedis:
         """
         os.makedirs(self.directory, exist_ok=True)
         log = os.path.join(self.directory, "redis.log")
-        for _attempt in range(5):
-            self.port = _free_port()
+        fixed_port = self.port  # a restart keeps its address, so clients reconnect
+        for _attempt in range(1 if fixed_port else 5):
+            self.port = fixed_port or _free_port()
             conf = os.path.join(self.directory, "redis.conf")
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:  # the password lives here, never on a command line

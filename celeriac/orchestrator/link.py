@@ -26,7 +26,7 @@ from concurrent.futures import Future
 import redis
 
 from celeriac.errors import (CeleriacError, ExecutorError, RemoteTraceback, SerializationError,
-                             SubmitException, UntrustedPayload)
+                             SubmitException, UntrustedPayload, WorkerLost)
 from celeriac.orchestrator import recovery
 from celeriac.workers import payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
@@ -333,23 +333,49 @@ class CeleryLink:
 
     def _watcher(self) -> None:
         sweeper = recovery.Sweeper(self._send_client)
+        server = self._server_id()
         while not self._stop.wait(SWEEP_INTERVAL):
             for check in self._health_checks:
                 try:
                     check()
                 except Exception:
                     logger.exception("health check failed")
-            if not self._pending:
-                continue
             try:
+                now = self._server_id()
+                if server is not None and now is not None and now != server:
+                    self._broker_restarted()
+                server = now or server
+                if not self._pending:
+                    continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches))
             except redis.exceptions.RedisError as e:
                 logger.warning("lost-worker sweep skipped: %s", e)
                 continue
             for task_id, why in lost:
                 logger.warning("task %s: %s", task_id, why)
-                from celeriac.errors import WorkerLost
                 self._complete(task_id, exception=WorkerLost(why))
+
+    def _server_id(self):
+        """The broker's run id: it changes when Redis restarts (and forgets its queues)."""
+        try:
+            return self._send_client.info("server").get("run_id")
+        except redis.exceptions.RedisError:
+            return None
+
+    def _broker_restarted(self) -> None:
+        """Every unfinished task may have been lost with the broker's memory: relaunch them
+        all (a task that was running will finish too; its first outcome wins)."""
+        unfinished = list(self._pending)
+        logger.warning("the broker at %s restarted; relaunching %d unfinished tasks",
+                       safe_url(self.url), len(unfinished))
+        try:
+            self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({"started": time.time()}))
+        except redis.exceptions.RedisError:
+            pass
+        self._batches.clear()
+        for task_id in unfinished:
+            self._complete(task_id, exception=WorkerLost(
+                "the broker restarted while the task was queued or running"))
 
     # --------------------------------------------------------------- closing
 

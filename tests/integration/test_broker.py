@@ -80,3 +80,26 @@ def test_by_hand_worker_from_the_run_file(tmp_path):
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+@python_app
+def slow_double(x):
+    time.sleep(1)
+    return 2 * x
+
+
+@pytest.mark.timeout(150)
+def test_tasks_queued_when_the_broker_restarts_are_relaunched(tmp_path, caplog):
+    broker = EmbeddedRedis(str(tmp_path / "redis")).start()
+    try:
+        with celeriac.load(Config([CeleryExecutor(workers_per_node=1)], broker=broker.url,
+                                  run_dir=str(tmp_path))):
+            assert double(1).result(timeout=60) == 2
+            futures = [slow_double(i) for i in range(4)]  # one runs, the rest wait in the queue
+            time.sleep(0.5)
+            broker.stop()
+            broker.start()  # same address and password, empty memory: the queue is gone
+            assert [f.result(timeout=120) for f in futures] == [0, 2, 4, 6]
+            assert "restarted; relaunching" in caplog.text
+    finally:
+        broker.stop()
