@@ -35,6 +35,10 @@ class AppFuture(Future):
         """DataFutures for the ``outputs=[File(...)]`` of this call."""
         return self._outputs
 
+    def task_status(self) -> str:
+        """The task's state name, as in Parsl (``pending``, ``launched``, ``exec_done``, ...)."""
+        return self.task_record.status.name
+
     def cancel(self) -> bool:
         """Refuse, returning False: the DFK owns this task and will still complete it.
 

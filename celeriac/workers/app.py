@@ -120,7 +120,17 @@ def execute(frame: bytes):
             raise e.failure.exception from None
         state.runtimes[task_id] = time.perf_counter() - start
         return result
-    return Batch([_run_one(func, task_id, call_bytes) for task_id, call_bytes in calls])
+    batch = Batch([_run_one(func, task_id, call_bytes) for task_id, call_bytes in calls])
+    failed = len(batch.outcomes) - sum(1 for o in batch.outcomes if o[1])
+    if failed:  # so Flower and the worker log show the message as failed
+        state.failures[_current_id()] = batch
+        raise PackedCallsFailed(f"{failed} of {len(batch.outcomes)} calls failed; each call's "
+                                "own exception goes to its future")
+    return batch
+
+
+class PackedCallsFailed(Exception):
+    """Raised after a packed message ran, when some of its calls failed."""
 
 
 def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:

@@ -183,6 +183,14 @@ def test_join_app_over_celery_tasks(dfk):
         fan_with_failure().result(timeout=60)
 
 
+def test_task_status_names_the_state_as_parsl_does(dfk):
+    ok, bad = double(1), fail("x")
+    ok.result(timeout=60)
+    with pytest.raises(CustomError):
+        bad.result(timeout=60)
+    assert (ok.task_status(), bad.task_status()) == ("exec_done", "failed")
+
+
 def test_item_and_attribute_futures(dfk):
     info = where()
     assert info["worker"].result(timeout=60).startswith("celeriac-celery-")

@@ -20,6 +20,13 @@ def triple(x):
     return 3 * x
 
 
+@python_app
+def odd_only(x):
+    if x % 2 == 0:
+        raise ValueError(f"{x} is even")
+    return x
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,6 +65,21 @@ def test_flower_sees_tasks_by_app_name(dfk):
                 break
             time.sleep(0.5)
         assert len(done) == 3, tasks
+
+        # Short calls in a burst share messages; one with a failed call shows as FAILURE.
+        odd_only(1).result(timeout=60)
+        burst = [odd_only(x) for x in range(1, 41)]
+        for f in burst:
+            f.exception(timeout=60)
+        packed = []
+        while time.monotonic() < deadline:
+            packed = [t for t in get_json(f"{base}/api/tasks").values()
+                      if t.get("name") == "odd_only" and "calls]" in (t.get("args") or "")]
+            if packed and all(t.get("state") in ("SUCCESS", "FAILURE") for t in packed):
+                break
+            time.sleep(0.5)
+        assert packed and all(t["state"] == "FAILURE" for t in packed), packed
+        assert "calls failed" in packed[0]["exception"]
     finally:
         flower.terminate()
         flower.wait(timeout=30)
