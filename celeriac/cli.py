@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     f.add_argument("--address", default="127.0.0.1")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return {"worker": _worker, "flower": _flower}[args.command](args)
     except CeleriacError as e:
@@ -72,6 +73,7 @@ def _resolve(args, need_key: bool):
 
 def _only_active_run(broker: str) -> str:
     import redis
+
     from celeriac.workers.runfile import RUNS_KEY
     try:
         runs = sorted(r.decode() for r in redis.Redis.from_url(broker).hkeys(RUNS_KEY))

@@ -78,7 +78,8 @@ class Config:
             raise ConfigurationError(
                 f"checkpoint_mode {checkpoint_mode!r} is not one of {_CHECKPOINT_MODES}")
         if checkpoint_period is not None and checkpoint_mode != "periodic":
-            raise ConfigurationError("checkpoint_period is only used with checkpoint_mode='periodic'")
+            raise ConfigurationError(
+                "checkpoint_period is only used with checkpoint_mode='periodic'")
         if exit_mode not in _EXIT_MODES:
             raise ConfigurationError(f"exit_mode {exit_mode!r} is not one of {_EXIT_MODES}")
         if strategy not in _STRATEGIES:

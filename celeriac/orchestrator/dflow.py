@@ -19,8 +19,13 @@ from functools import partial
 from typing import Optional
 
 from celeriac.config import Config
-from celeriac.errors import (CeleriacError, ConfigurationError, DependencyError, JoinError,
-                             WorkerLost)
+from celeriac.errors import (
+    CeleriacError,
+    ConfigurationError,
+    DependencyError,
+    JoinError,
+    WorkerLost,
+)
 from celeriac.orchestrator.context import RunContext
 from celeriac.orchestrator.dependencies import find_futures, resolve, root_cause
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
@@ -91,7 +96,8 @@ class DataFlowKernel:
         walltime = kwargs.get("walltime")
         if walltime is not None and (isinstance(walltime, bool) or
                                      not isinstance(walltime, (int, float)) or walltime <= 0):
-            raise ConfigurationError(f"walltime must be a positive number of seconds, not {walltime!r}")
+            raise ConfigurationError(
+                f"walltime must be a positive number of seconds, not {walltime!r}")
         spec = kwargs.get("parsl_resource_specification") or {}
         if not isinstance(spec, dict):
             raise ConfigurationError("parsl_resource_specification must be a dict")

@@ -25,8 +25,15 @@ from concurrent.futures import Future
 
 import redis
 
-from celeriac.errors import (CeleriacError, ExecutorError, RemoteTraceback, SerializationError,
-                             SubmitException, UntrustedPayload, WorkerLost)
+from celeriac.errors import (
+    CeleriacError,
+    ExecutorError,
+    RemoteTraceback,
+    SerializationError,
+    SubmitException,
+    UntrustedPayload,
+    WorkerLost,
+)
 from celeriac.orchestrator import recovery
 from celeriac.workers import payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME

@@ -7,8 +7,13 @@ import signal
 import subprocess
 import time
 
-from celeriac.errors import (AppTimeout, BadStdStreamFile, BashAppNoReturn, BashExitFailure,
-                             MissingOutputs)
+from celeriac.errors import (
+    AppTimeout,
+    BadStdStreamFile,
+    BashAppNoReturn,
+    BashExitFailure,
+    MissingOutputs,
+)
 from celeriac.workers.execute import AppFailed, Call, Failure
 
 
@@ -84,7 +89,8 @@ def _open_stream(spec, name: str):
             os.makedirs(directory, exist_ok=True)
         return open(spec, mode)
     except OSError as e:
-        raise AppFailed(Failure(BadStdStreamFile(f"cannot open {name} file {spec!r}: {e}"), "")) from None
+        raise AppFailed(Failure(
+            BadStdStreamFile(f"cannot open {name} file {spec!r}: {e}"), "")) from None
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

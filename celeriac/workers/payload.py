@@ -90,7 +90,8 @@ def loads(data: bytes):
     try:
         return pickle.loads(data)
     except Exception as e:
-        raise SerializationError(f"could not deserialize payload: {type(e).__name__}: {e}") from None
+        raise SerializationError(
+            f"could not deserialize payload: {type(e).__name__}: {e}") from None
 
 
 def unseal(key: bytes, frame: bytes):

@@ -70,7 +70,8 @@ class CeleryExecutor(Executor):
         """The command a block runs (no secrets: they are in the 0600 run file)."""
         log = os.path.join(self._log_dir, f"{self.label}-block{block}.log")
         return " ".join(shlex.quote(a) for a in [
-            "env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac", "worker", "--run-file", self._context.run_file,
+            "env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac", "worker",
+            "--run-file", self._context.run_file,
             "--executor", self.label, "--processes", str(self.workers_per_node),
             "--pool", self.pool, "--concurrency", str(self.concurrency),
             "--loglevel", self.worker_loglevel, "--logfile", log, "--die-with-parent"])
