@@ -55,10 +55,11 @@ class DataFlowKernel:
         self._ids = itertools.count()
         self.tasks: dict[int, TaskRecord] = {}
         self._cleaned = False
-        if not self.config.executors:
+        executors = self.config.executors
+        if not executors:  # the default, made per DFK so a Config can be loaded again
             from celeriac.orchestrator.executors.celery import CeleryExecutor
-            self.config.executors = [CeleryExecutor(label="celery")]
-        self.executors = {e.label: e for e in self.config.executors}
+            executors = [CeleryExecutor(label="celery")]
+        self.executors = {e.label: e for e in executors}
         if INTERNAL in self.executors:  # before RunContext, which opens the run's log file
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
         self._context = RunContext(self.config)

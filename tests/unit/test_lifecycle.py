@@ -255,3 +255,26 @@ def test_cleanup_with_queued_tasks_fails_them_without_callback_errors(load_dfk, 
             running.result(timeout=2)
     finally:
         release.set()
+
+
+def test_a_config_without_executors_can_be_loaded_twice(tmp_path, monkeypatch):
+    """The default executor is made per DFK, not stored into the user's Config."""
+    import celeriac.orchestrator.executors.celery as celery_executor
+
+    # No broker in unit tests: stand the default in with a thread pool of the same label.
+    monkeypatch.setattr(celery_executor, "CeleryExecutor",
+                        lambda label: ThreadPoolExecutor(label=label))
+    config = Config(run_dir=str(tmp_path))
+    for _ in range(2):
+        with celeriac.load(config) as dfk:
+            assert list(dfk.executors) == ["celery"]
+    assert config.executors == []
+
+
+def test_reusing_a_shut_down_executor_is_a_clear_error(tmp_path):
+    pool = ThreadPoolExecutor(label="once")
+    with celeriac.load(Config([pool], run_dir=str(tmp_path))):
+        pass
+    with pytest.raises(ConfigurationError, match="cannot be restarted"):
+        celeriac.load(Config([pool], run_dir=str(tmp_path)))
+    celeriac.clear()

@@ -32,6 +32,13 @@ class Executor(ABC):
     def shutdown(self) -> None:
         """Stop everything this executor started. Safe to call more than once."""
 
+    def _refuse_restart(self) -> None:
+        """Executors are single-use: say so when one is started again after shutdown."""
+        from celeriac.errors import ConfigurationError
+        raise ConfigurationError(
+            f"executor {self.label!r} was shut down with the DataFlowKernel that used it; "
+            "executors cannot be restarted, so give the new Config new executor objects")
+
     def validate_resource_spec(self, spec: dict) -> None:
         """Raise InvalidResourceSpecification for keys this executor does not accept."""
         invalid = set(spec) - self.resource_keys

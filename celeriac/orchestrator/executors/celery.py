@@ -55,6 +55,8 @@ class CeleryExecutor(Executor):
         self._shut = False
 
     def start(self, context) -> None:
+        if self._shut:
+            self._refuse_restart()
         self._context = context
         self._link = context.celery_link()
         self.queue = queue_name(context.run_id, self.label)
