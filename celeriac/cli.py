@@ -27,9 +27,10 @@ def main(argv=None) -> int:
                    help="worker processes to run and keep running (default 1)")
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
-    w.add_argument("--hostname", help="Celery node name (default celeriac-LABEL-PID@host)")
+    w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")
+    w.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     w.add_argument("--die-with-parent", action="store_true",
                    help="exit when the process that started this one dies (used by blocks)")
 
@@ -91,16 +92,17 @@ def _worker(args) -> int:
         from celeriac.orchestrator.processes import die_with_parent
         die_with_parent()
     broker, key, run_id = _resolve(args, need_key=True)
-    if args.processes > 1:
-        env = dict(os.environ)
-        if not args.run_file:
-            env[BROKER_ENV] = broker
-            env["CELERIAC_KEY"] = key.decode()
-            args.run_id = run_id
-        return supervise(args.processes, lambda i: child_command(args, i), env)
-    run_worker(broker, key, run_id, args.executor, pool=args.pool, concurrency=args.concurrency,
-               hostname=args.hostname, loglevel=args.loglevel, logfile=args.logfile)
-    return 0
+    if args.child:
+        run_worker(broker, key, run_id, args.executor, pool=args.pool,
+                   concurrency=args.concurrency, hostname=args.hostname,
+                   loglevel=args.loglevel, logfile=args.logfile)
+        return 0
+    env = dict(os.environ)
+    if not args.run_file:
+        env[BROKER_ENV] = broker
+        env["CELERIAC_KEY"] = key.decode()
+        args.run_id = run_id
+    return supervise(args.processes, lambda i, gen: child_command(args, i, gen), env, broker)
 
 
 def _flower(args) -> int:

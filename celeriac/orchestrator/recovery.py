@@ -12,13 +12,13 @@ import json
 import logging
 import time
 
-from celeriac.workers.liveness import ALIVE_PREFIX, WORKERS_KEY
+from celeriac.workers.liveness import ALIVE_PREFIX, HELD_PREFIX, WORKERS_KEY
 
 logger = logging.getLogger(__name__)
 
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
-GRACE = 8.0  # > heartbeat TTL: a task a worker has just reserved is in its next beat
+GRACE = 8.0  # > heartbeat TTL: a task a worker has just reserved is in its next held list
 
 
 class Sweeper:
@@ -37,19 +37,18 @@ class Sweeper:
         now = time.time() if now is None else now
         names = sorted(n.decode() for n in self.client.smembers(WORKERS_KEY))
         beats = self.client.mget([ALIVE_PREFIX + n for n in names]) if names else []
+        alive = [n for n, beat in zip(names, beats) if beat is not None]
+        dead = set(names) - set(alive)
         claimed = set()
-        alive = set()
-        for name, beat in zip(names, beats):
-            if beat is None:
-                continue
-            alive.add(name)
-            for task_id in json.loads(beat):
+        held = self.client.mget([HELD_PREFIX + n for n in alive]) if alive else []
+        for name, ids in zip(alive, held):
+            for task_id in json.loads(ids) if ids else ():
                 claimed.add(task_id)
                 if task_id in pending:
                     self.holders[task_id] = name
-        dead = set(names) - alive
         if dead:  # reported once: they leave the registry here
             self.client.srem(WORKERS_KEY, *dead)
+            self.client.delete(*[HELD_PREFIX + n for n in dead])
             for name in sorted(dead):
                 logger.warning("worker %s stopped sending heartbeats", name)
         lost = []

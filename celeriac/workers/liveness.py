@@ -1,9 +1,16 @@
-"""Worker heartbeats that say which tasks the worker holds.
+"""Which workers are alive, and which tasks each holds.
 
-Every second a worker writes ``celeriac:alive:<name>`` (expiring after a few seconds) holding
-the ids of the tasks it has reserved or is running. When a worker is killed, its key expires;
-the orchestrator then finds the tasks it held in kombu's unacked table, no longer claimed by
-any live worker, and relaunches them (celeriac.orchestrator.recovery).
+Two keys per worker, written by two processes so that a task holding the GIL (a long C
+loop) cannot make a live worker look dead:
+
+- ``celeriac:alive:<name>``, expiring after ``TTL`` seconds, is refreshed every second by the
+  supervising ``celeriac worker`` process while the worker process exists.
+- ``celeriac:held:<name>`` lists the ids of the tasks the worker has reserved or is running. Its
+  own thread rewrites it every second, and the task itself rewrites it as it starts, so a task
+  that then holds the GIL is already listed.
+
+When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
+worker holds from kombu's unacked table and relaunches them (celeriac.orchestrator.recovery).
 """
 
 from __future__ import annotations
@@ -16,38 +23,67 @@ logger = logging.getLogger(__name__)
 
 WORKERS_KEY = "celeriac:workers"
 ALIVE_PREFIX = "celeriac:alive:"
+HELD_PREFIX = "celeriac:held:"
 INTERVAL = 1.0
 TTL = 5.0
+HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
 
 
-class Heartbeat:
-    """A daemon thread writing this worker's heartbeat until :meth:`stop`."""
+class HeldTasks:
+    """In a worker process: keeps ``celeriac:held:<name>`` up to date."""
 
     def __init__(self, client, name: str):
         self.client = client
         self.name = name
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="celeriac-heartbeat", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="celeriac-held", daemon=True)
 
-    def start(self) -> "Heartbeat":
-        self.client.sadd(WORKERS_KEY, self.name)
+    def start(self) -> "HeldTasks":
         self._thread.start()
         return self
 
+    def write(self, also=()) -> None:
+        """Write the held list now (``also``: ids not yet in Celery's own bookkeeping)."""
+        ids = set(held_task_ids()) | set(also)
+        self.client.set(HELD_PREFIX + self.name, json.dumps(sorted(ids)), px=int(HELD_TTL * 1000))
+
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(INTERVAL):
             try:
-                self.client.set(ALIVE_PREFIX + self.name, json.dumps(held_task_ids()),
-                                px=int(TTL * 1000))
-            except Exception as e:  # keep beating through a broker restart
-                logger.warning("heartbeat failed: %s", e)
-            self._stop.wait(INTERVAL)
+                self.write()
+            except Exception as e:  # keep going through a broker restart
+                logger.warning("writing held tasks failed: %s", e)
 
     def stop(self) -> None:
         self._stop.set()
         try:
-            self.client.delete(ALIVE_PREFIX + self.name)
-            self.client.srem(WORKERS_KEY, self.name)
+            self.client.delete(HELD_PREFIX + self.name)
+        except Exception:
+            pass
+
+
+class AliveBeat:
+    """In the supervising process: says which of its worker processes are alive."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def beat(self, names) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.sadd(WORKERS_KEY, name)
+                pipe.set(ALIVE_PREFIX + name, "1", px=int(TTL * 1000))
+            pipe.execute()
+        except Exception as e:  # keep going through a broker restart
+            logger.warning("heartbeat failed: %s", e)
+
+    def forget(self, names) -> None:
+        """Workers that stopped cleanly: drop their keys now rather than let them expire."""
+        try:
+            for name in names:
+                self.client.delete(ALIVE_PREFIX + name)
+                self.client.srem(WORKERS_KEY, name)
         except Exception:
             pass
 

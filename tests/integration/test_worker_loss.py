@@ -24,6 +24,13 @@ record_and_sleep = python_app(_record_and_sleep, executors=["solo"])
 record_and_sleep_prefork = python_app(_record_and_sleep, executors=["prefork"])
 
 
+@python_app(executors=["solo"])
+def hold_the_gil(n, marker):
+    with open(marker, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return sum(range(n))  # one C call: the worker's own threads cannot run meanwhile
+
+
 @python_app(executors=["prefork"])
 def where():
     from celery import current_task
@@ -80,3 +87,18 @@ def test_prefork_child_killed_mid_task_the_task_is_rerun(dfk, tmp_path):
     assert fut.result(timeout=90) == "finished"
     assert len(_wait_for_lines(marker, 2)) == 2
     assert fut.task_record.lost_count == 1
+
+
+@pytest.mark.timeout(120)
+def test_task_holding_the_gil_longer_than_the_heartbeat_ttl_runs_once(dfk, tmp_path):
+    from celeriac.orchestrator.recovery import GRACE
+    from celeriac.workers.liveness import TTL
+    start = time.perf_counter()
+    sum(range(10 ** 7))
+    n = int(10 ** 7 * (GRACE + TTL + 3) / (time.perf_counter() - start))
+    marker = str(tmp_path / "gil.pids")
+    fut = hold_the_gil(n, marker)
+    assert fut.result(timeout=100) == n * (n - 1) // 2
+    with open(marker) as fh:
+        assert len(fh.read().split()) == 1  # never taken for a dead worker and rerun
+    assert fut.task_record.lost_count == 0
