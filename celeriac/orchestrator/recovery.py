@@ -2,8 +2,11 @@
 
 kombu's Redis transport keeps every delivered, unacknowledged message in the ``unacked`` hash
 (by delivery tag) with its delivery time in ``unacked_index``. A task there for longer than
-``GRACE`` seconds that no live worker's heartbeat claims was held by a dead worker. Removing it
-with HDEL is atomic, so exactly one sweeper (and never kombu's own restore) takes it back.
+``GRACE`` seconds that no live worker's held list claims was held by a dead worker. Tasks are
+only lost when a worker dies, so nothing is taken back unless a worker was seen dying in the
+last ``AFTER_DEATH`` seconds: a live worker whose held list lags (a task holding the GIL) is
+never robbed while all workers live. Removing an entry with HDEL is atomic, so exactly one
+sweeper (and never kombu's own restore) takes it back.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ logger = logging.getLogger(__name__)
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 GRACE = 8.0  # > heartbeat TTL: a task a worker has just reserved is in its next held list
+AFTER_DEATH = 60.0
 
 
 class Sweeper:
@@ -27,6 +31,7 @@ class Sweeper:
     def __init__(self, client):
         self.client = client
         self.holders: dict[str, str] = {}
+        self.last_death = float("-inf")
 
     def sweep(self, pending: set, now: float | None = None) -> list[tuple[str, str]]:
         """Take back pending tasks held by dead workers.
@@ -47,11 +52,14 @@ class Sweeper:
                 if task_id in pending:
                     self.holders[task_id] = name
         if dead:  # reported once: they leave the registry here
+            self.last_death = now
             self.client.srem(WORKERS_KEY, *dead)
             self.client.delete(*[HELD_PREFIX + n for n in dead])
             for name in sorted(dead):
                 logger.warning("worker %s stopped sending heartbeats", name)
         lost = []
+        if now - self.last_death > AFTER_DEATH:
+            return lost
         delivered = dict(self.client.zrange(UNACKED_INDEX, 0, now - GRACE, byscore=True,
                                             withscores=True))
         if not delivered:

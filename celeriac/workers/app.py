@@ -52,7 +52,6 @@ class WorkerState:
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
         self.runtimes: dict[str, float] = {}
-        self.held = None  # liveness.HeldTasks, in a worker process
         self.lock = threading.Lock()
 
     def function(self, digest: str, data: bytes):
@@ -111,8 +110,6 @@ def execute(frame: bytes):
     except UntrustedPayload as e:
         state.failures[_current_id()] = e  # cannot be signed: sent back as a plain notice
         raise
-    if state.held is not None:  # listed before the app runs: it may hold the GIL for long
-        state.held.write(also=[_current_id()])
     if len(calls) == 1:
         task_id, call_bytes = calls[0]
         start = time.perf_counter()

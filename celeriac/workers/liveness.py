@@ -5,9 +5,8 @@ loop) cannot make a live worker look dead:
 
 - ``celeriac:alive:<name>``, expiring after ``TTL`` seconds, is refreshed every second by the
   supervising ``celeriac worker`` process while the worker process exists.
-- ``celeriac:held:<name>`` lists the ids of the tasks the worker has reserved or is running. Its
-  own thread rewrites it every second, and the task itself rewrites it as it starts, so a task
-  that then holds the GIL is already listed.
+- ``celeriac:held:<name>`` lists the ids of the tasks the worker has reserved or is running,
+  rewritten every second by a thread of the worker (it may lag while a task holds the GIL).
 
 When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
 worker holds from kombu's unacked table and relaunches them (celeriac.orchestrator.recovery).
@@ -42,10 +41,9 @@ class HeldTasks:
         self._thread.start()
         return self
 
-    def write(self, also=()) -> None:
-        """Write the held list now (``also``: ids not yet in Celery's own bookkeeping)."""
-        ids = set(held_task_ids()) | set(also)
-        self.client.set(HELD_PREFIX + self.name, json.dumps(sorted(ids)), px=int(HELD_TTL * 1000))
+    def write(self) -> None:
+        self.client.set(HELD_PREFIX + self.name, json.dumps(held_task_ids()),
+                        px=int(HELD_TTL * 1000))
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
