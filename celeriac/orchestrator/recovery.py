@@ -2,7 +2,7 @@
 
 kombu's Redis transport keeps every delivered, unacknowledged message in the ``unacked`` hash
 (by delivery tag) with its delivery time in ``unacked_index``. A task there for longer than
-``GRACE`` seconds that no live worker's held list claims was held by a dead worker. Tasks are
+``GRACE`` seconds that no live worker's held or running list claims was held by a dead worker. Tasks are
 only lost when a worker dies, so nothing is taken back unless a worker was seen dying in the
 last ``AFTER_DEATH`` seconds: a live worker whose held list lags (a task holding the GIL) is
 never robbed while all workers live. Removing an entry with HDEL is atomic, so exactly one
@@ -15,7 +15,7 @@ import json
 import logging
 import time
 
-from celeriac.workers.liveness import ALIVE_PREFIX, HELD_PREFIX, WORKERS_KEY
+from celeriac.workers.liveness import ALIVE_PREFIX, HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ class Sweeper:
         alive = [n for n, beat in zip(names, beats) if beat is not None]
         dead = set(names) - set(alive)
         claimed = set()
-        held = self.client.mget([HELD_PREFIX + n for n in alive]) if alive else []
-        for name, ids in zip(alive, held):
+        keys = [prefix + n for n in alive for prefix in (HELD_PREFIX, RUNNING_PREFIX)]
+        lists = self.client.mget(keys) if keys else []
+        for name, ids in zip([n for n in alive for _ in (0, 1)], lists):
             for task_id in json.loads(ids) if ids else ():
                 claimed.add(task_id)
                 if task_id in pending:
@@ -54,7 +55,7 @@ class Sweeper:
         if dead:  # reported once: they leave the registry here
             self.last_death = now
             self.client.srem(WORKERS_KEY, *dead)
-            self.client.delete(*[HELD_PREFIX + n for n in dead])
+            self.client.delete(*[p + n for n in dead for p in (HELD_PREFIX, RUNNING_PREFIX)])
             for name in sorted(dead):
                 logger.warning("worker %s stopped sending heartbeats", name)
         lost = []

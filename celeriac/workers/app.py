@@ -20,6 +20,7 @@ from kombu.serialization import register
 from celeriac.errors import SerializationError, UntrustedPayload
 from celeriac.workers import payload
 from celeriac.workers.execute import AppFailed, Failure, run_call
+from celeriac.workers.liveness import RunningNotes
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class WorkerState:
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
         self.runtimes: dict[str, float] = {}
+        self.running = RunningNotes()
         self.lock = threading.Lock()
 
     def function(self, digest: str, data: bytes):
@@ -98,6 +100,16 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
 
 
 def execute(frame: bytes):
+    """The generic task (see :func:`_execute`), noting to the supervisor while it runs."""
+    task_id = _current_id()
+    state.running.note(b"+", task_id)
+    try:
+        return _execute(frame, task_id)
+    finally:
+        state.running.note(b"-", task_id)
+
+
+def _execute(frame: bytes, message_id: str):
     """The generic task: verify the frame, then run the call(s) it carries.
 
     A message with one call returns its result or raises its exception, so Celery (and
@@ -108,7 +120,7 @@ def execute(frame: bytes):
         digest, func_bytes, calls = payload.unseal(state.key, frame)
         func = state.function(digest, func_bytes)
     except UntrustedPayload as e:
-        state.failures[_current_id()] = e  # cannot be signed: sent back as a plain notice
+        state.failures[message_id] = e  # cannot be signed: sent back as a plain notice
         raise
     if len(calls) == 1:
         task_id, call_bytes = calls[0]
@@ -123,7 +135,7 @@ def execute(frame: bytes):
     batch = Batch([_run_one(func, task_id, call_bytes) for task_id, call_bytes in calls])
     failed = len(batch.outcomes) - sum(1 for o in batch.outcomes if o[1])
     if failed:  # so Flower and the worker log show the message as failed
-        state.failures[_current_id()] = batch
+        state.failures[message_id] = batch
         raise PackedCallsFailed(f"{failed} of {len(batch.outcomes)} calls failed; each call's "
                                 "own exception goes to its future")
     return batch

@@ -7,6 +7,9 @@ loop) cannot make a live worker look dead:
   supervising ``celeriac worker`` process while the worker process exists.
 - ``celeriac:held:<name>`` lists the ids of the tasks the worker has reserved or is running,
   rewritten every second by a thread of the worker (it may lag while a task holds the GIL).
+- ``celeriac:running:<name>`` lists the tasks the worker is running, written by the supervisor
+  from lines the worker writes to a pipe as each task starts and ends (a few microseconds,
+  no round trip), so a task is listed even if it then holds the GIL.
 
 When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
 worker holds from kombu's unacked table and relaunches them (celeriac.orchestrator.recovery).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,8 @@ logger = logging.getLogger(__name__)
 WORKERS_KEY = "celeriac:workers"
 ALIVE_PREFIX = "celeriac:alive:"
 HELD_PREFIX = "celeriac:held:"
+RUNNING_PREFIX = "celeriac:running:"
+RUNNING_FD_ENV = "CELERIAC_RUNNING_FD"
 INTERVAL = 1.0
 TTL = 5.0
 HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
@@ -61,10 +67,27 @@ class HeldTasks:
 
 
 class AliveBeat:
-    """In the supervising process: says which of its worker processes are alive."""
+    """In the supervising process: says which of its worker processes are alive, and which
+    tasks each is running (from the lines it writes to its pipe)."""
 
     def __init__(self, client):
         self.client = client
+        self.running: dict[str, set] = {}
+        self._changed: set[str] = set()
+
+    def read(self, name: str, fd: int) -> None:
+        """Take in what worker ``name`` wrote to its pipe since the last call."""
+        try:
+            data = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        running = self.running.setdefault(name, set())
+        for line in data.decode(errors="replace").splitlines():
+            if line[:1] == "+":
+                running.add(line[1:])
+            elif line[:1] == "-":
+                running.discard(line[1:])
+        self._changed.add(name)
 
     def beat(self, names) -> None:
         try:
@@ -72,7 +95,11 @@ class AliveBeat:
             for name in names:
                 pipe.sadd(WORKERS_KEY, name)
                 pipe.set(ALIVE_PREFIX + name, "1", px=int(TTL * 1000))
+            for name in self._changed:
+                pipe.set(RUNNING_PREFIX + name, json.dumps(sorted(self.running[name])),
+                         px=int(HELD_TTL * 1000))
             pipe.execute()
+            self._changed.clear()
         except Exception as e:  # keep going through a broker restart
             logger.warning("heartbeat failed: %s", e)
 
@@ -80,10 +107,28 @@ class AliveBeat:
         """Workers that stopped cleanly: drop their keys now rather than let them expire."""
         try:
             for name in names:
-                self.client.delete(ALIVE_PREFIX + name)
+                self.client.delete(ALIVE_PREFIX + name, RUNNING_PREFIX + name)
                 self.client.srem(WORKERS_KEY, name)
         except Exception:
             pass
+
+
+class RunningNotes:
+    """In a worker process: the write end of the pipe to the supervisor."""
+
+    def __init__(self):
+        fd = os.environ.get(RUNNING_FD_ENV)
+        self.fd = int(fd) if fd else None
+        if self.fd is not None:
+            os.set_blocking(self.fd, False)
+
+    def note(self, sign: bytes, task_id: str) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, sign + task_id.encode() + b"\n")
+        except (BlockingIOError, OSError):
+            pass  # a full pipe: the held list still names the task within a second
 
 
 def held_task_ids() -> list:

@@ -53,11 +53,12 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
     broken (bad environment, unreachable broker): give up with exit code 1 rather than loop.
     """
     from celeriac.workers.backend import redis_client
-    from celeriac.workers.liveness import INTERVAL, AliveBeat
+    from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
 
     beat = AliveBeat(redis_client(broker_url))
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
+    pipes: dict[str, int] = {}  # worker name -> read end of its running-tasks pipe
     generation = 0
     quick_exits = 0
 
@@ -65,8 +66,13 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
         nonlocal generation
         generation += 1  # a restarted worker gets a new name: the old one's tasks are lost
         argv, name = child_argv(i, generation)
-        proc = subprocess.Popen(argv, env=env, preexec_fn=die_with_parent)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        proc = subprocess.Popen(argv, env=dict(env, **{RUNNING_FD_ENV: str(write_end)}),
+                                pass_fds=(write_end,), preexec_fn=die_with_parent)
+        os.close(write_end)
         children[i] = (proc, time.monotonic(), name)
+        pipes[name] = read_end
 
     def stop(signum, _frame):
         nonlocal stopping
@@ -82,6 +88,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
     last_beat = 0.0
     while True:
         alive = [name for proc, _t, name in children.values() if proc.poll() is None]
+        for name in alive:
+            beat.read(name, pipes[name])
         if alive and time.monotonic() - last_beat >= INTERVAL:
             beat.beat(alive)
             last_beat = time.monotonic()
@@ -95,6 +103,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
                 stop(signal.SIGTERM, None)
                 return 1
             logger.warning("worker %s exited with %s; restarting it", name, proc.returncode)
+            os.close(pipes.pop(name))
             start(i)
         if not alive and stopping:
             beat.forget(name for _p, _t, name in children.values())
