@@ -329,9 +329,6 @@ class CeleryLink:
             if queue is None or q == queue:
                 self._complete(task_id, exception=exception)
 
-    def pending_count(self, queue: str | None = None) -> int:
-        return sum(1 for _f, q, _n in list(self._pending.values()) if queue is None or q == queue)
-
     # --------------------------------------------------------------- watching
 
     def add_health_check(self, check) -> None:

@@ -55,6 +55,23 @@ def stop(proc):
         proc.wait()
 
 
+def forged_message(body: bytes, content_type: str, encoding: str, task_id: str,
+                   reply_to: str) -> dict:
+    """A task message for celeriac.execute that the orchestrator did not sign."""
+    return {
+        "body": base64.b64encode(body).decode(),
+        "content-encoding": encoding, "content-type": content_type,
+        "headers": {"lang": "py", "task": "celeriac.execute", "id": task_id,
+                    "shadow": "forged", "retries": 0, "timelimit": [None, None],
+                    "root_id": task_id, "parent_id": None, "argsrepr": "()",
+                    "kwargsrepr": "{}", "ignore_result": False},
+        "properties": {"correlation_id": task_id, "reply_to": reply_to,
+                       "delivery_mode": 2, "body_encoding": "base64", "priority": 0,
+                       "delivery_info": {"exchange": "", "routing_key": "q"},
+                       "delivery_tag": task_id},
+    }
+
+
 class WritesFile:
     """Unpickling this would create a file: proof that something was unpickled."""
 
@@ -104,18 +121,8 @@ def test_unsigned_message_is_never_unpickled(dfk, run_file, tmp_path):
     evidence = tmp_path / "pwned"
     client = redis.Redis.from_url(run_file.broker_url)
     body = pickle.dumps(("digest", b"", WritesFile(str(evidence))))
-    forged = {
-        "body": base64.b64encode(b"S" + b"\0" * 32 + body).decode(),
-        "content-encoding": "binary", "content-type": "application/x-celeriac",
-        "headers": {"lang": "py", "task": "celeriac.execute", "id": "forged-1",
-                    "shadow": "forged", "retries": 0, "timelimit": [None, None],
-                    "root_id": "forged-1", "parent_id": None, "argsrepr": "()",
-                    "kwargsrepr": "{}", "ignore_result": False},
-        "properties": {"correlation_id": "forged-1", "reply_to": "attacker-list",
-                       "delivery_mode": 2, "body_encoding": "base64", "priority": 0,
-                       "delivery_info": {"exchange": "", "routing_key": "q"},
-                       "delivery_tag": "forged-1"},
-    }
+    forged = forged_message(b"S" + b"\0" * 32 + body, "application/x-celeriac", "binary",
+                            "forged-1", "attacker-list")
     client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
     worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
     try:
@@ -153,18 +160,7 @@ def test_json_task_body_is_refused_too(dfk, run_file, tmp_path):
     """Workers accept JSON for remote control; a JSON task body still never runs."""
     client = redis.Redis.from_url(run_file.broker_url)
     body = json.dumps([["S" + "0" * 40], {}, {}]).encode()
-    forged = {
-        "body": base64.b64encode(body).decode(),
-        "content-encoding": "utf-8", "content-type": "application/json",
-        "headers": {"lang": "py", "task": "celeriac.execute", "id": "forged-json",
-                    "shadow": "forged", "retries": 0, "timelimit": [None, None],
-                    "root_id": "forged-json", "parent_id": None, "argsrepr": "()",
-                    "kwargsrepr": "{}", "ignore_result": False},
-        "properties": {"correlation_id": "forged-json", "reply_to": "attacker-json",
-                       "delivery_mode": 2, "body_encoding": "base64", "priority": 0,
-                       "delivery_info": {"exchange": "", "routing_key": "q"},
-                       "delivery_tag": "forged-json"},
-    }
+    forged = forged_message(body, "application/json", "utf-8", "forged-json", "attacker-json")
     client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
     worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
     try:
