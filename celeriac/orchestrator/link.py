@@ -114,8 +114,9 @@ class CeleryLink:
             self._send_client.ping()
             self._send_client.hset(RUNS_KEY, run_id, json.dumps({"started": time.time()}))
         except redis.exceptions.RedisError as e:
-            raise ExecutorError("celery", f"cannot reach the broker at {safe_url(broker_url)}: "
-                                f"{e}. Is it running, and is the URL (and password) right?") from None
+            raise ExecutorError("celery", (
+                f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
+                "Is it running, and is the URL (and password) right?")) from None
         self._pending: dict[str, tuple[Future, str, str]] = {}   # task id -> (future, queue, app)
         self._batches: dict[str, list] = {}                       # message id -> its task ids
         self._batch_ids = itertools.count()
@@ -262,8 +263,9 @@ class CeleryLink:
                     return
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > LISTEN_GIVE_UP:
-                    self.fail_all(ExecutorError("celery", f"lost the broker at "
-                                                f"{safe_url(self.url)} for {LISTEN_GIVE_UP:.0f}s: {e}"))
+                    self.fail_all(ExecutorError("celery", (
+                        f"lost the broker at {safe_url(self.url)} for "
+                        f"{LISTEN_GIVE_UP:.0f}s: {e}")))
                     down_since = None
                 logger.warning("result listener cannot reach the broker: %s", e)
                 time.sleep(1)

@@ -2,11 +2,10 @@
 
 kombu's Redis transport keeps every delivered, unacknowledged message in the ``unacked`` hash
 (by delivery tag) with its delivery time in ``unacked_index``. A task there for longer than
-``GRACE`` seconds that no live worker's held or running list claims was held by a dead worker. Tasks are
-only lost when a worker dies, so nothing is taken back unless a worker was seen dying in the
-last ``AFTER_DEATH`` seconds: a live worker whose held list lags (a task holding the GIL) is
-never robbed while all workers live. Removing an entry with HDEL is atomic, so exactly one
-sweeper (and never kombu's own restore) takes it back.
+``GRACE`` seconds that no live worker's held or running list claims was held by a dead
+worker. Tasks are only lost when a worker dies, so nothing is taken back unless a worker was
+seen dying in the last ``AFTER_DEATH`` seconds. Removing an entry with HDEL is atomic, so
+exactly one sweeper (and never kombu's own restore) takes it back.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 import celeriac
 from celeriac import AUTO_LOGNAME, Config, File, bash_app, join_app, python_app
-from celeriac.errors import (BashAppNoReturn, BashExitFailure, DependencyError, JoinError)
+from celeriac.errors import BashAppNoReturn, BashExitFailure, DependencyError, JoinError
 from celeriac.executors import CeleryExecutor, ThreadPoolExecutor
 
 pytestmark = pytest.mark.integration
