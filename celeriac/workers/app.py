@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import threading
 import time
 
 from celery import Celery
@@ -53,8 +52,7 @@ class WorkerState:
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
         self.runtimes: dict[str, float] = {}
-        self.running = RunningNotes()
-        self.lock = threading.Lock()
+        self.running = RunningNotes()  # replaced in a worker process (run_worker)
 
     def function(self, digest: str, data: bytes):
         """Unpickle an app's function once per worker process (calls repeat it)."""

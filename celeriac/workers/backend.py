@@ -65,14 +65,15 @@ class ResultListBackend(BaseBackend):
                     outcomes = [(task_id, False, payload.dumps(Failure(e, "")), runtime)]
         elif state_name in states.EXCEPTION_STATES:
             failure = state.failures.pop(task_id, None)
-            if isinstance(failure, Batch):  # a packed message: each call has its outcome
-                self.client.rpush(reply_to, payload.seal(state.key, (task_id, failure.outcomes)))
-                return result
             if isinstance(failure, UntrustedPayload) or isinstance(result, UntrustedPayload):
                 self.client.rpush(reply_to, payload.notice(
                     id=task_id, error=str(failure or result), host=self._hostname))
                 return result
-            outcomes = [(task_id, False, self._failure_bytes(failure, result, traceback), None)]
+            if isinstance(failure, Batch):  # a packed message: each call has its outcome
+                outcomes = failure.outcomes
+            else:
+                outcomes = [(task_id, False, self._failure_bytes(failure, result, traceback),
+                             None)]
         else:
             return result
         # The values are pickled one by one, so the orchestrator can still tell which task

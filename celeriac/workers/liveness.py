@@ -1,6 +1,6 @@
 """Which workers are alive, and which tasks each holds.
 
-Two keys per worker, written by two processes so that a task holding the GIL (a long C
+Three keys per worker, written by two processes so that a task holding the GIL (a long C
 loop) cannot make a live worker look dead:
 
 - ``celeriac:alive:<name>``, expiring after ``TTL`` seconds, is refreshed every second by the
@@ -73,6 +73,7 @@ class AliveBeat:
     def __init__(self, client):
         self.client = client
         self.running: dict[str, set] = {}
+        self._partial: dict[str, bytes] = {}
         self._changed: set[str] = set()
 
     def read(self, name: str, fd: int) -> None:
@@ -81,6 +82,10 @@ class AliveBeat:
             data = os.read(fd, 1 << 16)
         except BlockingIOError:
             return
+        data = self._partial.pop(name, b"") + data
+        data, _, rest = data.rpartition(b"\n")  # a line cut by the read waits for its end
+        if rest:
+            self._partial[name] = rest
         running = self.running.setdefault(name, set())
         for line in data.decode(errors="replace").splitlines():
             if line[:1] == "+":
@@ -114,13 +119,19 @@ class AliveBeat:
 
 
 class RunningNotes:
-    """In a worker process: the write end of the pipe to the supervisor."""
+    """In a worker process: the write end of the pipe to the supervisor (none elsewhere)."""
 
-    def __init__(self):
-        fd = os.environ.get(RUNNING_FD_ENV)
-        self.fd = int(fd) if fd else None
-        if self.fd is not None:
-            os.set_blocking(self.fd, False)
+    def __init__(self, fd: int | None = None):
+        self.fd = fd
+        if fd is not None:
+            os.set_blocking(fd, False)
+
+    @classmethod
+    def from_environment(cls) -> "RunningNotes":
+        """Take the pipe the supervisor passed, removing it from the environment so that
+        processes the worker starts (bash apps) do not inherit a stale fd number."""
+        fd = os.environ.pop(RUNNING_FD_ENV, None)
+        return cls(int(fd) if fd else None)
 
     def note(self, sign: bytes, task_id: str) -> None:
         if self.fd is None:

@@ -27,12 +27,13 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
                concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING",
                logfile: str | None = None, prefetch_multiplier: int = 4) -> None:
     """Run one Celery worker in this process until it is told to stop."""
-    from celeriac.workers.app import make_app
+    from celeriac.workers.app import make_app, state
     from celeriac.workers.backend import redis_client
-    from celeriac.workers.liveness import HeldTasks
+    from celeriac.workers.liveness import HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
     app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier)
+    state.running = RunningNotes.from_environment()
     heartbeat = HeldTasks(redis_client(broker_url), hostname).start()
     argv = ["worker", "-Q", queue_name(run_id, label), "-P", pool, "-c", str(concurrency),
             "-n", hostname, "-E", "--without-gossip", "--without-mingle",

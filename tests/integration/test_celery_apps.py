@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from celeriac import python_app
+from celeriac import bash_app, python_app
 from celeriac.errors import AppTimeout, RemoteTraceback, SerializationError
 
 pytestmark = pytest.mark.integration
@@ -109,3 +109,15 @@ def test_short_calls_in_a_burst_are_packed_and_each_keeps_its_own_outcome(dfk):
     assert messages < calls / 4, link.stats
     assert not link._batches  # packed messages are forgotten once their calls come back
 
+
+
+@bash_app
+def show_running_fd_env(stdout=None):
+    return "echo ${CELERIAC_RUNNING_FD:-unset}"
+
+
+def test_processes_started_by_apps_do_not_inherit_the_supervisor_pipe(dfk, tmp_path):
+    out = str(tmp_path / "env.out")
+    assert show_running_fd_env(stdout=out).result(timeout=60) == 0
+    with open(out) as fh:
+        assert fh.read().strip() == "unset"
