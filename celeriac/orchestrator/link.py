@@ -112,7 +112,7 @@ class CeleryLink:
         self._listen_client = redis_client(broker_url)
         try:
             self._send_client.ping()
-            self._send_client.hset(RUNS_KEY, run_id, json.dumps({"started": time.time()}))
+            self._register_run()
         except redis.exceptions.RedisError as e:
             raise ExecutorError("celery", (
                 f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
@@ -368,6 +368,10 @@ class CeleryLink:
         except redis.exceptions.RedisError:
             return None
 
+    def _register_run(self) -> None:
+        """Say on the broker that this run is active (how `celeriac worker` finds it)."""
+        self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({"started": time.time()}))
+
     def _broker_restarted(self) -> None:
         """Every unfinished task may have been lost with the broker's memory: relaunch them
         all (a task that was running will finish too; its first outcome wins)."""
@@ -375,7 +379,7 @@ class CeleryLink:
         logger.warning("the broker at %s restarted; relaunching %d unfinished tasks",
                        safe_url(self.url), len(unfinished))
         try:
-            self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({"started": time.time()}))
+            self._register_run()  # the restarted broker forgot the run too
         except redis.exceptions.RedisError:
             pass
         self._batches.clear()
