@@ -10,6 +10,13 @@
     ├── UntrustedPayload              a worker refused a payload whose signature did not verify
     ├── SubmitException               an executor could not accept a task (broker down, ...)
     ├── ExecutorError                 an executor failed as a whole (workers never started, ...)
+    ├── ProviderError                 a batch system refused or lost a block (.stdout, .stderr)
+    │   └── ScaleOutFailed                blocks could not be started; quotes the scheduler
+    ├── ChannelError                  a command or file transfer to a host failed (.hostname)
+    │   ├── HostUnreachable               the host did not answer (DNS, refused, timeout)
+    │   ├── AuthenticationFailed          the host refused the key or password
+    │   ├── BadHostKey                    the host key is unknown or does not match known_hosts
+    │   └── FileCopyFailed                push_file/pull_file could not copy the file
     ├── WorkerLost                    the task's worker died under it, more times than allowed
     ├── DependencyError               an upstream task failed, so this one never ran
     ├── JoinError                     a future returned by a join_app failed
@@ -32,7 +39,8 @@ from __future__ import annotations
 __all__ = [
     "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
     "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
-    "ExecutorError", "WorkerLost", "DependencyError", "JoinError", "AppException",
+    "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError", "HostUnreachable",
+    "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost", "DependencyError", "JoinError", "AppException",
     "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
     "RemoteTraceback",
 ]
@@ -94,6 +102,53 @@ class ExecutorError(CeleriacError):
 
     def __str__(self):
         return f"executor {self.executor!r} failed: {self.reason}"
+
+
+class ProviderError(CeleriacError):
+    """A provider's batch command failed. Carries the scheduler's own words."""
+
+    def __init__(self, provider, reason, stdout="", stderr=""):
+        super().__init__(provider, reason, stdout, stderr)
+        self.provider = provider
+        self.reason = reason
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def __str__(self):
+        said = "\n".join(s.strip() for s in (self.stdout, self.stderr) if s and s.strip())
+        return f"{self.provider}: {self.reason}" + (f"\nthe scheduler said:\n{said}" if said else "")
+
+
+class ScaleOutFailed(ProviderError):
+    """Blocks could not be started."""
+
+
+class ChannelError(CeleriacError):
+    """A command or a file transfer through a channel failed."""
+
+    def __init__(self, hostname, reason):
+        super().__init__(hostname, reason)
+        self.hostname = hostname
+        self.reason = reason
+
+    def __str__(self):
+        return f"{self.hostname}: {self.reason}"
+
+
+class HostUnreachable(ChannelError):
+    """The host did not answer: no such name, connection refused or timed out."""
+
+
+class AuthenticationFailed(ChannelError):
+    """The host refused our key or password."""
+
+
+class BadHostKey(ChannelError):
+    """The host's key is not in known_hosts, or does not match it."""
+
+
+class FileCopyFailed(ChannelError):
+    """push_file or pull_file could not copy a file."""
 
 
 class WorkerLost(CeleriacError):

@@ -11,6 +11,13 @@ from celeriac.errors import CeleriacError
 EXAMPLES = {
     "InvalidResourceSpecification": lambda cls: cls({"gpus"}, "executor 'x' rejects gpus"),
     "ExecutorError": lambda cls: cls("celery", "workers never started"),
+    "ProviderError": lambda cls: cls("slurm", "squeue failed", "", "slurm_load_jobs error"),
+    "ScaleOutFailed": lambda cls: cls("slurm", "sbatch failed", "", "invalid partition"),
+    "ChannelError": lambda cls: cls("node1", "command timed out"),
+    "HostUnreachable": lambda cls: cls("node1", "connection refused on port 22"),
+    "AuthenticationFailed": lambda cls: cls("node1", "key refused"),
+    "BadHostKey": lambda cls: cls("node1", "not in known_hosts"),
+    "FileCopyFailed": lambda cls: cls("node1", "no such file"),
     "DependencyError": lambda cls: cls([(ValueError("up"), 3), (KeyError("k"), None)], 5),
     "JoinError": lambda cls: cls([(RuntimeError("inner"), 8)], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),

@@ -37,8 +37,9 @@ def test_errors_module_exports():
     assert celeriac.errors.__all__ == [
         "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
         "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
-        "ExecutorError", "WorkerLost", "DependencyError", "JoinError", "AppException",
-        "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile",
+        "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError", "HostUnreachable",
+        "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
+        "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile",
         "MissingOutputs", "RemoteTraceback",
     ]
 
