@@ -2,9 +2,11 @@
 
 from celeriac.config import Config
 from celeriac.orchestrator.apps import bash_app, join_app, python_app
+from celeriac.orchestrator.checkpoint import get_all_checkpoints, get_last_checkpoint
 from celeriac.orchestrator.dflow import AUTO_LOGNAME, DataFlowKernel
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.loader import clear, dfk, load, wait_for_current_tasks
+from celeriac.orchestrator.memo import id_for_memo
 from celeriac.staging.files import File
 
 __version__ = "0.1.0"
@@ -12,5 +14,5 @@ __version__ = "0.1.0"
 __all__ = [
     "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
     "Config", "DataFlowKernel", "load", "clear", "dfk", "wait_for_current_tasks",
-    "__version__",
+    "id_for_memo", "get_all_checkpoints", "get_last_checkpoint", "__version__",
 ]

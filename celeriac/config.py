@@ -23,13 +23,21 @@ class Config:
             labelled ``celery`` with a ``LocalProvider`` (one worker process per core).
         broker: ``redis://[:password@]host:port/db`` of an existing Redis. None starts an
             embedded Redis on loopback with a random password, under the run directory.
-        app_cache: allow ``cache=True`` apps to be memoized.
-        checkpoint_files, checkpoint_mode, checkpoint_period: as in Parsl.
+        app_cache: allow ``cache=True`` apps to be memoized (False turns memoization off).
+        checkpoint_files: checkpoint directories whose results ``cache=True`` apps reuse, e.g.
+            ``celeriac.get_all_checkpoints()``.
+        checkpoint_mode: when this run's memoized results are written to
+            ``<run dir>/checkpoint``: ``task_exit`` (before each task's future resolves),
+            ``periodic`` (every ``checkpoint_period``), ``dfk_exit`` (at cleanup), ``manual``
+            (``dfk.checkpoint()``), or None (never).
+        checkpoint_period: ``"HH:MM:SS"`` for ``periodic`` mode (default 30 minutes).
         retries: Parsl's retry budget per task.
         retry_handler: ``f(exception, task_record) -> float`` cost of one failure.
-        retry_policy: a tenacity-style policy (used by the retry machinery).
+        retry_policy: a ``tenacity.Retrying(retry=..., wait=..., stop=...)`` (or a dict of
+            those arguments) deciding retries instead of ``retries``/``retry_handler``; its
+            waits never block the DFK. An app's own ``retry_policy=`` takes precedence.
         worker_lost_retries: how many times a task whose worker died is relaunched without
-            spending ``retries``; later losses each cost one retry like any failure.
+            spending the retry budget; after that each loss costs at most one retry.
         run_dir: directory holding numbered run directories (``runinfo/000``, ...).
         strategy, strategy_period, max_idletime: block scaling, as in Parsl.
         exit_mode: what leaving ``with celeriac.load(...)`` does: ``cleanup`` (shut down
@@ -80,6 +88,12 @@ class Config:
         if checkpoint_period is not None and checkpoint_mode != "periodic":
             raise ConfigurationError(
                 "checkpoint_period is only used with checkpoint_mode='periodic'")
+        self.checkpoint_seconds = _period(checkpoint_period or "00:30:00")
+        if isinstance(checkpoint_files, (str, bytes)):
+            raise ConfigurationError(
+                "checkpoint_files takes a list of directories, e.g. get_all_checkpoints()")
+        from celeriac.orchestrator.retries import make_policy
+        retry_policy = make_policy(retry_policy, "Config(retry_policy=...)")
         if exit_mode not in _EXIT_MODES:
             raise ConfigurationError(f"exit_mode {exit_mode!r} is not one of {_EXIT_MODES}")
         if strategy not in _STRATEGIES:
@@ -109,3 +123,13 @@ class Config:
 
     def __repr__(self):
         return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"
+
+
+def _period(text) -> float:
+    """Seconds in an ``HH:MM:SS`` period."""
+    match = re.fullmatch(r"(\d+):([0-5]?\d):([0-5]?\d)", str(text).strip())
+    seconds = int(match[1]) * 3600 + int(match[2]) * 60 + int(match[3]) if match else 0
+    if seconds <= 0:
+        raise ConfigurationError(
+            f"checkpoint_period must be a positive 'HH:MM:SS' period, not {text!r}")
+    return float(seconds)

@@ -6,6 +6,7 @@
     ├── ConfigurationError            a Config or an argument cannot work; says what to change
     │   └── InvalidResourceSpecification   parsl_resource_specification has keys the executor rejects
     ├── NoDataFlowKernelError         an app was called before celeriac.load()
+    ├── BadCheckpoint                 a checkpoint_files entry is missing or cannot be read
     ├── SerializationError            a function, argument or result cannot be pickled
     ├── UntrustedPayload              a worker refused a payload whose signature did not verify
     ├── SubmitException               an executor could not accept a task (broker down, ...)
@@ -38,11 +39,11 @@ from __future__ import annotations
 
 __all__ = [
     "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
-    "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
-    "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError", "HostUnreachable",
-    "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost", "DependencyError", "JoinError", "AppException",
-    "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
-    "RemoteTraceback",
+    "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
+    "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
+    "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
+    "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
+    "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "RemoteTraceback",
 ]
 
 
@@ -78,6 +79,10 @@ class InvalidResourceSpecification(ConfigurationError):
 
 class NoDataFlowKernelError(CeleriacError):
     """An app was called, or the DFK asked for, before ``celeriac.load()``."""
+
+
+class BadCheckpoint(CeleriacError):
+    """A checkpoint directory has no checkpoint, or it cannot be read."""
 
 
 class SerializationError(CeleriacError):
@@ -116,7 +121,8 @@ class ProviderError(CeleriacError):
 
     def __str__(self):
         said = "\n".join(s.strip() for s in (self.stdout, self.stderr) if s and s.strip())
-        return f"{self.provider}: {self.reason}" + (f"\nthe scheduler said:\n{said}" if said else "")
+        text = f"{self.provider}: {self.reason}"
+        return f"{text}\nthe scheduler said:\n{said}" if said else text
 
 
 class ScaleOutFailed(ProviderError):

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import threading
+import time
 from concurrent.futures import CancelledError, Future
 from functools import partial
 from typing import Optional
@@ -24,12 +25,14 @@ from celeriac.errors import (
     ConfigurationError,
     DependencyError,
     JoinError,
-    WorkerLost,
 )
+from celeriac.orchestrator import retries
+from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext
 from celeriac.orchestrator.dependencies import find_futures, resolve, root_cause
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
+from celeriac.orchestrator.memo import MemoTable, make_hash
 from celeriac.orchestrator.states import FINAL_STATES, States, TaskRecord
 from celeriac.workers.execute import Call
 
@@ -62,9 +65,16 @@ class DataFlowKernel:
         self.executors = {e.label: e for e in executors}
         if INTERNAL in self.executors:  # before RunContext, which opens the run's log file
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
+        self._memo = (MemoTable(load_checkpoints(self.config.checkpoint_files))
+                      if self.config.app_cache else None)
         self._context = RunContext(self.config)
         self.run_dir = self._context.run_dir
         self.run_id = self._context.run_id
+        self.checkpoint_dir = os.path.join(self.run_dir, "checkpoint")
+        self._checkpoints = CheckpointStore(self.checkpoint_dir)
+        self._timers = retries.DelayedCalls()
+        if self.config.checkpoint_mode == "periodic":
+            self._timers.call_later(self.config.checkpoint_seconds, self._periodic_checkpoint)
         self._internal = ThreadPoolExecutor(INTERNAL, self.config.internal_tasks_max_threads)
         self._internal.start()
         try:
@@ -81,7 +91,7 @@ class DataFlowKernel:
 
     def submit(self, func, app_args, executors="all", cache=False, ignore_for_cache=None,
                app_kwargs=None, join=False, kind="python", func_name=None,
-               accepts=None) -> AppFuture:
+               accepts=None, retry_policy=None) -> AppFuture:
         """Make a task for one app call and return its future at once.
 
         Raises:
@@ -113,7 +123,8 @@ class DataFlowKernel:
                             args=tuple(app_args), kwargs=kwargs, executor=label,
                             resource_specification=spec, walltime=walltime,
                             cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
-                            dfk=self, accepts=accepts)
+                            dfk=self, accepts=accepts,
+                            retry_policy=retry_policy or self.config.retry_policy)
         fut = AppFuture(record)
         record.app_fu = fut
         fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
@@ -173,7 +184,26 @@ class DataFlowKernel:
             exc.__cause__ = root_cause(failures[0][0])
             self._finish(record, States.dep_fail, exception=exc)
             return
+        if self._memo is not None and record.cache:
+            try:  # keyed on the dependencies' results, now that they are known
+                record.hashsum = make_hash(record.func, record.func_name, args, kwargs,
+                                           record.ignore_for_cache)
+            except Exception as e:  # ValueError for a type id_for_memo does not know
+                self._finish(record, States.failed, exception=e)
+                return
+            self._memo_lookup(record, args, kwargs)
+            return
         self._send(record, args, kwargs)
+
+    def _memo_lookup(self, record: TaskRecord, args, kwargs, _other=None) -> None:
+        verdict, value = self._memo.claim(record.hashsum, record.app_fu)
+        if verdict == "hit":
+            logger.debug("task %s: result from the memo table", record.id)
+            self._finish(record, States.memo_done, result=value)
+        elif verdict == "wait":  # an identical call is in flight: take its result, or run
+            value.add_done_callback(partial(self._memo_lookup, record, args, kwargs))
+        else:
+            self._send(record, args, kwargs)
 
     def _send(self, record: TaskRecord, args, kwargs) -> None:
         with self._lock:
@@ -182,6 +212,8 @@ class DataFlowKernel:
             record.move(States.launched)
             record.try_id += 1
             try_id = record.try_id
+            if record.started is None:
+                record.started = time.monotonic()
         executor = self._executor(record.executor)
         call = self._make_call(record, args, kwargs, try_id)
         try:
@@ -224,32 +256,39 @@ class DataFlowKernel:
             else:
                 self._finish(record, States.exec_done, result=result)
             return
-        if isinstance(exc, WorkerLost) and record.lost_count < self.config.worker_lost_retries:
-            record.lost_count += 1
-            logger.warning("task %s: %s; relaunching (%d/%d)", record.id, exc,
-                           record.lost_count, self.config.worker_lost_retries)
-            self._retry(record)
-            return
-        record.fail_count += 1
-        record.fail_history.append(repr(exc))
         try:
-            cost = self.config.retry_handler(exc, record) if self.config.retry_handler else 1
+            decision = retries.decide(
+                record, exc, retries=self.config.retries, retry_handler=self.config.retry_handler,
+                policy=record.retry_policy, worker_lost_retries=self.config.worker_lost_retries)
         except Exception as handler_exc:
-            logger.exception("retry_handler failed for task %s", record.id)
+            logger.exception("the retry handler or policy failed for task %s", record.id)
             self._finish(record, States.failed, exception=handler_exc)
             return
-        record.fail_cost += cost
-        if record.fail_cost <= self.config.retries:
-            logger.info("task %s failed (%s); retry %d", record.id, exc, record.fail_count)
-            self._retry(record)
-        else:
-            self._finish(record, States.failed, exception=exc)
+        if decision.lost_free:
+            logger.warning("task %s (%s): %s; relaunching it (lost-worker relaunch %d of %d, "
+                           "no retry spent)", record.id, record.func_name, exc,
+                           record.lost_count, self.config.worker_lost_retries)
+        elif decision.retry:
+            logger.info("task %s (%s) failed on try %d (%r); retrying in %.3g s", record.id,
+                        record.func_name, record.try_id, exc, decision.delay)
+        if decision.retry:
+            self._retry(record, decision.delay)
+            return
+        if record.try_id > 1:
+            exc.add_note(f"celeriac: task {record.id} ({record.func_name}) failed after "
+                         f"{record.try_id} tries; this is the error of the last one")
+        logger.info("task %s (%s) failed after %d tries: %r", record.id, record.func_name,
+                    record.try_id, exc)
+        self._finish(record, States.failed, exception=exc)
 
-    def _retry(self, record: TaskRecord) -> None:
+    def _retry(self, record: TaskRecord, delay: float = 0.0) -> None:
         with self._lock:
             record.move(States.pending)
         args, kwargs = record.resolved
-        self._send(record, args, kwargs)
+        if delay > 0:  # on the timer thread: a backoff blocks neither the DFK nor other tasks
+            self._timers.call_later(delay, self._send, record, args, kwargs)
+        else:
+            self._send(record, args, kwargs)
 
     def _join(self, record: TaskRecord, inner) -> None:
         futures = inner if isinstance(inner, (list, tuple)) else [inner]
@@ -291,6 +330,11 @@ class DataFlowKernel:
                 return
             record.move(state)
             self.tasks.pop(record.id, None)
+        if record.hashsum is not None:
+            if state is States.failed:  # failures are not memoized: the next call runs
+                self._memo.release(record.hashsum, record.app_fu)
+            elif state in (States.exec_done, States.memo_done):
+                self._checkpoint_entry(record, result)
         # Keep a finished record small: drop what only running needed, so memory stays flat.
         record.args = ()
         record.depends = []
@@ -302,6 +346,40 @@ class DataFlowKernel:
         else:
             logger.debug("task %s %s", record.id, state.name)
             record.app_fu.set_result(result)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def _checkpoint_entry(self, record: TaskRecord, result) -> None:
+        mode = self.config.checkpoint_mode
+        if mode is None:
+            return
+        import cloudpickle
+        try:
+            pickled = cloudpickle.dumps(result)
+        except Exception as e:
+            logger.warning("task %s (%s): result not checkpointed, it cannot be pickled: %r",
+                           record.id, record.func_name, e)
+            return
+        self._checkpoints.add(record.hashsum, pickled, record.id, record.func_name,
+                              record.time_returned)
+        if mode == "task_exit":  # durable before the future resolves
+            self._flush_checkpoints()
+
+    def _flush_checkpoints(self) -> None:
+        try:
+            self._checkpoints.flush()
+        except Exception:
+            logger.exception("could not write checkpoint entries to %s", self.checkpoint_dir)
+
+    def _periodic_checkpoint(self) -> None:
+        self._flush_checkpoints()
+        self._timers.call_later(self.config.checkpoint_seconds, self._periodic_checkpoint)
+
+    def checkpoint(self) -> str:
+        """Write the memoized results not yet written to this run's checkpoint directory
+        (what ``checkpoint_mode='manual'`` relies on); returns that directory."""
+        self._checkpoints.flush()
+        return self.checkpoint_dir
 
     # ----------------------------------------------------------------- waiting, cleanup
 
@@ -330,6 +408,7 @@ class DataFlowKernel:
             self._cleaned = True
             leftover = list(self.tasks.values())
         logger.info("DFK cleanup: %d tasks unfinished", len(leftover))
+        self._timers.close()
         for executor in reversed(list(self.executors.values())):
             try:
                 executor.shutdown()
@@ -344,6 +423,9 @@ class DataFlowKernel:
                     "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
                     "exit_mode='wait'"))
         self.tasks.clear()
+        if self.config.checkpoint_mode is not None:
+            self._flush_checkpoints()
+        self._checkpoints.close()
         self._context.close()
         atexit.unregister(self.atexit_cleanup)
         from celeriac.orchestrator import loader

@@ -75,6 +75,9 @@ class TaskRecord:
     fail_cost: float = 0.0
     fail_history: list = field(default_factory=list)
     lost_count: int = 0
+    retry_policy: Any = None               # a tenacity.Retrying deciding retries, or None
+    retry_state: Any = None                # its tenacity.RetryCallState, from the first failure
+    started: Optional[float] = None        # time.monotonic() of the first launch
     time_invoked: float = field(default_factory=time.time)
     time_returned: Optional[float] = None
     dfk: Any = None

@@ -9,7 +9,7 @@ import celeriac.executors
 PUBLIC = [
     "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
     "Config", "DataFlowKernel", "load", "clear", "dfk", "wait_for_current_tasks",
-    "__version__",
+    "id_for_memo", "get_all_checkpoints", "get_last_checkpoint", "__version__",
 ]
 
 
@@ -36,11 +36,12 @@ def test_executors_module_exports():
 def test_errors_module_exports():
     assert celeriac.errors.__all__ == [
         "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
-        "NoDataFlowKernelError", "SerializationError", "UntrustedPayload", "SubmitException",
-        "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError", "HostUnreachable",
-        "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
-        "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile",
-        "MissingOutputs", "RemoteTraceback",
+        "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
+        "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
+        "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
+        "WorkerLost", "DependencyError", "JoinError", "AppException", "AppTimeout",
+        "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
+        "RemoteTraceback",
     ]
 
 

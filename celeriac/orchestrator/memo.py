@@ -1,0 +1,202 @@
+"""Memoization: the key of an app call, and the table of results (and calls in flight).
+
+A call's key hashes the function's identity (its name and source, so editing the function
+invalidates old results) and its arguments, each turned into bytes by :func:`id_for_memo`.
+``id_for_memo`` is a ``functools.singledispatch``: register your own type with
+``@id_for_memo.register(MyType)``. Unknown types raise ``ValueError("unknown type for
+memoization ...")``, which fails the task through its future.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import marshal
+import struct
+import sys
+import threading
+from concurrent.futures import Future
+from functools import singledispatch
+from typing import Optional
+
+from celeriac.staging.files import File
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["id_for_memo", "function_identity", "make_hash", "MemoTable"]
+
+
+@singledispatch
+def id_for_memo(obj, output_ref: bool = False) -> bytes:
+    """Bytes that identify ``obj`` for memoization: equal values give equal bytes.
+
+    Args:
+        obj: one argument of an app call (or an element inside one).
+        output_ref: True for the entries of ``outputs=[...]`` (Parsl's signature).
+
+    Raises:
+        ValueError: no hash is known for ``obj``'s type.
+    """
+    numpy = sys.modules.get("numpy")  # numpy support without importing numpy ourselves
+    if numpy is not None and isinstance(obj, numpy.ndarray):
+        return b"ndarray:" + _frame(str(obj.dtype).encode()) + _frame(repr(obj.shape).encode()) \
+            + _frame(numpy.ascontiguousarray(obj).tobytes())
+    raise ValueError(
+        f"unknown type for memoization: {type(obj).__module__}.{type(obj).__qualname__}; "
+        "register a hash for it with @celeriac.id_for_memo.register(ThatType), or list the "
+        "argument in ignore_for_cache=[...]")
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack(">Q", len(data)) + data
+
+
+@id_for_memo.register(type(None))
+def _none(obj, output_ref=False):
+    return b"None"
+
+
+@id_for_memo.register(bool)
+def _bool(obj, output_ref=False):
+    return b"bool:" + (b"1" if obj else b"0")
+
+
+@id_for_memo.register(int)
+def _int(obj, output_ref=False):
+    return b"int:" + _frame(str(obj).encode())
+
+
+@id_for_memo.register(float)
+def _float(obj, output_ref=False):
+    return b"float:" + _frame(repr(obj).encode())
+
+
+@id_for_memo.register(str)
+def _str(obj, output_ref=False):
+    return b"str:" + _frame(obj.encode("utf-8", "surrogatepass"))
+
+
+@id_for_memo.register(bytes)
+def _bytes(obj, output_ref=False):
+    return b"bytes:" + _frame(obj)
+
+
+def _sequence(tag: bytes, items, output_ref: bool) -> bytes:
+    parts = [_frame(id_for_memo(item, output_ref)) for item in items]
+    return tag + struct.pack(">Q", len(parts)) + b"".join(parts)
+
+
+@id_for_memo.register(list)
+def _list(obj, output_ref=False):
+    return _sequence(b"list:", obj, output_ref)
+
+
+@id_for_memo.register(tuple)
+def _tuple(obj, output_ref=False):
+    return _sequence(b"tuple:", obj, output_ref)
+
+
+@id_for_memo.register(set)
+@id_for_memo.register(frozenset)
+def _set(obj, output_ref=False):
+    parts = sorted(_frame(id_for_memo(item, output_ref)) for item in obj)
+    return b"set:" + struct.pack(">Q", len(parts)) + b"".join(parts)
+
+
+@id_for_memo.register(dict)
+def _dict(obj, output_ref=False):
+    # Order-independent: {'a': 1, 'b': 2} and {'b': 2, 'a': 1} are the same call.
+    parts = sorted(_frame(id_for_memo(k)) + _frame(id_for_memo(v, output_ref))
+                   for k, v in obj.items())
+    return b"dict:" + struct.pack(">Q", len(parts)) + b"".join(parts)
+
+
+@id_for_memo.register(File)
+def _file(obj, output_ref=False):
+    return b"File:" + _frame(obj.url.encode())
+
+
+_identities: dict = {}
+_identities_lock = threading.Lock()
+
+
+def function_identity(func, name: str) -> bytes:
+    """The function's name and source; compiled code where the source cannot be read."""
+    key = (id(func), name)
+    with _identities_lock:
+        cached = _identities.get(key)
+    if cached is not None and cached[0] is func:
+        return cached[1]
+    try:
+        body = inspect.getsource(func).encode()
+    except (OSError, TypeError):
+        code = getattr(func, "__code__", None)
+        body = marshal.dumps(code) if code is not None else repr(func).encode()
+    identity = _frame(name.encode()) + _frame(body)
+    with _identities_lock:
+        _identities[key] = (func, identity)
+    return identity
+
+
+def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=()) -> str:
+    """The memo key of one call (after its future arguments were replaced by results).
+
+    Raises:
+        ValueError: an argument has a type that ``id_for_memo`` does not know.
+    """
+    kwargs = {k: v for k, v in kwargs.items() if k not in ignore_for_cache}
+    outputs = kwargs.pop("outputs", None)
+    digest = hashlib.sha256(function_identity(func, name))
+    digest.update(_frame(id_for_memo(list(args))))
+    digest.update(_frame(id_for_memo(kwargs)))
+    if outputs is not None:
+        digest.update(_frame(id_for_memo(list(outputs), output_ref=True)))
+    return digest.hexdigest()
+
+
+class MemoTable:
+    """Results by key: finished ones (this run's, and those loaded from checkpoints), and the
+    future of the one call in flight for each key, so identical calls at once run once.
+
+    Loaded results stay pickled until first used, so loading many checkpoints is cheap.
+    """
+
+    def __init__(self, loaded: Optional[dict] = None):
+        self._lock = threading.Lock()
+        self._pickled: dict[str, bytes] = dict(loaded or {})
+        self._futures: dict[str, Future] = {}
+
+    def __len__(self):
+        return len(self._pickled.keys() | self._futures.keys())
+
+    def claim(self, key: str, future: Future):
+        """Look ``key`` up for a task whose future is ``future``.
+
+        Returns:
+            ``("hit", value)`` for a known result; ``("wait", other_future)`` while an
+            identical call is in flight; ``("run", None)`` if this task must run (it now
+            owns the key until :meth:`release`).
+        """
+        with self._lock:
+            pickled = self._pickled.get(key)
+            if pickled is None:
+                other = self._futures.get(key)
+                if other is None or (other.done() and not _succeeded(other)):
+                    self._futures[key] = future
+                    return "run", None
+                if not other.done():
+                    return "wait", other
+                return "hit", other.result()
+        import cloudpickle
+        return "hit", cloudpickle.loads(pickled)
+
+    def release(self, key: str, future: Future) -> None:
+        """The owner of ``key`` finished. A failure frees the key for the next identical call."""
+        with self._lock:
+            if self._futures.get(key) is future and not _succeeded(future):
+                del self._futures[key]
+
+
+def _succeeded(fut: Future) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
