@@ -3,8 +3,10 @@
 import types
 
 import celeriac
+import celeriac.channels
 import celeriac.errors
 import celeriac.executors
+import celeriac.launchers
 
 PUBLIC = [
     "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
@@ -31,6 +33,18 @@ def test_every_public_member_is_exported():
 
 def test_executors_module_exports():
     assert celeriac.executors.__all__ == ["Executor", "CeleryExecutor", "ThreadPoolExecutor"]
+
+
+def test_launchers_module_exports():
+    assert celeriac.launchers.__all__ == [
+        "Launcher", "SimpleLauncher", "SingleNodeLauncher", "WrappedLauncher",
+        "GnuParallelLauncher", "MpiExecLauncher", "MpiRunLauncher", "SrunLauncher",
+        "SrunMPILauncher", "AprunLauncher", "JsrunLauncher",
+    ]
+
+
+def test_channels_module_exports():
+    assert celeriac.channels.__all__ == ["Channel", "LocalChannel", "SSHChannel"]
 
 
 def test_errors_module_exports():

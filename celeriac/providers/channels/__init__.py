@@ -2,5 +2,6 @@
 
 from celeriac.providers.channels.base import Channel
 from celeriac.providers.channels.local import LocalChannel
+from celeriac.providers.channels.ssh import SSHChannel
 
-__all__ = ["Channel", "LocalChannel"]
+__all__ = ["Channel", "LocalChannel", "SSHChannel"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from typing import Optional
 
 from celeriac.errors import ChannelError, FileCopyFailed
+from celeriac.providers.channels import _shell
 from celeriac.providers.channels.base import Channel
 
 
@@ -16,26 +18,36 @@ class LocalChannel(Channel):
     Args:
         script_dir: where providers write submit scripts (default: the run directory's
             ``submit_scripts``).
-        env: environment variables added to every command.
+        envs: environment variables added to every command (Parsl's name).
     """
 
     hostname = "localhost"
 
-    def __init__(self, script_dir: Optional[str] = None, env: Optional[dict] = None):
+    def __init__(self, script_dir: Optional[str] = None, envs: Optional[dict] = None):
         self.script_dir = script_dir
-        self.env = dict(env or {})
+        self.envs = dict(envs or {})
+        _shell.check_env_names(self.envs)
 
     def execute_wait(self, cmd: str, timeout: Optional[float] = None,
                      env: Optional[dict] = None) -> tuple:
+        """Run ``cmd`` with bash and wait for it (see :class:`Channel`). A timed-out command
+        is killed with its whole process group.
+
+        Raises:
+            ChannelError: the command timed out.
+        """
         from invoke import Context
         from invoke.exceptions import CommandTimedOut
+
+        line = _shell.command_line(cmd, timeout, {**self.envs, **(env or {})})
+        started = time.monotonic()
         try:
-            result = Context().run(cmd, hide=True, warn=True, in_stream=False, pty=False,
-                                   timeout=timeout, env={**self.env, **(env or {})},
-                                   shell="/bin/bash")
-        except CommandTimedOut as exc:
-            raise ChannelError(self.hostname, f"command timed out after {timeout} s: {cmd}") \
-                from exc
+            result = Context().run(line, hide=True, warn=True, in_stream=False, pty=False,
+                                   timeout=_shell.client_timeout(timeout), shell="/bin/bash")
+        except CommandTimedOut:
+            result = None
+        if result is None or _shell.timed_out(result.exited, started, timeout):
+            raise ChannelError(self.hostname, f"command timed out after {timeout} s: {cmd}")
         return result.exited, result.stdout, result.stderr
 
     def push_file(self, source: str, dest_dir: str) -> str:
