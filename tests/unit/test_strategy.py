@@ -202,3 +202,16 @@ def test_a_running_block_whose_workers_never_connect_fails_after_the_start_timeo
 
 def test_a_pending_block_never_times_out_the_scheduler_may_queue_it_for_days():
     assert judge_block(record(PEND), now=10**6, start_timeout=120) is None
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"strategy": "htex_auto_scale"}, "strategy 'htex_auto_scale' is not one of"),
+    ({"strategy_period": 0}, "strategy_period must be a positive number"),
+    ({"strategy_period": "5"}, "strategy_period must be a positive number"),
+    ({"max_idletime": -1}, "max_idletime must be a number of seconds >= 0"),
+])
+def test_impossible_strategy_options_are_refused_by_config(options, message):
+    from celeriac import Config
+    from celeriac.errors import ConfigurationError
+    with pytest.raises(ConfigurationError, match=message):
+        Config(**options)

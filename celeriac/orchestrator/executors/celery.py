@@ -17,6 +17,8 @@ import sys
 import threading
 import time
 
+import redis
+
 from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
 from celeriac.orchestrator import strategy
 from celeriac.orchestrator.executors.base import Executor
@@ -221,7 +223,13 @@ class CeleryExecutor(Executor):
             if self._shut:
                 return
             now = time.monotonic()
-            self._observe(now)
+            try:
+                self._observe(now)
+            except (ProviderError, redis.exceptions.RedisError) as e:
+                # The scheduler or the broker is not answering: judge nothing on stale data.
+                logger.warning("executor %s: cannot read its blocks' state this round: %s",
+                               self.label, e)
+                return
             for record in list(self._records.values()):
                 self._judge(record, now)
             if self._broken is not None or self._shut:
