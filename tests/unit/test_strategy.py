@@ -215,3 +215,29 @@ def test_impossible_strategy_options_are_refused_by_config(options, message):
     from celeriac.errors import ConfigurationError
     with pytest.raises(ConfigurationError, match=message):
         Config(**options)
+
+
+# ----------------------------------------------------------------- expected slots of a block
+
+class SizedProvider:
+    """A provider double that states its node size (as ClusterProviders may)."""
+
+    init_blocks, min_blocks, max_blocks, nodes_per_block, parallelism = 0, 0, 4, 1, 1.0
+
+    def __init__(self, cores_per_node=None, mem_per_node=None):
+        self.cores_per_node = cores_per_node
+        self.mem_per_node = mem_per_node
+
+
+@pytest.mark.parametrize("provider, options, expected", [
+    (SizedProvider(), {}, 1),                                         # unknown: one per node
+    (SizedProvider(cores_per_node=16), {"cores_per_worker": 4}, 4),
+    (SizedProvider(cores_per_node=16), {"max_workers_per_node": 2}, 2),
+    (SizedProvider(cores_per_node=16, mem_per_node=8), {"mem_per_worker": 4}, 2),
+    (SizedProvider(cores_per_node=16), {"available_accelerators": 3}, 3),
+    (SizedProvider(cores_per_node=4), {"pool": "threads", "concurrency": 3}, 12),
+])
+def test_a_block_not_connected_yet_is_expected_to_bring_what_its_nodes_fit(
+        provider, options, expected):
+    from celeriac.executors import CeleryExecutor
+    assert CeleryExecutor(provider=provider, **options)._slots_per_node() == expected
