@@ -23,14 +23,30 @@ def main(argv=None) -> int:
     w = sub.add_parser("worker", help="start Celery workers serving one executor of a run")
     _add_run_options(w)
     w.add_argument("--executor", required=True, help="executor label whose queue to serve")
-    w.add_argument("--processes", type=int, default=1,
-                   help="worker processes to run and keep running (default 1)")
+    w.add_argument("--processes", "--max-workers-per-node", dest="processes", type=int,
+                   help="at most this many worker processes (default: as many as the "
+                        "node's cores, memory and accelerators allow)")
+    w.add_argument("--cores-per-worker", type=float, default=1.0,
+                   help="cores each worker process needs (default 1)")
+    w.add_argument("--mem-per-worker", type=float, help="GB of memory each worker needs")
+    w.add_argument("--accelerators", default="",
+                   help="comma-separated accelerator ids: one worker per accelerator, "
+                        "each seeing only its own (CUDA_VISIBLE_DEVICES, ...)")
+    w.add_argument("--cpu-affinity", default="none",
+                   choices=["none", "block", "alternating", "block-reverse"],
+                   help="pin each worker process to its own cores, as Parsl's HTEX does")
+    w.add_argument("--block", help="the block this worker belongs to (set by executors)")
+    w.add_argument("--idle-timeout", type=float, default=120.0,
+                   help="exit after this many seconds without the run's orchestrator and "
+                        "without a task to run (default 120; 0 never exits)")
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
     w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")
     w.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    w.add_argument("--accelerator", help=argparse.SUPPRESS)
+    w.add_argument("--cpus", help=argparse.SUPPRESS)
     w.add_argument("--die-with-parent", action="store_true",
                    help="exit when the process that started this one dies (used by blocks)")
 
@@ -87,10 +103,17 @@ def _only_active_run(broker: str) -> str:
 
 
 def _worker(args) -> int:
-    from celeriac.workers.main import child_command, run_worker, supervise
+    from celeriac.workers.main import Placement, child_command, pin, run_worker, supervise
+    from celeriac.workers.runfile import queue_name
     if args.die_with_parent:
         from celeriac.orchestrator.processes import die_with_parent
         die_with_parent()
+    if args.child:
+        pin(args.accelerator, args.cpus)
+    else:
+        placement = Placement(args.processes, args.cores_per_worker, args.mem_per_worker,
+                              [a for a in args.accelerators.split(",") if a],
+                              args.cpu_affinity)  # before the broker: a bad fit needs none
     broker, key, run_id = _resolve(args, need_key=True)
     if args.child:
         run_worker(broker, key, run_id, args.executor, pool=args.pool,
@@ -102,7 +125,12 @@ def _worker(args) -> int:
         env[BROKER_ENV] = broker
         env["CELERIAC_KEY"] = key.decode()
         args.run_id = run_id
-    return supervise(args.processes, lambda i, gen: child_command(args, i, gen), env, broker)
+    info = {"queue": queue_name(run_id, args.executor), "block": args.block,
+            "slots": args.concurrency}
+    print(f"celeriac worker: {placement.count} worker processes for {info['queue']}",
+          file=sys.stderr, flush=True)
+    return supervise(placement.count, lambda i, gen: child_command(args, i, gen, placement),
+                     env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout)
 
 
 def _flower(args) -> int:

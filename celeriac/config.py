@@ -39,7 +39,13 @@ class Config:
         worker_lost_retries: how many times a task whose worker died is relaunched without
             spending the retry budget; after that each loss costs at most one retry.
         run_dir: directory holding numbered run directories (``runinfo/000``, ...).
-        strategy, strategy_period, max_idletime: block scaling, as in Parsl.
+        strategy: block scaling, as in Parsl: ``'simple'`` starts blocks while tasks wait
+            and cancels blocks idle for ``max_idletime``; ``'none'`` (or None) keeps
+            ``init_blocks`` blocks.
+        strategy_period: seconds between two scaling rounds (each also checks that blocks
+            start).
+        max_idletime: seconds without outstanding tasks before ``simple`` cancels blocks
+            (never below the provider's ``min_blocks``).
         exit_mode: what leaving ``with celeriac.load(...)`` does: ``cleanup`` (shut down
             without waiting for tasks), ``wait`` (wait for all tasks, then clean up),
             ``skip`` (do nothing).
@@ -98,6 +104,14 @@ class Config:
             raise ConfigurationError(f"exit_mode {exit_mode!r} is not one of {_EXIT_MODES}")
         if strategy not in _STRATEGIES:
             raise ConfigurationError(f"strategy {strategy!r} is not one of {_STRATEGIES}")
+        if isinstance(strategy_period, bool) or not isinstance(strategy_period, (int, float)) \
+                or strategy_period <= 0:
+            raise ConfigurationError(
+                f"strategy_period must be a positive number of seconds, not {strategy_period!r}")
+        if isinstance(max_idletime, bool) or not isinstance(max_idletime, (int, float)) \
+                or max_idletime < 0:
+            raise ConfigurationError(
+                f"max_idletime must be a number of seconds >= 0, not {max_idletime!r}")
         if not isinstance(retries, int) or retries < 0:
             raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
         if broker is not None and not broker.startswith(("redis://", "rediss://")):

@@ -6,7 +6,8 @@
 - Receiving: one listener thread pops the run's result list (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
-  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches.
+  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches; and
+  the run's own heartbeat key is refreshed, so workers can tell when the run is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from celeriac.orchestrator import recovery
 from celeriac.workers import payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
+from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
 from celeriac.workers.runfile import RUNS_KEY, results_key
 
 logger = logging.getLogger(__name__)
@@ -123,8 +125,8 @@ class CeleryLink:
         self._runtimes: dict[str, float] = {}                     # app name -> mean run time
         self.stats = {"messages": 0, "calls": 0}
         self._queues: set[str] = set()
+        self._last_done: dict[str, float] = {}                    # queue -> last completion
         self._functions: dict = {}
-        self._health_checks = []
         self._outbox: deque = deque()
         self._listener_out: list = []
         self._wake = threading.Event()
@@ -316,7 +318,8 @@ class CeleryLink:
         if entry is None:
             logger.debug("outcome for unknown or finished task %s ignored", task_id)
             return
-        fut, _queue, name = entry
+        fut, queue, name = entry
+        self._last_done[queue] = time.monotonic()
         if runtime is not None:
             previous = self._runtimes.get(name)
             self._runtimes[name] = runtime if previous is None else 0.8 * previous + 0.2 * runtime
@@ -331,21 +334,27 @@ class CeleryLink:
             if queue is None or q == queue:
                 self._complete(task_id, exception=exception)
 
-    # --------------------------------------------------------------- watching
+    def outstanding(self, queue: str) -> int:
+        """How many tasks sent to ``queue`` have not finished (queued or running)."""
+        return sum(1 for entry in list(self._pending.values()) if entry[1] == queue)
 
-    def add_health_check(self, check) -> None:
-        """Call ``check()`` from the watcher thread every sweep (executors watch their blocks)."""
-        self._health_checks.append(check)
+    def last_done(self, queue: str) -> float | None:
+        """``time.monotonic()`` when a task of ``queue`` last finished, if one has."""
+        return self._last_done.get(queue)
+
+    @property
+    def client(self):
+        """A Redis client for short commands from other threads (redis-py clients are
+        thread-safe; each command takes a pooled connection)."""
+        return self._send_client
+
+    # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
         sweeper = recovery.Sweeper(self._send_client)
         server = self._server_id()
         while not self._stop.wait(SWEEP_INTERVAL):
-            for check in self._health_checks:
-                try:
-                    check()
-                except Exception:
-                    logger.exception("health check failed")
+            self._beat()
             try:
                 now = self._server_id()
                 if server is not None and now is not None and now != server:
@@ -371,6 +380,15 @@ class CeleryLink:
     def _register_run(self) -> None:
         """Say on the broker that this run is active (how `celeriac worker` finds it)."""
         self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({"started": time.time()}))
+        self._beat()
+
+    def _beat(self) -> None:
+        """Refresh the run's heartbeat: workers whose run stops beating may leave when idle."""
+        try:
+            self._send_client.set(orchestrator_key(self.run_id), "1",
+                                  px=int(ORCHESTRATOR_TTL * 1000))
+        except redis.exceptions.RedisError as e:
+            logger.warning("orchestrator heartbeat failed: %s", e)
 
     def _broker_restarted(self) -> None:
         """Every unfinished task may have been lost with the broker's memory: relaunch them
@@ -401,6 +419,7 @@ class CeleryLink:
         try:
             self._send_client.delete(self.results_key, *self._queues)
             self._send_client.hdel(RUNS_KEY, self.run_id)
+            self._send_client.delete(orchestrator_key(self.run_id))
         except redis.exceptions.RedisError:
             pass
         self.fail_all(CeleriacError("the run was shut down before this task finished"))

@@ -4,12 +4,19 @@ Three keys per worker, written by two processes so that a task holding the GIL (
 loop) cannot make a live worker look dead:
 
 - ``celeriac:alive:<name>``, expiring after ``TTL`` seconds, is refreshed every second by the
-  supervising ``celeriac worker`` process while the worker process exists.
+  supervising ``celeriac worker`` process while the worker process exists. Its value says
+  which queue the worker serves, which block started it, its task slots, and whether it has
+  connected to the broker (so the orchestrator can count capacity and spot blocks whose
+  workers never connect).
 - ``celeriac:held:<name>`` lists the ids of the tasks the worker has reserved or is running,
   rewritten every second by a thread of the worker (it may lag while a task holds the GIL).
 - ``celeriac:running:<name>`` lists the tasks the worker is running, written by the supervisor
   from lines the worker writes to a pipe as each task starts and ends (a few microseconds,
   no round trip), so a task is listed even if it then holds the GIL.
+
+The orchestrator, in turn, refreshes ``celeriac:orchestrator:<run id>`` (``ORCHESTRATOR_TTL``):
+a worker that no longer sees it, and runs no task, is an orphan and exits after its idle
+timeout rather than hold an allocation for a run that is gone.
 
 When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
 worker holds from kombu's unacked table and relaunches them (celeriac.orchestrator.recovery).
@@ -21,6 +28,7 @@ import json
 import logging
 import os
 import threading
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +39,9 @@ RUNNING_PREFIX = "celeriac:running:"
 RUNNING_FD_ENV = "CELERIAC_RUNNING_FD"
 INTERVAL = 1.0
 TTL = 5.0
+ORCHESTRATOR_PREFIX = "celeriac:orchestrator:"
+ORCHESTRATOR_TTL = 10.0
+READY_NOTE = b"*"
 HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
 
 
@@ -70,8 +81,10 @@ class AliveBeat:
     """In the supervising process: says which of its worker processes are alive, and which
     tasks each is running (from the lines it writes to its pipe)."""
 
-    def __init__(self, client):
+    def __init__(self, client, info: dict | None = None):
         self.client = client
+        self.info = dict(info or {})     # queue, block, slots: the same for all its workers
+        self.ready: set[str] = set()     # workers that have connected to the broker
         self.running: dict[str, set] = {}
         self._partial: dict[str, bytes] = {}
         self._changed: set[str] = set()
@@ -92,6 +105,8 @@ class AliveBeat:
                 running.add(line[1:])
             elif line[:1] == "-":
                 running.discard(line[1:])
+            elif line == READY_NOTE.decode():
+                self.ready.add(name)
         self._changed.add(name)
 
     def beat(self, names) -> None:
@@ -99,7 +114,8 @@ class AliveBeat:
             pipe = self.client.pipeline(transaction=False)
             for name in names:
                 pipe.sadd(WORKERS_KEY, name)
-                pipe.set(ALIVE_PREFIX + name, "1", px=int(TTL * 1000))
+                value = json.dumps(dict(self.info, ready=name in self.ready))
+                pipe.set(ALIVE_PREFIX + name, value, px=int(TTL * 1000))
             for name in self._changed:
                 pipe.set(RUNNING_PREFIX + name, json.dumps(sorted(self.running[name])),
                          px=int(HELD_TTL * 1000))
@@ -107,6 +123,10 @@ class AliveBeat:
             self._changed.clear()
         except Exception as e:  # keep going through a broker restart
             logger.warning("heartbeat failed: %s", e)
+
+    def busy(self, names) -> bool:
+        """Whether any of these workers is running a task."""
+        return any(self.running.get(name) for name in names)
 
     def forget(self, names) -> None:
         """Workers that stopped cleanly: drop their keys now rather than let them expire."""
@@ -133,7 +153,9 @@ class RunningNotes:
         fd = os.environ.pop(RUNNING_FD_ENV, None)
         return cls(int(fd) if fd else None)
 
-    def note(self, sign: bytes, task_id: str) -> None:
+    def note(self, sign: bytes, task_id: str = "") -> None:
+        """Tell the supervisor a task started (``+``) or ended (``-``), or that this worker
+        is connected and consuming (``READY_NOTE``)."""
         if self.fd is None:
             return
         try:
@@ -152,3 +174,38 @@ def held_task_ids() -> list:
         except RuntimeError:  # a set changed size while being copied: try again
             continue
     return []
+
+
+def orchestrator_key(run_id: str) -> str:
+    """The key a run's orchestrator keeps alive while it runs."""
+    return ORCHESTRATOR_PREFIX + run_id
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    """One worker process with a fresh heartbeat, as the broker describes it."""
+
+    name: str
+    queue: str | None
+    block: str | None
+    slots: int
+    ready: bool
+
+
+def live_workers(client) -> list[LiveWorker]:
+    """Every worker whose alive key has not expired (on any queue)."""
+    names = sorted(n.decode() for n in client.smembers(WORKERS_KEY))
+    values = client.mget([ALIVE_PREFIX + n for n in names]) if names else []
+    found = []
+    for name, value in zip(names, values):
+        if value is None:
+            continue
+        try:
+            info = json.loads(value)
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):  # a worker of an older celeriac: capacity unknown
+            info = {}
+        found.append(LiveWorker(name, info.get("queue"), info.get("block"),
+                                int(info.get("slots") or 1), bool(info.get("ready"))))
+    return found

@@ -1,8 +1,11 @@
 """``celeriac worker``: Celery workers that serve one executor queue of one run.
 
-The ``celeriac worker`` process supervises ``--processes N`` Celery worker processes: it
-restarts any that dies, so a block keeps its capacity, and it sends their heartbeats, so a
-task holding the GIL in its worker cannot make that worker look dead.
+The ``celeriac worker`` process supervises Celery worker processes: it restarts any that
+dies, so a block keeps its capacity, and it sends their heartbeats, so a task holding the GIL
+in its worker cannot make that worker look dead. How many it runs is decided here, on the
+node, from the node's own cores, memory and accelerators (as Parsl's HTEX does), and each may
+be pinned to its own accelerator and cores. With an idle timeout it exits once its run's
+orchestrator is gone and it has nothing to run.
 """
 
 from __future__ import annotations
@@ -15,26 +18,33 @@ import subprocess
 import sys
 import time
 
+from celeriac.errors import ConfigurationError
 from celeriac.orchestrator.processes import die_with_parent
 from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
+CPU_AFFINITIES = ("none", "block", "alternating", "block-reverse")
 
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
                concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING",
                logfile: str | None = None, prefetch_multiplier: int = 4) -> None:
     """Run one Celery worker in this process until it is told to stop."""
+    from celery import signals
+
     from celeriac.workers.app import make_app, state
     from celeriac.workers.backend import redis_client
-    from celeriac.workers.liveness import HeldTasks, RunningNotes
+    from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
     app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier)
     state.running = RunningNotes.from_environment()
     heartbeat = HeldTasks(redis_client(broker_url), hostname).start()
+    # Tells the supervisor this worker reached the broker: a block whose workers never do
+    # is reported by the orchestrator as failing to start.
+    signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)
     argv = ["worker", "-Q", queue_name(run_id, label), "-P", pool, "-c", str(concurrency),
             "-n", hostname, "-E", "--without-gossip", "--without-mingle",
             "--loglevel", loglevel]
@@ -46,17 +56,23 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         heartbeat.stop()
 
 
-def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
+def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
+              run_id: str, idle_timeout: float = 0) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
+    ``info`` (queue, block, slots) goes into each worker's alive key.
 
     A worker that dies within ``QUICK_EXIT`` seconds of starting, three times running, is
     broken (bad environment, unreachable broker): give up with exit code 1 rather than loop.
+    With ``idle_timeout`` > 0, stop (exit code 0) once the run's orchestrator has not been
+    seen and no task has run for that many seconds.
     """
     from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
 
-    beat = AliveBeat(redis_client(broker_url))
+    client = redis_client(broker_url)
+    beat = AliveBeat(client, info)
+    orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
     pipes: dict[str, int] = {}  # worker name -> read end of its running-tasks pipe
@@ -94,6 +110,10 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
         if alive and time.monotonic() - last_beat >= INTERVAL:
             beat.beat(alive)
             last_beat = time.monotonic()
+            if not stopping and orphan.expired(beat.busy(alive)):
+                logger.warning("run %s: no orchestrator for %.0fs and no task running; "
+                               "stopping its workers (idle timeout)", run_id, idle_timeout)
+                stop(signal.SIGTERM, None)
         for i, (proc, started, name) in list(children.items()):
             if proc.poll() is None or stopping:
                 continue
@@ -112,14 +132,19 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str) -> int:
         time.sleep(0.1)
 
 
-def child_command(args, i: int, generation: int) -> tuple[list[str], str]:
+def child_command(args, i: int, generation: int, placement: "Placement") -> tuple[list[str], str]:
     """The command line and node name of worker process ``i`` (secrets stay in the run file
     or the environment)."""
-    name = args.hostname or f"celeriac-{args.executor}-{os.getpid()}"
+    block = f"-b{args.block}" if args.block is not None else ""
+    name = args.hostname or f"celeriac-{args.executor}{block}-{os.getpid()}"
     name = f"{name}-{i}.{generation}@{socket.gethostname()}"
     cmd = [sys.executable, "-m", "celeriac", "worker", "--child", "--executor", args.executor,
            "--pool", args.pool, "--concurrency", str(args.concurrency),
            "--loglevel", args.loglevel, "--hostname", name]
+    if placement.accelerators:
+        cmd += ["--accelerator", placement.accelerators[i]]
+    if placement.cpus:
+        cmd += ["--cpus", ",".join(map(str, placement.cpus[i]))]
     if args.run_file:
         cmd += ["--run-file", args.run_file]
     if args.run_id:
@@ -130,3 +155,127 @@ def child_command(args, i: int, generation: int) -> tuple[list[str], str]:
         base, ext = os.path.splitext(args.logfile)
         cmd += ["--logfile", f"{base}-{i}{ext}"]
     return cmd, name
+
+
+class OrphanClock:
+    """Says when a worker has been an orphan (no orchestrator seen, no task running) for
+    ``timeout`` seconds running. ``seen()`` says whether the orchestrator is there now."""
+
+    def __init__(self, seen, timeout: float):
+        self.seen = seen
+        self.timeout = timeout
+        self.since = None
+
+    def expired(self, busy: bool, now: float | None = None) -> bool:
+        if not self.timeout:
+            return False
+        now = time.monotonic() if now is None else now
+        if busy or self.seen():
+            self.since = None
+            return False
+        self.since = self.since if self.since is not None else now
+        return now - self.since >= self.timeout
+
+
+def orchestrator_seen(client, run_id: str):
+    """A ``seen()`` for :class:`OrphanClock`: is the run's heartbeat key on the broker?"""
+    from celeriac.workers.liveness import orchestrator_key
+    key = orchestrator_key(run_id)
+
+    def seen() -> bool:
+        try:
+            return bool(client.exists(key))
+        except Exception:  # an unreachable broker: the orchestrator cannot be reached either
+            return False
+    return seen
+
+
+class Placement:
+    """How many worker processes this node runs, and what each is pinned to.
+
+    Computed on the node, as Parsl's HTEX does: ``min(max_workers_per_node,
+    cores / cores_per_worker, memory / mem_per_worker, len(accelerators))``.
+
+    Args:
+        max_workers: at most this many (None: no limit but the node's resources).
+        cores_per_worker: cores each worker needs (may be fractional).
+        mem_per_worker: GB of memory each worker needs (None: memory does not limit).
+        accelerators: accelerator ids; worker ``i`` sees only ``accelerators[i]``.
+        cpu_affinity: 'none', 'block', 'alternating' or 'block-reverse' (HTEX's meanings).
+        cores: the cores this process may use (default: its affinity mask).
+        mem_gb: the node's available memory in GB (default: MemAvailable).
+
+    Raises:
+        ConfigurationError: no worker fits on the node, or the affinity cannot be honoured;
+            the message says which resource is short.
+    """
+
+    def __init__(self, max_workers=None, cores_per_worker: float = 1.0, mem_per_worker=None,
+                 accelerators=(), cpu_affinity: str = "none", cores=None, mem_gb=None):
+        if cpu_affinity not in CPU_AFFINITIES:
+            raise ConfigurationError(
+                f"cpu_affinity {cpu_affinity!r} is not one of {list(CPU_AFFINITIES)}")
+        cores = sorted(os.sched_getaffinity(0)) if cores is None else sorted(cores)
+        limits = {"cores": int(len(cores) // cores_per_worker)}
+        if max_workers is not None:
+            limits["max_workers_per_node"] = int(max_workers)
+        if mem_per_worker:
+            mem_gb = available_memory_gb() if mem_gb is None else mem_gb
+            limits["memory"] = int(mem_gb // mem_per_worker)
+        self.accelerators = [str(a) for a in accelerators]
+        if self.accelerators:
+            limits["accelerators"] = len(self.accelerators)
+        self.count = min(limits.values())
+        if self.count < 1:
+            short = min(limits, key=limits.get)
+            raise ConfigurationError(
+                f"no worker fits on this node ({socket.gethostname()}): limited by {short} "
+                f"({len(cores)} cores at {cores_per_worker} per worker, "
+                f"{'%.1f GB' % mem_gb if mem_per_worker else 'memory unlimited'}"
+                f"{f' at {mem_per_worker} GB per worker' if mem_per_worker else ''}, "
+                f"max_workers_per_node={max_workers}, accelerators={self.accelerators}); "
+                "lower cores_per_worker/mem_per_worker or ask the provider for bigger nodes")
+        self.cpus = None
+        if cpu_affinity != "none":
+            self.cpus = [worker_cpus(cpu_affinity, cores, self.count, i)
+                         for i in range(self.count)]
+
+
+def worker_cpus(policy: str, cores: list, pool: int, i: int) -> list:
+    """The cores worker ``i`` of ``pool`` is pinned to under ``policy`` (HTEX's policies)."""
+    per = len(cores) // pool
+    if per < 1:
+        raise ConfigurationError(
+            f"cpu_affinity={policy!r} needs a core per worker, but {pool} workers share "
+            f"{len(cores)} cores; lower max_workers_per_node or use cpu_affinity='none'")
+    if policy == "block":
+        return cores[per * i:per * (i + 1)]
+    if policy == "block-reverse":
+        j = pool - i - 1
+        return cores[per * j:per * (j + 1)]
+    return cores[i::pool]  # alternating
+
+
+def pin(accelerator: str | None, cpus: str | None) -> None:
+    """In a worker process: see only its accelerator, and run on its cores."""
+    if accelerator is not None:
+        for var in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"):
+            os.environ[var] = accelerator
+    if cpus:
+        mine = [int(c) for c in cpus.split(",")]
+        os.environ["OMP_NUM_THREADS"] = str(len(mine))
+        os.environ["GOMP_CPU_AFFINITY"] = cpus
+        os.environ["KMP_AFFINITY"] = f"explicit,proclist=[{cpus}]"
+        os.sched_setaffinity(0, mine)
+
+
+def available_memory_gb() -> float:
+    """The node's available memory in GB (MemAvailable; total memory if that is unknown)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30

@@ -1,21 +1,35 @@
 """CeleryExecutor: apps run as Celery tasks on this executor's own queue, served by workers
-that its provider starts in blocks (or that users start by hand with ``celeriac worker``)."""
+that its provider starts in blocks (or that users start by hand with ``celeriac worker``).
+
+Every ``strategy_period`` seconds a scaling thread looks at the executor's outstanding tasks,
+its blocks (from the provider) and the workers alive on its queue (from their heartbeats on
+the broker), reports blocks that fail to start, and applies the strategy's decision
+(:mod:`celeriac.orchestrator.strategy`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shlex
 import sys
 import threading
+import time
 
-from celeriac.errors import ExecutorError, SubmitException
+import redis
+
+from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
+from celeriac.orchestrator import strategy
 from celeriac.orchestrator.executors.base import Executor
+from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
+from celeriac.providers.base import JobState
+from celeriac.workers.main import CPU_AFFINITIES
 from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
 
-#: A block whose workers all exit this many times is given up on: its tasks fail.
+#: After this many blocks in a row fail to start, the executor's tasks fail.
 MAX_BLOCK_FAILURES = 3
 
 
@@ -26,33 +40,96 @@ class CeleryExecutor(Executor):
         label: names the executor (and its queue), for ``@python_app(executors=[...])``.
         provider: starts blocks of workers; default ``LocalProvider()`` (one block here).
             ``None`` starts no workers: run ``celeriac worker --run-file ...`` by hand.
-        workers_per_node: worker processes per node; default one per core.
+        max_workers_per_node: at most this many worker processes per node (default: as many
+            as the node's cores, memory and accelerators allow, computed on the node).
+        workers_per_node: the same as ``max_workers_per_node`` (celeriac's older name).
+        cores_per_worker: cores each worker process needs (may be fractional).
+        mem_per_worker: GB of memory each worker process needs (default: not limited).
+        available_accelerators: accelerator ids (or how many, numbered from 0): one worker
+            per accelerator, each seeing only its own through ``CUDA_VISIBLE_DEVICES``
+            (and ``ROCR_VISIBLE_DEVICES``, ``ZE_AFFINITY_MASK``).
+        cpu_affinity: ``'none'``, ``'block'``, ``'alternating'`` or ``'block-reverse'``: pin
+            each worker process to its own cores, as Parsl's HTEX does.
         pool: Celery pool of each worker process (``solo`` runs one task at a time with the
             fewest hops; ``prefork``/``threads`` with ``concurrency`` > 1).
         concurrency: pool size per worker process.
         prefetch_multiplier: messages a worker reserves ahead, per pool slot.
         worker_loglevel: log level of the workers' logs under ``<run_dir>/workers``.
+        worker_start_timeout: seconds a block may run without any of its workers connecting
+            before it counts as failed (0: wait forever).
+        worker_idle_timeout: seconds a worker stays without its orchestrator and without a
+            task before it exits (0: never), so a killed run does not hold allocations.
+
+    Raises:
+        ConfigurationError: an option has an impossible value.
     """
 
     def __init__(self, label: str = "celery", provider="default", workers_per_node=None,
                  pool: str = "solo", concurrency: int = 1, prefetch_multiplier: int = 4,
-                 worker_loglevel: str = "WARNING"):
+                 worker_loglevel: str = "WARNING", *, max_workers_per_node=None,
+                 cores_per_worker: float = 1.0, mem_per_worker=None,
+                 available_accelerators=(), cpu_affinity: str = "none",
+                 worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0):
         self.label = label
         if provider == "default":
             from celeriac.providers.local import LocalProvider
             provider = LocalProvider()
         self.provider = provider
-        self.workers_per_node = workers_per_node or os.cpu_count() or 1
+        if workers_per_node is not None and max_workers_per_node is not None \
+                and workers_per_node != max_workers_per_node:
+            raise ConfigurationError(
+                "workers_per_node and max_workers_per_node are the same option; give one")
+        self.max_workers_per_node = (max_workers_per_node if max_workers_per_node is not None
+                                     else workers_per_node)
+        if isinstance(available_accelerators, int):
+            available_accelerators = [str(i) for i in range(available_accelerators)]
+        self.available_accelerators = [str(a) for a in available_accelerators]
+        self.cores_per_worker = cores_per_worker
+        self.mem_per_worker = mem_per_worker
+        self.cpu_affinity = cpu_affinity
         self.pool = pool
         self.concurrency = concurrency
         self.prefetch_multiplier = prefetch_multiplier
         self.worker_loglevel = worker_loglevel
-        self.blocks: dict[str, str] = {}      # block number -> job id
-        self._failed_blocks = 0
-        self._broken = None                   # set once its blocks have failed for good
+        self.worker_start_timeout = worker_start_timeout
+        self.worker_idle_timeout = worker_idle_timeout
+        self._validate()
+        self.blocks: dict[str, str] = {}              # block id -> job id, every block started
+        self._records: dict[str, BlockRecord] = {}
+        self._block_ids = itertools.count()
+        self._failures = 0                            # blocks in a row that failed to start
+        self._broken = None                           # set once its blocks have failed for good
+        self._slots_seen = 0                          # most slots one node has brought
+        self._busy_at = 0.0
+        self._other_slots = 0                         # slots of workers no block started
+        self._loop = None
         self._link = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._shut = False
+
+    def _validate(self) -> None:
+        problems = []
+        if self.max_workers_per_node is not None and (
+                not isinstance(self.max_workers_per_node, int) or self.max_workers_per_node < 1):
+            problems.append(f"max_workers_per_node must be an int >= 1, not "
+                            f"{self.max_workers_per_node!r}")
+        if not isinstance(self.cores_per_worker, (int, float)) or self.cores_per_worker <= 0:
+            problems.append(f"cores_per_worker must be > 0, not {self.cores_per_worker!r}")
+        if self.mem_per_worker is not None and (
+                not isinstance(self.mem_per_worker, (int, float)) or self.mem_per_worker <= 0):
+            problems.append(f"mem_per_worker must be > 0 (GB), not {self.mem_per_worker!r}")
+        if self.cpu_affinity not in CPU_AFFINITIES:
+            problems.append(f"cpu_affinity must be one of {list(CPU_AFFINITIES)}, not "
+                            f"{self.cpu_affinity!r}")
+        if any("," in a or not a.strip() for a in self.available_accelerators):
+            problems.append(f"available_accelerators must be ids without commas, not "
+                            f"{self.available_accelerators!r}")
+        for name in ("worker_start_timeout", "worker_idle_timeout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                problems.append(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if problems:
+            raise ConfigurationError(f"CeleryExecutor {self.label!r}: " + "; ".join(problems))
 
     def start(self, context) -> None:
         if self._shut:
@@ -62,34 +139,203 @@ class CeleryExecutor(Executor):
         self.queue = queue_name(context.run_id, self.label)
         self._log_dir = os.path.join(context.run_dir, "workers")
         os.makedirs(self._log_dir, exist_ok=True)
+        config = context.config
+        self._strategy = getattr(config, "strategy", "simple")
+        self._max_idletime = getattr(config, "max_idletime", 120.0)
+        self._busy_at = time.monotonic()
         if self.provider is not None:
             self.provider.script_dir = os.path.join(context.run_dir, "submit_scripts")
-            for _ in range(self.provider.init_blocks):
-                self.scale_out()
-            self._link.add_health_check(self._check_blocks)
+            self.scale_out(self.provider.init_blocks)
+            self._loop = ScalingLoop(self.strategize, getattr(config, "strategy_period", 5),
+                                     name=f"celeriac-scaling-{self.label}").start()
+
+    # ----------------------------------------------------------------- blocks
 
     def worker_command(self, block: str) -> str:
         """The command a block runs (no secrets: they are in the 0600 run file)."""
-        log = os.path.join(self._log_dir, f"{self.label}-block{block}.log")
-        return " ".join(shlex.quote(a) for a in [
-            "env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac", "worker",
-            "--run-file", self._context.run_file,
-            "--executor", self.label, "--processes", str(self.workers_per_node),
-            "--pool", self.pool, "--concurrency", str(self.concurrency),
-            "--loglevel", self.worker_loglevel, "--logfile", log, "--die-with-parent"])
+        argv = ["env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac",
+                "worker", "--run-file", self._context.run_file, "--executor", self.label,
+                "--block", block, "--cores-per-worker", str(self.cores_per_worker),
+                "--cpu-affinity", self.cpu_affinity,
+                "--idle-timeout", str(self.worker_idle_timeout),
+                "--pool", self.pool, "--concurrency", str(self.concurrency),
+                "--loglevel", self.worker_loglevel, "--logfile", self._log_path(block),
+                "--die-with-parent"]
+        if self.max_workers_per_node is not None:
+            argv += ["--max-workers-per-node", str(self.max_workers_per_node)]
+        if self.mem_per_worker is not None:
+            argv += ["--mem-per-worker", str(self.mem_per_worker)]
+        if self.available_accelerators:
+            argv += ["--accelerators", ",".join(self.available_accelerators)]
+        return " ".join(shlex.quote(a) for a in argv)
+
+    def _log_path(self, block: str) -> str:
+        return os.path.join(self._log_dir, f"{self.label}-block{block}.log")
+
+    @property
+    def active_blocks(self) -> list:
+        """Ids of the blocks that have not ended (queued, starting or running)."""
+        with self._lock:
+            return [b.id for b in self._records.values() if not b.ended]
 
     def scale_out(self, blocks: int = 1) -> list:
-        """Ask the provider for more blocks; returns their job ids."""
+        """Ask the provider for more blocks; returns the job ids it gave.
+
+        A provider that refuses (ProviderError, ScaleOutFailed) is reported in the log and
+        counts as a block that failed to start; no exception reaches the caller.
+        """
         started = []
-        for _ in range(blocks):
-            with self._lock:
-                block = str(len(self.blocks))
-            job_id = self.provider.submit(self.worker_command(block), 1,
-                                          job_name=f"celeriac.{self.label}.block{block}")
-            with self._lock:
+        with self._lock:
+            for _ in range(blocks):
+                if self._shut or self._broken is not None:
+                    break
+                block = str(next(self._block_ids))
+                try:
+                    job_id = self.provider.submit(self.worker_command(block), 1,
+                                                  job_name=f"celeriac.{self.label}.block{block}")
+                except ProviderError as e:
+                    self._block_failed(block, f"the provider could not start it: {e}")
+                    break
                 self.blocks[block] = job_id
-            started.append(job_id)
+                self._records[block] = BlockRecord(block, job_id, time.monotonic())
+                logger.info("executor %s: block %s submitted as job %s", self.label, block,
+                            job_id)
+                started.append(job_id)
         return started
+
+    def scale_in(self, block_ids) -> list:
+        """Cancel these blocks through the provider; returns the provider's answers."""
+        with self._lock:
+            records = [self._records[b] for b in block_ids
+                       if b in self._records and not self._records[b].cancelled
+                       and not self._records[b].ended]
+            for record in records:
+                record.cancelled = True
+            if not records:
+                return []
+            logger.info("executor %s: cancelling blocks %s", self.label,
+                        [r.id for r in records])
+            return self.provider.cancel([r.job_id for r in records])
+
+    def strategize(self) -> None:
+        """One scaling round: read the blocks and workers, report failures, then scale."""
+        with self._lock:
+            if self._shut:
+                return
+            now = time.monotonic()
+            try:
+                self._observe(now)
+            except (ProviderError, redis.exceptions.RedisError) as e:
+                # The scheduler or the broker is not answering: judge nothing on stale data.
+                logger.warning("executor %s: cannot read its blocks' state this round: %s",
+                               self.label, e)
+                return
+            for record in list(self._records.values()):
+                self._judge(record, now)
+            if self._broken is not None or self._shut:
+                return
+            decision = strategy.decide(self._strategy, self._load(now),
+                                       Limits.of(self.provider), self._max_idletime)
+            if decision.scale_out:
+                logger.info("executor %s: starting %d blocks (%s)", self.label,
+                            decision.scale_out, decision.why)
+                self.scale_out(decision.scale_out)
+            elif decision.scale_in:
+                logger.info("executor %s: scaling in (%s)", self.label, decision.why)
+                self.scale_in(decision.scale_in)
+
+    def _observe(self, now: float) -> None:
+        """Update each live block's state from the provider and its slots from heartbeats."""
+        from celeriac.workers.liveness import live_workers
+        live = [r for r in self._records.values() if not r.ended]
+        if live:
+            for record, status in zip(live, self.provider.status([r.job_id for r in live])):
+                record.state = status.state
+                record.status = status
+                if status.state is JobState.RUNNING and record.running_since is None:
+                    record.running_since = now
+        workers = [w for w in live_workers(self._link.client) if w.queue == self.queue]
+        self._other_slots = sum(w.slots for w in workers if w.block not in self._records)
+        for record in live:
+            mine = [w for w in workers if w.block == record.id]
+            record.slots = sum(w.slots for w in mine)
+            if any(w.ready for w in mine) and not record.ready:
+                record.ready = True
+                self._failures = 0
+                self._slots_seen = max(self._slots_seen,
+                                       record.slots // max(1, self.provider.nodes_per_block))
+                logger.info("executor %s: block %s connected with %d slots", self.label,
+                            record.id, record.slots)
+
+    def _judge(self, record: BlockRecord, now: float) -> None:
+        if record.ended:
+            return
+        verdict = strategy.judge_block(record, now, self.worker_start_timeout)
+        status = record.status
+        if record.state.terminal:
+            record.ended = True
+            if verdict is None and not record.cancelled:
+                logger.warning("executor %s: block %s (job %s) ended: %s", self.label,
+                               record.id, record.job_id, record.state.name)
+        if verdict == "ended":
+            code = status.exit_code if status is not None else None
+            self._block_failed(record.id, (
+                f"its job {record.job_id} ended ({record.state.name}, exit code {code}) before "
+                f"any worker connected. Its output ends with:\n{self._output(record)}"))
+        elif verdict == "no workers":
+            self._block_failed(record.id, (
+                f"its job {record.job_id} has been running for "
+                f"{now - record.running_since:.0f}s (worker_start_timeout) but none of its "
+                "workers connected to the broker; is the broker reachable from the nodes, and "
+                f"does worker_init start the worker? Its output ends with:\n"
+                f"{self._output(record)}"))
+            self.scale_in([record.id])
+
+    def _output(self, record: BlockRecord) -> str:
+        status = record.status
+        return (_tail(status and status.stderr_path) or _tail(self._log_path(record.id))
+                or _tail(status and status.stdout_path) or (status and status.message)
+                or "(no output)")
+
+    def _block_failed(self, block: str, why: str) -> None:
+        self._failures += 1
+        logger.error("executor %s: block %s failed to start (%d in a row): %s", self.label,
+                     block, self._failures, why)
+        if self._failures >= MAX_BLOCK_FAILURES and self._broken is None:
+            self._broken = ExecutorError(self.label, (
+                f"{self._failures} blocks in a row failed to start, so the tasks sent to it "
+                f"cannot run. The last, block {block}: {why}"))
+            self._link.fail_all(self._broken, queue=self.queue)
+
+    def _load(self, now: float) -> Load:
+        outstanding = self._link.outstanding(self.queue)
+        if outstanding:
+            self._busy_at = now
+        idle_since = max(self._busy_at, self._link.last_done(self.queue) or 0.0)
+        return Load(outstanding=outstanding,
+                    blocks=tuple(r.view() for r in self._records.values() if not r.ended),
+                    other_slots=self._other_slots, slots_per_node=self._slots_per_node(),
+                    idle_since=idle_since, now=now)
+
+    def _slots_per_node(self) -> int:
+        """Slots a node is expected to bring before its workers connect: what nodes brought
+        before, else what the options and the provider's node size allow, else 1."""
+        if self._slots_seen:
+            return self._slots_seen
+        limits = []
+        if self.max_workers_per_node:
+            limits.append(self.max_workers_per_node)
+        if self.available_accelerators:
+            limits.append(len(self.available_accelerators))
+        cores = getattr(self.provider, "cores_per_node", None)
+        if cores:
+            limits.append(int(cores // self.cores_per_worker))
+        mem = getattr(self.provider, "mem_per_node", None)
+        if mem and self.mem_per_worker:
+            limits.append(int(mem // self.mem_per_worker))
+        return max(1, min(limits) if limits else 1) * self.concurrency
+
+    # ----------------------------------------------------------------- tasks
 
     def submit(self, func, call, resource_specification: dict):
         if self._shut:
@@ -98,38 +344,18 @@ class CeleryExecutor(Executor):
             raise self._broken
         return self._link.submit(self.queue, func, call)
 
-    def _check_blocks(self) -> None:
-        """Fail this executor's tasks, quoting the workers' log, when its blocks keep dying
-        (instead of leaving them queued for workers that will never come)."""
-        if self._shut or not self.blocks:
-            return
-        with self._lock:
-            jobs = list(self.blocks.items())
-        statuses = self.provider.status([job for _b, job in jobs])
-        if not all(s.terminal for s in statuses):
-            return
-        self._failed_blocks += 1
-        block = jobs[-1][0]
-        log = os.path.join(self._log_dir, f"{self.label}-block{block}.log")
-        detail = _tail(statuses[-1].stderr_path) or _tail(log) or "(no output)"
-        if self._failed_blocks >= MAX_BLOCK_FAILURES:
-            self._broken = ExecutorError(self.label, (
-                f"its workers exited {self._failed_blocks} times (last exit code "
-                f"{statuses[-1].exit_code}); the tasks sent to it cannot run. Their last "
-                f"output:\n{detail}"))
-            self._link.fail_all(self._broken, queue=self.queue)
-            return
-        logger.warning("executor %s: all blocks ended (%s); starting another", self.label,
-                       detail.strip().splitlines()[-1:] or "")
-        self.scale_out()
-
     def shutdown(self) -> None:
+        """Stop scaling and cancel every block this executor started. Idempotent."""
         with self._lock:
             if self._shut:
                 return
             self._shut = True
-        if self.provider is not None and self.blocks:
-            self.provider.cancel(list(self.blocks.values()))
+        if self._loop is not None:
+            self._loop.stop()
+        with self._lock:
+            left = [b for b, r in self._records.items() if not r.ended and not r.cancelled]
+        if left:
+            self.scale_in(left)
 
 
 def _import_path() -> str:
