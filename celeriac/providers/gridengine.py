@@ -38,8 +38,8 @@ STATES = {
     "ds": JobState.RUNNING, "drs": JobState.RUNNING, "dqw": JobState.PENDING,
 }
 
-#: qacct's ``failed`` codes meaning the job hit its time limit (h_rt / s_rt)
-TIME_LIMIT_FAILURES = {"37", "24"}
+#: qacct's ``failed`` code for a job the qmaster killed at its h_rt limit
+TIME_LIMIT_FAILURES = {"37"}
 
 #: seconds a job may be absent from both qstat and qacct (accounting is written a moment
 #: after the job leaves the queue) before it is taken as COMPLETED
