@@ -39,7 +39,10 @@ class LocalProvider(ExecutionProvider):
         script = os.path.join(script_dir, f"{job_name}.sh")
         with open(script, "w") as fh:
             launched = self.launcher(command, tasks_per_node, self.nodes_per_block)
-            fh.write(f"#!/bin/bash\n{self.worker_init}\n{launched}\n")
+            # The parent-death signal reaches only this shell, while the workers run under the
+            # launcher's subshells: pass a TERM on to the whole block (its process group).
+            fh.write(f"#!/bin/bash\ntrap 'trap - TERM; kill -TERM 0' TERM\n"
+                     f"{self.worker_init}\n{launched}\n")
         out = open(os.path.join(script_dir, f"{job_name}.stdout"), "w")
         err = open(os.path.join(script_dir, f"{job_name}.stderr"), "w")
         with out, err:
