@@ -82,7 +82,8 @@ class ExecutionProvider(ABC):
         init_blocks: blocks started when the executor starts.
         min_blocks / max_blocks: bounds the scaling strategy keeps to.
         nodes_per_block: nodes each block asks for.
-        parallelism: ratio of provisioned worker slots to outstanding tasks (0..1).
+        parallelism: ratio of provisioned worker slots to outstanding tasks (1: a slot per
+            task; near 0: as few blocks as min_blocks allows).
         walltime: time limit of each block, ``HH:MM:SS``.
         worker_init: shell text run before the workers start (``module load ...``).
         scheduler_options: lines added verbatim to the submit script's header.
@@ -115,8 +116,8 @@ class ExecutionProvider(ABC):
         if not isinstance(nodes_per_block, int) or nodes_per_block < 1:
             raise ConfigurationError(
                 f"nodes_per_block must be an integer >= 1, got {nodes_per_block!r}")
-        if not 0 <= parallelism <= 1:
-            raise ConfigurationError(f"parallelism must be between 0 and 1, got {parallelism!r}")
+        if not isinstance(parallelism, (int, float)) or parallelism < 0:
+            raise ConfigurationError(f"parallelism must be a number >= 0, got {parallelism!r}")
         walltime_to_seconds(walltime)
         launcher = SingleNodeLauncher() if launcher is None else launcher
         channel = LocalChannel() if channel is None else channel

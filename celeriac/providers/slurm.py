@@ -45,6 +45,8 @@ STATES = {
 # `-t all` keeps finished jobs in the answer (until MinJobAge), so a job that ended is seen
 # with its final state and exit status instead of just vanishing as with plain squeue.
 SQUEUE = "squeue --noheader -t all -O 'JobID:|,State:|,Reason:|,exit_code' --job {ids}"
+#: for jobs slurmctld has forgotten (older than MinJobAge), where accounting is enabled
+SACCT = "sacct --noheader --parsable2 --allocations -o JobID,State,ExitCode -j {ids}"
 
 
 class SlurmProvider(ClusterProvider):
@@ -117,6 +119,15 @@ class SlurmProvider(ClusterProvider):
             raise self._query_failed(cmd, rc, out, err)
         return parse_squeue(out)
 
+    def _resolve_gone(self, job_ids: list) -> dict:
+        """Ask sacct (one call) about jobs squeue has forgotten; without accounting
+        ("accounting storage is disabled") fall back to Parsl's COMPLETED."""
+        rc, out, _err = self._run(SACCT.format(ids=",".join(job_ids)))
+        found = parse_sacct(out) if rc == 0 else {}
+        found = {j: s for j, s in found.items() if j in job_ids}
+        found.update(super()._resolve_gone([j for j in job_ids if j not in found]))
+        return found
+
     def _cancel_command(self, job_ids: list) -> str:
         return "scancel " + " ".join(shlex.quote(j) for j in job_ids)
 
@@ -147,4 +158,23 @@ def parse_squeue(stdout: str) -> dict:
         if signal:
             message += f", killed by signal {signal}"
         result[job_id] = JobStatus(state, message=message, exit_code=exit_code)
+    return result
+
+
+def parse_sacct(stdout: str) -> dict:
+    """``{job id: JobStatus}`` from ``sacct --parsable2 --allocations -o JobID,State,ExitCode``
+    (ExitCode is ``code:signal``; State may read ``CANCELLED by 1000``)."""
+    result = {}
+    for line in stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) < 3 or not fields[0]:
+            continue
+        job_id, state_name, code = fields[:3]
+        state = STATES.get(state_name.split()[0] if state_name else "", JobState.UNKNOWN)
+        exit_code, _, signal = code.partition(":")
+        message = f"slurm state {state_name} (from sacct)"
+        if signal and signal != "0":
+            message += f", killed by signal {signal}"
+        result[job_id] = JobStatus(state, message=message,
+                                   exit_code=int(exit_code) if exit_code.isdigit() else None)
     return result

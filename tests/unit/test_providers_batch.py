@@ -146,6 +146,31 @@ def test_slurm_states_and_exit_codes_from_recorded_squeue(tmp_path):
     assert len([c for c in channel.commands if c.startswith("squeue")]) == 1
 
 
+def test_slurm_jobs_forgotten_by_squeue_are_resolved_by_sacct(tmp_path):
+    ids = ["12", "13", "14", "15", "16", "17"]
+    answers = [(r"^squeue ", (0, "", "")),
+               (r"^sacct ", (0, recorded("sacct.txt"), ""))]
+    provider, channel = provider_with(SlurmProvider, tmp_path, answers)
+    for job_id in ids:
+        channel.answers.insert(0, (r"^sbatch ", (0, f"Submitted batch job {job_id}\n", "")))
+        provider.submit("true", 1)
+        channel.answers.pop(0)
+    statuses = provider.status(ids)
+    assert [s.state for s in statuses] == [
+        JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT,
+        JobState.FAILED, JobState.COMPLETED]
+    assert statuses[1].exit_code == 3 and "signal 15" in statuses[2].message
+    assert "not known" in statuses[5].message  # sacct does not know it either
+
+
+def test_slurm_without_accounting_falls_back_to_completed(tmp_path):
+    answers = [(r"^sbatch ", (0, "Submitted batch job 5\n", "")), (r"^squeue ", (0, "", "")),
+               (r"^sacct ", (1, "", recorded("sacct_disabled.err")))]
+    provider, _ = provider_with(SlurmProvider, tmp_path, answers)
+    job = provider.submit("true", 1)
+    assert provider.status([job])[0].state is JobState.COMPLETED
+
+
 def test_slurm_status_failure_raises_provider_error_with_scheduler_words(tmp_path):
     provider, _ = provider_with(
         SlurmProvider, tmp_path,
