@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from celeriac.errors import ConfigurationError
+from celeriac.providers.channels import Channel, LocalChannel
+from celeriac.providers.launchers import Launcher, SingleNodeLauncher
 
 
 class JobState(enum.Enum):
@@ -103,9 +105,6 @@ class ExecutionProvider(ABC):
                  nodes_per_block: int = 1, parallelism: float = 1.0, worker_init: str = "",
                  walltime: str = "00:10:00", scheduler_options: str = "", launcher=None,
                  channel=None, cmd_timeout: float = 10):
-        from celeriac.providers.channels import Channel, LocalChannel
-        from celeriac.providers.launchers import Launcher, SingleNodeLauncher
-
         for name, value in (("init_blocks", init_blocks), ("min_blocks", min_blocks),
                             ("max_blocks", max_blocks)):
             if not isinstance(value, int) or value < 0:
