@@ -1,16 +1,28 @@
 """ExecutionProvider: gets blocks of resources from a batch system (or this machine).
 
-The contract, as in Parsl: :meth:`submit` asks for one block that runs ``command`` and returns
-a job id; :meth:`status` says where each job is; :meth:`cancel` gives jobs back. A provider
-never talks to Celery: the executor builds the worker command and counts capacity.
+The contract, as in Parsl: :meth:`submit` asks for one block that runs ``command`` (wrapped by
+the provider's launcher so it starts on every node) and returns a job id; :meth:`status` says
+where each job is, for many ids at once; :meth:`cancel` gives jobs back and is harmless for ids
+that are unknown or already finished. A provider never talks to Celery: the executor builds
+the worker command and counts capacity. Batch commands go through the provider's ``channel``
+(this host by default), so the same provider drives a scheduler on a login node over SSH.
+
+Errors: a block that cannot be started raises :class:`~celeriac.errors.ScaleOutFailed`, a
+status query the scheduler refuses raises :class:`~celeriac.errors.ProviderError`; both quote
+the scheduler's own stdout and stderr.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional
+
+from celeriac.errors import ConfigurationError
+from celeriac.providers.channels import Channel, LocalChannel
+from celeriac.providers.launchers import Launcher, SingleNodeLauncher
 
 
 class JobState(enum.Enum):
@@ -34,6 +46,9 @@ class JobState(enum.Enum):
 
 @dataclass
 class JobStatus:
+    """One job's state; ``stdout_path``/``stderr_path`` are the block's own output files
+    (on the channel's host) so a failure can be explained with the block's words."""
+
     state: JobState
     message: Optional[str] = None
     exit_code: Optional[int] = None
@@ -45,14 +60,72 @@ class JobStatus:
         return self.state.terminal
 
 
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
+
+
+def walltime_to_seconds(walltime: str) -> int:
+    """``"HH:MM:SS"`` (or ``"D-HH:MM:SS"``) as seconds.
+
+    Raises:
+        ConfigurationError: the text is not in that form.
+    """
+    match = _WALLTIME.match(str(walltime).strip())
+    if not match:
+        raise ConfigurationError(
+            f"walltime {walltime!r} is not of the form HH:MM:SS (e.g. walltime='01:30:00')")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
 class ExecutionProvider(ABC):
-    """Base of all providers: blocks (init/min/max), nodes per block, worker_init."""
+    """Base of all providers, with Parsl's options.
+
+    Args:
+        init_blocks: blocks started when the executor starts.
+        min_blocks / max_blocks: bounds the scaling strategy keeps to.
+        nodes_per_block: nodes each block asks for.
+        parallelism: ratio of provisioned worker slots to outstanding tasks (1: a slot per
+            task; near 0: as few blocks as min_blocks allows).
+        walltime: time limit of each block, ``HH:MM:SS``.
+        worker_init: shell text run before the workers start (``module load ...``).
+        scheduler_options: lines added verbatim to the submit script's header.
+        launcher: wraps the worker command so it starts on every node; default
+            :class:`~celeriac.providers.launchers.SingleNodeLauncher`.
+        channel: where batch commands run; default
+            :class:`~celeriac.providers.channels.LocalChannel`.
+        cmd_timeout: seconds a batch command may take before it counts as failed.
+
+    Raises:
+        ConfigurationError: an option cannot work (negative blocks, bad walltime, ...).
+    """
 
     label = "provider"
 
     def __init__(self, *, init_blocks: int = 1, min_blocks: int = 0, max_blocks: int = 1,
                  nodes_per_block: int = 1, parallelism: float = 1.0, worker_init: str = "",
-                 walltime: str = "00:10:00"):
+                 walltime: str = "00:10:00", scheduler_options: str = "", launcher=None,
+                 channel=None, cmd_timeout: float = 10):
+        for name, value in (("init_blocks", init_blocks), ("min_blocks", min_blocks),
+                            ("max_blocks", max_blocks)):
+            if not isinstance(value, int) or value < 0:
+                raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
+        if min_blocks > max_blocks:
+            raise ConfigurationError(
+                f"min_blocks ({min_blocks}) is larger than max_blocks ({max_blocks})")
+        if not isinstance(nodes_per_block, int) or nodes_per_block < 1:
+            raise ConfigurationError(
+                f"nodes_per_block must be an integer >= 1, got {nodes_per_block!r}")
+        if not isinstance(parallelism, (int, float)) or parallelism < 0:
+            raise ConfigurationError(f"parallelism must be a number >= 0, got {parallelism!r}")
+        walltime_to_seconds(walltime)
+        launcher = SingleNodeLauncher() if launcher is None else launcher
+        channel = LocalChannel() if channel is None else channel
+        if not isinstance(launcher, Launcher):
+            raise ConfigurationError(
+                f"launcher must be a Launcher (e.g. SingleNodeLauncher()), got {launcher!r}")
+        if not isinstance(channel, Channel):
+            raise ConfigurationError(
+                f"channel must be a Channel (e.g. LocalChannel()), got {channel!r}")
         self.init_blocks = init_blocks
         self.min_blocks = min_blocks
         self.max_blocks = max_blocks
@@ -60,16 +133,40 @@ class ExecutionProvider(ABC):
         self.parallelism = parallelism
         self.worker_init = worker_init
         self.walltime = walltime
+        self.scheduler_options = scheduler_options
+        self.launcher = launcher
+        self.channel = channel
+        self.cmd_timeout = cmd_timeout
+        #: where submit scripts are written on this machine (the executor sets it)
         self.script_dir: Optional[str] = None
 
     @abstractmethod
     def submit(self, command: str, tasks_per_node: int, job_name: str = "celeriac") -> str:
-        """Start one block running ``command``; return its job id."""
+        """Start one block running ``command`` ``tasks_per_node`` times on each node.
+
+        Returns:
+            The job id.
+
+        Raises:
+            ScaleOutFailed: the block could not be started (quotes the scheduler).
+        """
 
     @abstractmethod
     def status(self, job_ids: list) -> list:
-        """A JobStatus for each id, in order."""
+        """A :class:`JobStatus` for each id, in order (``MISSING`` for ids never submitted
+        here). Raises ProviderError when the scheduler cannot be asked."""
 
     @abstractmethod
     def cancel(self, job_ids: list) -> list:
-        """Give the jobs back; a bool per id saying whether it was cancelled."""
+        """Give the jobs back; a bool per id saying whether it was cancelled (False for
+        unknown or already finished ids, never an error)."""
+
+    @property
+    def status_polling_interval(self) -> float:
+        """Seconds between status polls that the scheduler will tolerate."""
+        return 60.0
+
+    def __repr__(self):
+        return f"{type(self).__name__}(nodes_per_block={self.nodes_per_block}, " \
+               f"walltime={self.walltime!r}, launcher={self.launcher!r}, " \
+               f"channel={self.channel!r})"

@@ -17,23 +17,32 @@ logger = logging.getLogger(__name__)
 class LocalProvider(ExecutionProvider):
     """Run each block as a local process group (its script under ``script_dir``).
 
-    Blocks die with the orchestrator process (Linux parent-death signal), so a killed
-    workflow leaves no workers behind.
+    The block script is ``worker_init`` followed by the launcher's text (default
+    :class:`~celeriac.providers.launchers.SingleNodeLauncher`: ``tasks_per_node`` copies of
+    the command, waited for). Blocks die with the orchestrator process (Linux parent-death
+    signal), so a killed workflow leaves no workers behind. Takes the
+    :class:`~celeriac.providers.base.ExecutionProvider` options; ``channel`` is accepted as
+    in Parsl, but blocks always run on this machine.
     """
 
     label = "local"
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, **options):
+        super().__init__(**options)
         self._jobs: dict[str, subprocess.Popen] = {}
         self._cancelled: set[str] = set()
 
     def submit(self, command: str, tasks_per_node: int, job_name: str = "celeriac") -> str:
+        """Start the block's script in its own process group; its pid is the job id."""
         script_dir = self.script_dir or os.getcwd()
         os.makedirs(script_dir, exist_ok=True)
         script = os.path.join(script_dir, f"{job_name}.sh")
         with open(script, "w") as fh:
-            fh.write(f"#!/bin/bash\n{self.worker_init}\n{command}\n")
+            launched = self.launcher(command, tasks_per_node, self.nodes_per_block)
+            # The parent-death signal reaches only this shell, while the workers run under the
+            # launcher's subshells: pass a TERM on to the whole block (its process group).
+            fh.write(f"#!/bin/bash\ntrap 'trap - TERM; kill -TERM 0' TERM\n"
+                     f"{self.worker_init}\n{launched}\n")
         out = open(os.path.join(script_dir, f"{job_name}.stdout"), "w")
         err = open(os.path.join(script_dir, f"{job_name}.stderr"), "w")
         with out, err:
@@ -47,11 +56,13 @@ class LocalProvider(ExecutionProvider):
         return job_id
 
     def status(self, job_ids: list) -> list:
+        """RUNNING while the block's script runs; then COMPLETED, FAILED or CANCELLED."""
         result = []
         for job_id in job_ids:
             proc = self._jobs.get(job_id)
             if proc is None:
-                result.append(JobStatus(JobState.MISSING))
+                result.append(JobStatus(JobState.MISSING, message=f"job {job_id} was not "
+                                        f"submitted by this provider"))
                 continue
             code = proc.poll()
             if code is None:
@@ -66,15 +77,18 @@ class LocalProvider(ExecutionProvider):
 
     def cancel(self, job_ids: list, grace: float = 10.0) -> list:
         """SIGTERM each block's process group (workers finish their current task), then
-        SIGKILL whatever is left after ``grace`` seconds."""
+        SIGKILL whatever is left after ``grace`` seconds. Returns a bool per id: True if it
+        was running (False for unknown or finished ids)."""
         procs = [(j, self._jobs.get(j)) for j in job_ids]
+        running = set()
         for job_id, proc in procs:
             if proc is not None and proc.poll() is None:
                 self._cancelled.add(job_id)
+                running.add(job_id)
                 _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        for _job_id, proc in procs:
-            if proc is None:
+        for job_id, proc in procs:
+            if job_id not in running:
                 continue
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -82,7 +96,7 @@ class LocalProvider(ExecutionProvider):
                 pass
             _signal_group(proc.pid, signal.SIGKILL)  # also any stragglers in the group
             proc.wait()
-        return [proc is not None for _j, proc in procs]
+        return [j in running for j, _proc in procs]
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -61,3 +61,12 @@ def test_errors_module_exports():
 
 def test_version_is_a_string():
     assert isinstance(celeriac.__version__, str) and celeriac.__version__.count(".") == 2
+
+
+def test_providers_module_exports():
+    import celeriac.providers
+    assert celeriac.providers.__all__ == [
+        "ExecutionProvider", "JobState", "JobStatus", "ClusterProvider", "LocalProvider",
+        "SlurmProvider", "GridEngineProvider", "PBSProProvider", "TorqueProvider",
+        "LSFProvider", "CondorProvider",
+    ]

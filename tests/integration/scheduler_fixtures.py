@@ -1,0 +1,85 @@
+"""Session fixtures that start real schedulers for the provider tests, with the scripts under
+``tests/scripts``, and stop them at the end of the session if they started them.
+
+Slurm runs as a private two-node cluster (its own slurm.conf, ports 6827/6828, state under
+/var/lib/celeriac-slurm-test) so that it never disturbs, nor is disturbed by, another Slurm on
+the machine; node 2 is a slurmd in a network namespace with its own host name. Grid Engine
+has one qmaster per machine, so its fixture reuses a running one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+SLURM_ENV = {
+    "SLURM_CONF": "/var/lib/celeriac-slurm-test/slurm.conf",
+    "SLURM_STATE_DIR": "/var/lib/celeriac-slurm-test",
+    "SLURM_CLUSTER": "celeriactest", "SLURM_CTLD_PORT": "6827", "SLURMD_PORT": "6828",
+    "SLURM_SECOND_NODE": "celeriac-sn2", "SLURM_SECOND_IDX": "7",
+}
+SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+
+
+@dataclass
+class Scheduler:
+    """A running scheduler: the environment its commands need, and its nodes' host names."""
+
+    env: dict
+    nodes: list = field(default_factory=list)
+
+
+def _run_script(name: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPTS / name)], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _answers(cmd: str, env: dict) -> bool:
+    try:
+        return subprocess.run(cmd, shell=True, env={**os.environ, **env}, timeout=15,
+                              capture_output=True).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} tests install (apt) and start system daemons: run them as root")
+
+
+def _start(script: str, env: dict, what: str) -> None:
+    result = _run_script(script, env)
+    if result.returncode != 0:
+        pytest.fail(f"{script} could not start {what} (exit {result.returncode}):\n"
+                    f"{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A two-node Slurm cluster (this host and ``celeriac-sn2``), partition ``debug``."""
+    _need_root("Slurm")
+    munge_was_up = _answers("munge -n | unmunge", {})
+    was_up = _answers("scontrol ping | grep -q UP", SLURM_ENV)
+    _start("start_slurm.sh", SLURM_ENV, "Slurm")
+    yield Scheduler(env={"SLURM_CONF": SLURM_ENV["SLURM_CONF"]},
+                    nodes=[socket.gethostname().split(".")[0], SLURM_ENV["SLURM_SECOND_NODE"]])
+    if not was_up:
+        _run_script("stop_slurm.sh", {**SLURM_ENV, "KEEP_MUNGE": "1" if munge_was_up else "0"})
+
+
+@pytest.fixture(scope="session")
+def gridengine():
+    """Son of Grid Engine on this host, queue ``all.q``."""
+    _need_root("Grid Engine")
+    was_up = _answers("qstat -f -q all.q | grep -q all.q@", SGE_ENV)
+    _start("start_sge.sh", SGE_ENV, "Grid Engine")
+    yield Scheduler(env=dict(SGE_ENV), nodes=[socket.gethostname().split(".")[0]])
+    if not was_up:
+        _run_script("stop_sge.sh", SGE_ENV)
