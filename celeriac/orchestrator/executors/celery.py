@@ -59,6 +59,9 @@ class CeleryExecutor(Executor):
             before it counts as failed (0: wait forever).
         worker_idle_timeout: seconds a worker stays without its orchestrator and without a
             task before it exits (0: never), so a killed run does not hold allocations.
+        worker_python: the Python that runs ``celeriac worker`` in a block. Default: this
+            interpreter when the provider's channel is local; ``python3`` (as found after
+            ``worker_init``, e.g. an activated environment) when it is remote.
 
     Raises:
         ConfigurationError: an option has an impossible value.
@@ -69,8 +72,11 @@ class CeleryExecutor(Executor):
                  worker_loglevel: str = "WARNING", *, max_workers_per_node=None,
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
-                 worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0):
+                 worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0,
+                 worker_python=None):
         self.label = label
+        self.worker_python = worker_python
+        self._remote_dir = None                       # the blocks' file dir on a remote host
         if provider == "default":
             from celeriac.providers.local import LocalProvider
             provider = LocalProvider()
@@ -145,16 +151,41 @@ class CeleryExecutor(Executor):
         self._busy_at = time.monotonic()
         if self.provider is not None:
             self.provider.script_dir = os.path.join(context.run_dir, "submit_scripts")
+            self._place_run_file()
             self.scale_out(self.provider.init_blocks)
             self._loop = ScalingLoop(self.strategize, getattr(config, "strategy_period", 5),
                                      name=f"celeriac-scaling-{self.label}").start()
 
     # ----------------------------------------------------------------- blocks
 
+    @property
+    def _channel(self):
+        return getattr(self.provider, "channel", None)
+
+    @property
+    def _remote(self) -> bool:
+        """Whether blocks start through a channel to another host (whose files, Python and
+        import path are not necessarily this host's)."""
+        from celeriac.providers.channels import LocalChannel
+        return self._channel is not None and not isinstance(self._channel, LocalChannel)
+
+    def _place_run_file(self) -> None:
+        """Where the blocks' workers read the run's secrets: the run file itself on this
+        host; a copy (mode 0600) in the channel's script_dir on a remote host."""
+        self._run_file = self._context.run_file
+        self._remote_dir = None
+        if self._remote:
+            self._remote_dir = self._channel.script_dir or self.provider.script_dir
+            self._run_file = self._channel.push_file(self._context.run_file, self._remote_dir)
+
     def worker_command(self, block: str) -> str:
         """The command a block runs (no secrets: they are in the 0600 run file)."""
-        argv = ["env", f"PYTHONPATH={_import_path()}", sys.executable, "-m", "celeriac",
-                "worker", "--run-file", self._context.run_file, "--executor", self.label,
+        if self._remote:
+            argv = [self.worker_python or "python3"]
+        else:  # the workers import what this process imports
+            argv = ["env", f"PYTHONPATH={_import_path()}", self.worker_python or sys.executable]
+        argv += ["-m", "celeriac",
+                 "worker", "--run-file", self._run_file, "--executor", self.label,
                 "--block", block, "--cores-per-worker", str(self.cores_per_worker),
                 "--cpu-affinity", self.cpu_affinity,
                 "--idle-timeout", str(self.worker_idle_timeout),
@@ -170,7 +201,8 @@ class CeleryExecutor(Executor):
         return " ".join(shlex.quote(a) for a in argv)
 
     def _log_path(self, block: str) -> str:
-        return os.path.join(self._log_dir, f"{self.label}-block{block}.log")
+        """The block's worker log, on the host its workers run on."""
+        return os.path.join(self._remote_dir or self._log_dir, f"{self.label}-block{block}.log")
 
     @property
     def active_blocks(self) -> list:
@@ -293,9 +325,20 @@ class CeleryExecutor(Executor):
 
     def _output(self, record: BlockRecord) -> str:
         status = record.status
-        return (_tail(status and status.stderr_path) or _tail(self._log_path(record.id))
-                or _tail(status and status.stdout_path) or (status and status.message)
+        return (self._tail(status and status.stderr_path)
+                or self._tail(self._log_path(record.id))
+                or self._tail(status and status.stdout_path) or (status and status.message)
                 or "(no output)")
+
+    def _tail(self, path) -> str:
+        """The end of a block's file, fetched through the channel when it is remote."""
+        if path and self._remote:
+            from celeriac.errors import ChannelError
+            try:
+                path = self._channel.pull_file(path, os.path.join(self._log_dir, "fetched"))
+            except ChannelError:
+                return ""
+        return _tail(path)
 
     def _block_failed(self, block: str, why: str) -> None:
         self._failures += 1

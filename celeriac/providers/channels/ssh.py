@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
+import shutil
 import stat
 import time
 from typing import Optional
@@ -230,8 +231,12 @@ class SSHChannel(Channel):
         sftp = self._sftp()
         try:
             self._sftp_makedirs(sftp, _sftp_path(dest_dir), 0o700)
-            sftp.put(source, _sftp_path(dest))
-            sftp.chmod(_sftp_path(dest), stat.S_IMODE(os.stat(source).st_mode))
+            # The mode is set before any byte is written, so a secret (the run file) is never
+            # readable by others on the host, not even for a moment.
+            with open(source, "rb") as src, sftp.open(_sftp_path(dest), "wb") as dst:
+                dst.chmod(stat.S_IMODE(os.stat(source).st_mode))
+                dst.set_pipelined(True)
+                shutil.copyfileobj(src, dst, 1 << 16)
         except (OSError, ChannelError) as exc:
             raise FileCopyFailed(self.hostname, f"cannot copy {source} to "
                                                 f"{self._where}:{dest_dir}: {_describe(exc)}") \
