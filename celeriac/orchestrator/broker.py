@@ -34,17 +34,21 @@ class EmbeddedRedis:
 
     Args:
         directory: where its config, log and data live.
+        host: an address to listen on besides 127.0.0.1 (e.g. the login node's address on
+            the cluster network, so that workers on compute nodes can reach it); its URL then
+            names that address. Always password-protected.
     """
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, host: str = "127.0.0.1"):
         self.directory = directory
+        self.host = host
         self.password = secrets.token_urlsafe(24)
         self.port = None
         self._proc = None
 
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> "EmbeddedRedis":
         """Start redis-server and wait until it answers.
@@ -61,7 +65,7 @@ class EmbeddedRedis:
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:  # the password lives here, never on a command line
                 fh.write(
-                    f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+                    f"bind {' '.join(dict.fromkeys(['127.0.0.1', self.host]))}\nport {self.port}\nrequirepass {self.password}\n"
                     f"dir {self.directory}\nlogfile {log}\nsave \"\"\nappendonly no\n"
                     "protected-mode yes\ndaemonize no\ntcp-keepalive 60\n"
                     "maxclients 10000\nclient-output-buffer-limit pubsub 0 0 0\n")
@@ -69,7 +73,7 @@ class EmbeddedRedis:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True, preexec_fn=die_with_parent)
             if self._wait_ready(timeout):
-                logger.info("embedded Redis started on 127.0.0.1:%s (pid %s)", self.port,
+                logger.info("embedded Redis started on %s:%s (pid %s)", self.host, self.port,
                             self._proc.pid)
                 return self
             self.stop()

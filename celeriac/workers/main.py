@@ -152,8 +152,9 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
     if args.key_file:
         cmd += ["--key-file", args.key_file]
     if args.logfile:
+        # per process and per node: the nodes of a block may share one file system
         base, ext = os.path.splitext(args.logfile)
-        cmd += ["--logfile", f"{base}-{i}{ext}"]
+        cmd += ["--logfile", f"{base}-{socket.gethostname().split('.')[0]}-{i}{ext}"]
     return cmd, name
 
 

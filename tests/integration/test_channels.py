@@ -4,17 +4,16 @@ SSHChannel talks to a real private sshd on 127.0.0.1:2222 (tests/scripts/start_s
 login as root), so the "remote" files are on this machine and the tests can look at them.
 """
 
-import os
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
+from services import SSHD_PORT
 
-from celeriac.channels import Channel, LocalChannel, SSHChannel
+from celeriac.channels import Channel, LocalChannel
 from celeriac.errors import (
     AuthenticationFailed,
     BadHostKey,
@@ -24,41 +23,7 @@ from celeriac.errors import (
     HostUnreachable,
 )
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-SSHD_DIR = Path(os.environ.get("SSHD_DIR", "/var/lib/celeriac-sshd"))
-SSHD_PORT = int(os.environ.get("SSHD_PORT", "2222"))
-
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Sshd:
-    host: str
-    port: int
-    key: str
-    known_hosts: str
-
-    def channel(self, **kwargs) -> SSHChannel:
-        args = dict(hostname=self.host, username="root", port=self.port, key_filename=self.key,
-                    host_keys_filename=self.known_hosts, connect_timeout=5)
-        args.update(kwargs)
-        return SSHChannel(**args)
-
-
-@pytest.fixture(scope="session")
-def sshd():
-    """The private sshd, started for this session (and stopped after it) unless already up."""
-    if os.geteuid() != 0:
-        pytest.skip("the SSH channel tests start a private sshd: they need root")
-    env = {**os.environ, "SSHD_DIR": str(SSHD_DIR), "SSHD_PORT": str(SSHD_PORT)}
-    up = subprocess.run(["bash", str(SCRIPTS / "start_sshd.sh")], env=env, capture_output=True,
-                        text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.fail(f"start_sshd.sh failed:\n{up.stdout}\n{up.stderr}")
-    yield Sshd("127.0.0.1", SSHD_PORT, str(SSHD_DIR / "client_key"),
-               str(SSHD_DIR / "known_hosts"))
-    if "already running" not in up.stdout:
-        subprocess.run(["bash", str(SCRIPTS / "stop_sshd.sh")], env=env, timeout=60)
 
 
 @pytest.fixture(params=["local", "ssh"])

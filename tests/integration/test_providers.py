@@ -2,7 +2,7 @@
 
 The conformance suite runs the same tests on every provider that has a real scheduler here
 (LocalProvider, SlurmProvider, GridEngineProvider); scheduler-specific tests follow. The
-schedulers are started by the session fixtures in ``scheduler_fixtures.py``.
+schedulers are started by the session fixtures in ``services.py``.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ import time
 
 import psutil
 import pytest
-from scheduler_fixtures import gridengine, slurm  # noqa: F401  (session fixtures)
 
 import celeriac
 from celeriac import Config, python_app
 from celeriac.errors import ScaleOutFailed
 from celeriac.executors import CeleryExecutor
-from celeriac.providers import GridEngineProvider, JobState, LocalProvider, SlurmProvider
+from celeriac.providers import (
+    GridEngineProvider,
+    JobState,
+    LocalProvider,
+    SlurmProvider,
+)
 from celeriac.providers.channels import LocalChannel
 from celeriac.providers.launchers import SimpleLauncher
 

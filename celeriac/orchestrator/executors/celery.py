@@ -9,6 +9,7 @@ the broker), reports blocks that fail to start, and applies the strategy's decis
 
 from __future__ import annotations
 
+import glob
 import itertools
 import logging
 import os
@@ -325,10 +326,18 @@ class CeleryExecutor(Executor):
 
     def _output(self, record: BlockRecord) -> str:
         status = record.status
-        return (self._tail(status and status.stderr_path)
-                or self._tail(self._log_path(record.id))
+        return (self._tail(status and status.stderr_path) or self._worker_log_tail(record.id)
                 or self._tail(status and status.stdout_path) or (status and status.message)
                 or "(no output)")
+
+    def _worker_log_tail(self, block: str) -> str:
+        """The end of the newest worker log of a block (one per node and process, named
+        from ``_log_path``); only on this host: a remote block's stderr says enough."""
+        if self._remote:
+            return ""
+        base, ext = os.path.splitext(self._log_path(block))
+        logs = sorted(glob.glob(f"{glob.escape(base)}-*{ext}"), key=os.path.getmtime)
+        return _tail(logs[-1]) if logs else ""
 
     def _tail(self, path) -> str:
         """The end of a block's file, fetched through the channel when it is remote."""

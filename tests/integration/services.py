@@ -1,5 +1,5 @@
-"""Session fixtures that start real schedulers for the provider tests, with the scripts under
-``tests/scripts``, and stop them at the end of the session if they started them.
+"""Session fixtures that start real services (Slurm, Grid Engine, a private sshd) with the
+scripts under ``tests/scripts``, and stop them at the end of the session if they started them.
 
 Slurm runs as a private two-node cluster (its own slurm.conf, ports 6827/6828, state under
 /var/lib/celeriac-slurm-test) so that it never disturbs, nor is disturbed by, another Slurm on
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from celeriac.channels import SSHChannel
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 SLURM_ENV = {
@@ -26,6 +28,8 @@ SLURM_ENV = {
     "SLURM_SECOND_NODE": "celeriac-sn2", "SLURM_SECOND_IDX": "7",
 }
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
+SSHD_DIR = Path(os.environ.get("SSHD_DIR", "/var/lib/celeriac-sshd"))
+SSHD_PORT = int(os.environ.get("SSHD_PORT", "2222"))
 
 
 @dataclass
@@ -83,3 +87,33 @@ def gridengine():
     yield Scheduler(env=dict(SGE_ENV), nodes=[socket.gethostname().split(".")[0]])
     if not was_up:
         _run_script("stop_sge.sh", SGE_ENV)
+
+
+@dataclass
+class Sshd:
+    host: str
+    port: int
+    key: str
+    known_hosts: str
+
+    def channel(self, **kwargs) -> SSHChannel:
+        args = dict(hostname=self.host, username="root", port=self.port, key_filename=self.key,
+                    host_keys_filename=self.known_hosts, connect_timeout=5)
+        args.update(kwargs)
+        return SSHChannel(**args)
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """The private sshd, started for this session (and stopped after it) unless already up."""
+    if os.geteuid() != 0:
+        pytest.skip("the SSH channel tests start a private sshd: they need root")
+    env = {**os.environ, "SSHD_DIR": str(SSHD_DIR), "SSHD_PORT": str(SSHD_PORT)}
+    up = subprocess.run(["bash", str(SCRIPTS / "start_sshd.sh")], env=env, capture_output=True,
+                        text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"start_sshd.sh failed:\n{up.stdout}\n{up.stderr}")
+    yield Sshd("127.0.0.1", SSHD_PORT, str(SSHD_DIR / "client_key"),
+               str(SSHD_DIR / "known_hosts"))
+    if "already running" not in up.stdout:
+        subprocess.run(["bash", str(SCRIPTS / "stop_sshd.sh")], env=env, timeout=60)
