@@ -275,8 +275,8 @@ class DataFlowKernel:
             self._retry(record, decision.delay)
             return
         if record.try_id > 1:
-            exc.add_note(f"celeriac: task {record.id} ({record.func_name}) failed after "
-                         f"{record.try_id} tries; this is the error of the last one")
+            _add_note(exc, f"celeriac: task {record.id} ({record.func_name}) failed after "
+                           f"{record.try_id} tries; this is the error of the last one")
         logger.info("task %s (%s) failed after %d tries: %r", record.id, record.func_name,
                     record.try_id, exc)
         self._finish(record, States.failed, exception=exc)
@@ -450,6 +450,14 @@ class DataFlowKernel:
 
 _SPECIAL = frozenset({"walltime", "stdout", "stderr", "inputs", "outputs",
                       "parsl_resource_specification"})
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (no add_note; notes kept all the same)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def _special(name: str) -> bool:

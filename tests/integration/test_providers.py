@@ -47,10 +47,10 @@ def make_provider(kind, request, tmp_path, **options):
         provider = LocalProvider(**options)
     elif kind == "slurm":
         env = request.getfixturevalue("slurm").env
-        provider = SlurmProvider(exclusive=False, channel=RecordingChannel(env=env), **options)
+        provider = SlurmProvider(exclusive=False, channel=RecordingChannel(envs=env), **options)
     else:
         env = request.getfixturevalue("gridengine").env
-        provider = GridEngineProvider(channel=RecordingChannel(env=env), **options)
+        provider = GridEngineProvider(channel=RecordingChannel(envs=env), **options)
     provider.script_dir = str(tmp_path / "submit_scripts")
     return provider
 

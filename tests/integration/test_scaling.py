@@ -55,8 +55,12 @@ def block_of(hostname):
 
 
 def all_cancelled(ex):
-    return all(s.state is JobState.CANCELLED
-               for s in ex.provider.status(list(ex.blocks.values())))
+    statuses = ex.provider.status(list(ex.blocks.values()))
+    if all(s.state is JobState.CANCELLED for s in statuses):
+        return True
+    for s in statuses:  # say why, for the next person who meets a failure here
+        print(s, open(s.stderr_path).read()[-2000:] if s.stderr_path else "")
+    return False
 
 
 # ----------------------------------------------------------------- scaling
