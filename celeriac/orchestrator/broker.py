@@ -13,7 +13,7 @@ import time
 import redis
 
 from celeriac.errors import ConfigurationError
-from celeriac.orchestrator.processes import die_with_parent
+from celeriac.orchestrator.processes import popen_tied_to_this_process
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +69,9 @@ class EmbeddedRedis:
                     f"dir {self.directory}\nlogfile {log}\nsave \"\"\nappendonly no\n"
                     "protected-mode yes\ndaemonize no\ntcp-keepalive 60\n"
                     "maxclients 10000\nclient-output-buffer-limit pubsub 0 0 0\n")
-            self._proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True, preexec_fn=die_with_parent)
+            self._proc = popen_tied_to_this_process(
+                [redis_server_binary(), conf], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             if self._wait_ready(timeout):
                 logger.info("embedded Redis started on %s:%s (pid %s)", self.host, self.port,
                             self._proc.pid)

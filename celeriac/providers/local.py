@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from celeriac.orchestrator.processes import die_with_parent
+from celeriac.orchestrator.processes import popen_tied_to_this_process
 from celeriac.providers.base import ExecutionProvider, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -46,9 +46,8 @@ class LocalProvider(ExecutionProvider):
         out = open(os.path.join(script_dir, f"{job_name}.stdout"), "w")
         err = open(os.path.join(script_dir, f"{job_name}.stderr"), "w")
         with out, err:
-            proc = subprocess.Popen(["/bin/bash", script], stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=die_with_parent)
+            proc = popen_tied_to_this_process(["/bin/bash", script], stdout=out, stderr=err,
+                                              stdin=subprocess.DEVNULL, start_new_session=True)
         job_id = str(proc.pid)
         proc.stdout_path, proc.stderr_path = out.name, err.name
         self._jobs[job_id] = proc

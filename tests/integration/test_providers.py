@@ -7,6 +7,7 @@ schedulers are started by the session fixtures in ``services.py``.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import psutil
@@ -241,3 +242,20 @@ def test_apps_run_on_workers_in_a_batch_job(kind, request, tmp_path):
         assert provider.status([job])[0].state is JobState.RUNNING
     status = wait_for(provider, job, lambda s: s.terminal)
     assert status.state is JobState.CANCELLED
+
+
+@pytest.mark.timeout(60)
+def test_a_local_block_started_from_a_thread_outlives_that_thread(tmp_path):
+    """The kernel's parent-death signal follows the forking *thread*: a block scaled out by
+    the scaling thread must not die when that thread ends (only when the process does)."""
+    provider = LocalProvider(launcher=SimpleLauncher())
+    provider.script_dir = str(tmp_path)
+    ids = []
+    thread = threading.Thread(target=lambda: ids.append(provider.submit("sleep 60", 1, "t")))
+    thread.start()
+    thread.join()
+    try:
+        time.sleep(1)
+        assert provider.status(ids)[0].state is JobState.RUNNING
+    finally:
+        assert provider.cancel(ids) == [True]
