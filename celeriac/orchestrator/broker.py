@@ -64,8 +64,9 @@ class EmbeddedRedis:
             conf = os.path.join(self.directory, "redis.conf")
             fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:  # the password lives here, never on a command line
+                addresses = " ".join(dict.fromkeys(["127.0.0.1", self.host]))
                 fh.write(
-                    f"bind {' '.join(dict.fromkeys(['127.0.0.1', self.host]))}\nport {self.port}\nrequirepass {self.password}\n"
+                    f"bind {addresses}\nport {self.port}\nrequirepass {self.password}\n"
                     f"dir {self.directory}\nlogfile {log}\nsave \"\"\nappendonly no\n"
                     "protected-mode yes\ndaemonize no\ntcp-keepalive 60\n"
                     "maxclients 10000\nclient-output-buffer-limit pubsub 0 0 0\n")
