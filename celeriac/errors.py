@@ -4,7 +4,7 @@
 
     CeleriacError
     ├── ConfigurationError            a Config or an argument cannot work; says what to change
-    │   └── InvalidResourceSpecification   parsl_resource_specification has keys the executor rejects
+    │   └── InvalidResourceSpecification   the executor rejects parsl_resource_specification keys
     ├── NoDataFlowKernelError         an app was called before celeriac.load()
     ├── BadCheckpoint                 a checkpoint_files entry is missing or cannot be read
     ├── SerializationError            a function, argument or result cannot be pickled

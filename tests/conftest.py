@@ -7,7 +7,8 @@ import pytest
 
 
 def _children():
-    return {p.pid: " ".join(p.cmdline()[:6]) for p in psutil.Process(os.getpid()).children(recursive=True)
+    children = psutil.Process(os.getpid()).children(recursive=True)
+    return {p.pid: " ".join(p.cmdline()[:6]) for p in children
             if p.status() != psutil.STATUS_ZOMBIE}
 
 

@@ -60,7 +60,8 @@ def test_flower_sees_tasks_by_app_name(dfk):
         tasks = {}
         while time.monotonic() < deadline:
             tasks = get_json(f"{base}/api/tasks")
-            done = [t for t in tasks.values() if t.get("name") == "triple" and t.get("state") == "SUCCESS"]
+            done = [t for t in tasks.values()
+                    if t.get("name") == "triple" and t.get("state") == "SUCCESS"]
             if len(done) == 3:
                 break
             time.sleep(0.5)

@@ -8,8 +8,12 @@ import pytest
 
 import celeriac
 from celeriac import AppFuture, Config, bash_app, join_app, python_app
-from celeriac.errors import (AppTimeout, ConfigurationError, InvalidResourceSpecification,
-                             NoDataFlowKernelError)
+from celeriac.errors import (
+    AppTimeout,
+    ConfigurationError,
+    InvalidResourceSpecification,
+    NoDataFlowKernelError,
+)
 from celeriac.executors import ThreadPoolExecutor
 
 

@@ -7,8 +7,13 @@ import psutil
 import pytest
 
 from celeriac import AUTO_LOGNAME, File, bash_app
-from celeriac.errors import (AppTimeout, BadStdStreamFile, BashAppNoReturn, BashExitFailure,
-                             MissingOutputs)
+from celeriac.errors import (
+    AppTimeout,
+    BadStdStreamFile,
+    BashAppNoReturn,
+    BashExitFailure,
+    MissingOutputs,
+)
 
 
 @bash_app

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from celeriac.errors import ConfigurationError, ProviderError, ScaleOutFailed
-from celeriac.providers import (CondorProvider, GridEngineProvider, JobState, LSFProvider,
-                                PBSProProvider, SlurmProvider, TorqueProvider)
+from celeriac.providers import (
+    CondorProvider,
+    GridEngineProvider,
+    JobState,
+    LSFProvider,
+    PBSProProvider,
+    SlurmProvider,
+    TorqueProvider,
+)
 from celeriac.providers.channels import Channel
 from celeriac.providers.launchers import SimpleLauncher, SingleNodeLauncher
 

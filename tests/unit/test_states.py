@@ -2,8 +2,13 @@
 
 import pytest
 
-from celeriac.orchestrator.states import (FINAL_STATES, TRANSITIONS, InvalidTransition, States,
-                                          TaskRecord)
+from celeriac.orchestrator.states import (
+    FINAL_STATES,
+    TRANSITIONS,
+    InvalidTransition,
+    States,
+    TaskRecord,
+)
 
 
 def record(tid=7):

@@ -113,7 +113,8 @@ def test_unpicklable_exception_is_described_instead():
         run_call(raises_unpicklable, call())
     failure = info.value.failure
     assert isinstance(failure.exception, SerializationError)
-    assert "Unpicklable" in str(failure.exception) and "kept in the message" in str(failure.exception)
+    message = str(failure.exception)
+    assert "Unpicklable" in message and "kept in the message" in message
     assert "raises_unpicklable" in failure.traceback
 
 
