@@ -52,17 +52,18 @@ class CheckpointStore:
         with self._lock:
             if not self._buffer or self._closed:
                 return 0
-            rows, self._buffer = self._buffer, []
+            rows = self._buffer
             db = self._open()
             with db:
                 db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?)", rows)
+            self._buffer = []  # only once committed: a failed write is tried again next time
         logger.debug("checkpointed %d tasks to %s", len(rows), self.directory)
         return len(rows)
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
             os.makedirs(self.directory, exist_ok=True)
-            db = sqlite3.connect(os.path.join(self.directory, DB_NAME),
+            db = sqlite3.connect(os.path.join(self.directory, DB_NAME), timeout=30,
                                  check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: each commit is fsynced, so it survives the process being killed and the
@@ -101,7 +102,12 @@ def load_checkpoints(directories: Optional[Iterable[str]]) -> dict:
             # that was killed before it checkpointed the WAL into the main file.
             db = sqlite3.connect(path)
             try:
-                rows = db.execute("SELECT hash, result FROM results").fetchall()
+                # A run killed while creating its database may have left it without the
+                # table: that is an empty checkpoint, not a broken one.
+                has_table = db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                                       "name='results'").fetchone()
+                rows = db.execute("SELECT hash, result FROM results").fetchall() \
+                    if has_table else []
             finally:
                 db.close()
         except sqlite3.Error as e:
@@ -126,7 +132,9 @@ def get_last_checkpoint(rundir: str = "runinfo") -> Sequence[str]:
 def _runs(rundir: str) -> list:
     if not os.path.isdir(rundir):
         return []
-    return sorted(d for d in os.listdir(rundir) if os.path.isdir(os.path.join(rundir, d)))
+    runs = [d for d in os.listdir(rundir) if os.path.isdir(os.path.join(rundir, d))]
+    # numbered runs in number order ("999" before "1000"), anything else after, by name
+    return sorted(runs, key=lambda d: (0, int(d), d) if d.isdigit() else (1, 0, d))
 
 
 def _checkpoint_dir(rundir: str, run: str) -> Optional[str]:

@@ -177,6 +177,15 @@ class DataFlowKernel:
     # ----------------------------------------------------------------- launching
 
     def _launch(self, record: TaskRecord) -> None:
+        # Runs in dependency callbacks, where an exception would only be logged: whatever
+        # goes wrong fails this task instead of leaving its future unresolved.
+        try:
+            self._resolve_and_launch(record)
+        except Exception as e:
+            logger.exception("task %s could not be launched", record.id)
+            self._finish(record, States.failed, exception=e)
+
+    def _resolve_and_launch(self, record: TaskRecord) -> None:
         args, kwargs, failures = resolve(record.args, record.kwargs)
         record.depends = []
         if failures:
@@ -187,7 +196,7 @@ class DataFlowKernel:
         if self._memo is not None and record.cache:
             try:  # keyed on the dependencies' results, now that they are known
                 record.hashsum = make_hash(record.func, record.func_name, args, kwargs,
-                                           record.ignore_for_cache)
+                                           record.ignore_for_cache, record.kind)
             except Exception as e:  # ValueError for a type id_for_memo does not know
                 self._finish(record, States.failed, exception=e)
                 return
@@ -196,7 +205,11 @@ class DataFlowKernel:
         self._send(record, args, kwargs)
 
     def _memo_lookup(self, record: TaskRecord, args, kwargs, _other=None) -> None:
-        verdict, value = self._memo.claim(record.hashsum, record.app_fu)
+        try:
+            verdict, value = self._memo.claim(record.hashsum, record.app_fu)
+        except Exception as e:
+            self._finish(record, States.failed, exception=e)
+            return
         if verdict == "hit":
             logger.debug("task %s: result from the memo table", record.id)
             self._finish(record, States.memo_done, result=value)
@@ -283,6 +296,8 @@ class DataFlowKernel:
 
     def _retry(self, record: TaskRecord, delay: float = 0.0) -> None:
         with self._lock:
+            if record.status in FINAL_STATES:  # cleanup ended it meanwhile
+                return
             record.move(States.pending)
         args, kwargs = record.resolved
         if delay > 0:  # on the timer thread: a backoff blocks neither the DFK nor other tasks
@@ -415,21 +430,28 @@ class DataFlowKernel:
             except Exception:
                 logger.exception("executor %s failed to shut down", executor.label)
         self._internal.shutdown()
-        for record in leftover:
-            if record.status not in FINAL_STATES:
-                record.status = States.failed
+        try:
+            # Outcomes may still arrive on other threads meanwhile: decide under the lock
+            # which tasks cleanup ends, so that each future is completed exactly once.
+            with self._lock:
+                doomed = [r for r in leftover if r.status not in FINAL_STATES]
+                for record in doomed:
+                    record.history.append(record.status)
+                    record.status = States.failed
+                self.tasks.clear()
+            for record in doomed:
                 record.app_fu.set_exception(CeleriacError(
                     f"task {record.id} ({record.func_name}) had not finished when the "
                     "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
                     "exit_mode='wait'"))
-        self.tasks.clear()
-        if self.config.checkpoint_mode is not None:
-            self._flush_checkpoints()
-        self._checkpoints.close()
-        self._context.close()
-        atexit.unregister(self.atexit_cleanup)
-        from celeriac.orchestrator import loader
-        loader.forget(self)
+            if self.config.checkpoint_mode is not None:
+                self._flush_checkpoints()
+        finally:
+            self._checkpoints.close()
+            self._context.close()
+            atexit.unregister(self.atexit_cleanup)
+            from celeriac.orchestrator import loader
+            loader.forget(self)
 
     def atexit_cleanup(self) -> None:
         if not self._cleaned:

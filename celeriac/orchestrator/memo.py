@@ -9,6 +9,7 @@ memoization ...")``, which fails the task through its future.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import inspect
 import logging
@@ -16,6 +17,7 @@ import marshal
 import struct
 import sys
 import threading
+import weakref
 from concurrent.futures import Future
 from functools import singledispatch
 from typing import Optional
@@ -31,6 +33,10 @@ __all__ = ["id_for_memo", "function_identity", "make_hash", "MemoTable"]
 def id_for_memo(obj, output_ref: bool = False) -> bytes:
     """Bytes that identify ``obj`` for memoization: equal values give equal bytes.
 
+    The built-in types are hashed only when the type is exactly theirs: a subclass (an
+    IntEnum, a namedtuple, a defaultdict) may mean something else, so it needs its own
+    registration. Enum members are keyed by their class and name.
+
     Args:
         obj: one argument of an app call (or an element inside one).
         output_ref: True for the entries of ``outputs=[...]`` (Parsl's signature).
@@ -38,46 +44,64 @@ def id_for_memo(obj, output_ref: bool = False) -> bytes:
     Raises:
         ValueError: no hash is known for ``obj``'s type.
     """
+    return _other(obj)
+
+
+def _other(obj) -> bytes:
+    """Types without an exact registration: enum members, numpy arrays, or an error."""
+    cls = type(obj)
+    if isinstance(obj, enum.Enum):
+        return b"enum:" + _frame(f"{cls.__module__}.{cls.__qualname__}.{obj.name}".encode())
     numpy = sys.modules.get("numpy")  # numpy support without importing numpy ourselves
-    if numpy is not None and isinstance(obj, numpy.ndarray):
+    if numpy is not None and cls is numpy.ndarray and obj.dtype != object:
         return b"ndarray:" + _frame(str(obj.dtype).encode()) + _frame(repr(obj.shape).encode()) \
             + _frame(numpy.ascontiguousarray(obj).tobytes())
     raise ValueError(
-        f"unknown type for memoization: {type(obj).__module__}.{type(obj).__qualname__}; "
+        f"unknown type for memoization: {cls.__module__}.{cls.__qualname__}; "
         "register a hash for it with @celeriac.id_for_memo.register(ThatType), or list the "
         "argument in ignore_for_cache=[...]")
+
+
+def _exactly(cls):
+    """Register a handler for ``cls`` itself; its subclasses go to :func:`_other`."""
+    def register(handler):
+        def exact(obj, output_ref=False):
+            return handler(obj, output_ref) if type(obj) is cls else _other(obj)
+        id_for_memo.register(cls)(exact)
+        return handler
+    return register
 
 
 def _frame(data: bytes) -> bytes:
     return struct.pack(">Q", len(data)) + data
 
 
-@id_for_memo.register(type(None))
+@_exactly(type(None))
 def _none(obj, output_ref=False):
     return b"None"
 
 
-@id_for_memo.register(bool)
+@_exactly(bool)
 def _bool(obj, output_ref=False):
     return b"bool:" + (b"1" if obj else b"0")
 
 
-@id_for_memo.register(int)
+@_exactly(int)
 def _int(obj, output_ref=False):
     return b"int:" + _frame(str(obj).encode())
 
 
-@id_for_memo.register(float)
+@_exactly(float)
 def _float(obj, output_ref=False):
     return b"float:" + _frame(repr(obj).encode())
 
 
-@id_for_memo.register(str)
+@_exactly(str)
 def _str(obj, output_ref=False):
     return b"str:" + _frame(obj.encode("utf-8", "surrogatepass"))
 
 
-@id_for_memo.register(bytes)
+@_exactly(bytes)
 def _bytes(obj, output_ref=False):
     return b"bytes:" + _frame(obj)
 
@@ -87,24 +111,24 @@ def _sequence(tag: bytes, items, output_ref: bool) -> bytes:
     return tag + struct.pack(">Q", len(parts)) + b"".join(parts)
 
 
-@id_for_memo.register(list)
+@_exactly(list)
 def _list(obj, output_ref=False):
     return _sequence(b"list:", obj, output_ref)
 
 
-@id_for_memo.register(tuple)
+@_exactly(tuple)
 def _tuple(obj, output_ref=False):
     return _sequence(b"tuple:", obj, output_ref)
 
 
-@id_for_memo.register(set)
-@id_for_memo.register(frozenset)
+@_exactly(set)
+@_exactly(frozenset)
 def _set(obj, output_ref=False):
     parts = sorted(_frame(id_for_memo(item, output_ref)) for item in obj)
     return b"set:" + struct.pack(">Q", len(parts)) + b"".join(parts)
 
 
-@id_for_memo.register(dict)
+@_exactly(dict)
 def _dict(obj, output_ref=False):
     # Order-independent: {'a': 1, 'b': 2} and {'b': 2, 'a': 1} are the same call.
     parts = sorted(_frame(id_for_memo(k)) + _frame(id_for_memo(v, output_ref))
@@ -112,22 +136,25 @@ def _dict(obj, output_ref=False):
     return b"dict:" + struct.pack(">Q", len(parts)) + b"".join(parts)
 
 
-@id_for_memo.register(File)
+@_exactly(File)
 def _file(obj, output_ref=False):
     return b"File:" + _frame(obj.url.encode())
 
 
-_identities: dict = {}
+_identities: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # func -> {name: id}
 _identities_lock = threading.Lock()
 
 
 def function_identity(func, name: str) -> bytes:
-    """The function's name and source; compiled code where the source cannot be read."""
-    key = (id(func), name)
+    """The function's name and source; compiled code where the source cannot be read.
+    (Values a closure captures are not part of it, as in Parsl.)"""
     with _identities_lock:
-        cached = _identities.get(key)
-    if cached is not None and cached[0] is func:
-        return cached[1]
+        try:
+            cached = _identities.get(func, {}).get(name)
+        except TypeError:  # not weakly referenceable: computed each time
+            cached = None
+    if cached is not None:
+        return cached
     try:
         body = inspect.getsource(func).encode()
     except (OSError, TypeError):
@@ -135,11 +162,15 @@ def function_identity(func, name: str) -> bytes:
         body = marshal.dumps(code) if code is not None else repr(func).encode()
     identity = _frame(name.encode()) + _frame(body)
     with _identities_lock:
-        _identities[key] = (func, identity)
+        try:
+            _identities.setdefault(func, {})[name] = identity
+        except TypeError:
+            pass
     return identity
 
 
-def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=()) -> str:
+def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=(),
+              kind: str = "python") -> str:
     """The memo key of one call (after its future arguments were replaced by results).
 
     Raises:
@@ -147,7 +178,7 @@ def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=()) -
     """
     kwargs = {k: v for k, v in kwargs.items() if k not in ignore_for_cache}
     outputs = kwargs.pop("outputs", None)
-    digest = hashlib.sha256(function_identity(func, name))
+    digest = hashlib.sha256(_frame(kind.encode()) + function_identity(func, name))
     digest.update(_frame(id_for_memo(list(args))))
     digest.update(_frame(id_for_memo(kwargs)))
     if outputs is not None:
@@ -189,7 +220,14 @@ class MemoTable:
                     return "wait", other
                 return "hit", other.result()
         import cloudpickle
-        return "hit", cloudpickle.loads(pickled)
+        try:
+            return "hit", cloudpickle.loads(pickled)
+        except Exception as e:  # e.g. its class was renamed since: a miss, so it runs again
+            logger.warning("checkpointed result %s cannot be loaded (%r); running the task "
+                           "again", key, e)
+            with self._lock:
+                self._pickled.pop(key, None)
+            return self.claim(key, future)
 
     def release(self, key: str, future: Future) -> None:
         """The owner of ``key`` finished. A failure frees the key for the next identical call."""

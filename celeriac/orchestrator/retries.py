@@ -28,7 +28,9 @@ def make_policy(policy, where: str):
 
     Args:
         policy: None, a ``tenacity.Retrying`` (or any ``tenacity.BaseRetrying``), or a dict
-            of its ``retry``/``wait``/``stop`` arguments.
+            of its ``retry``/``wait``/``stop`` arguments. Only those three are used: the
+            DFK itself does the sleeping and re-raising, so hooks such as ``before_sleep``,
+            ``after`` and ``retry_error_callback`` are not called.
         where: names the option in error messages.
 
     Raises:
@@ -98,11 +100,15 @@ def _decide_by_policy(record, exc: BaseException, policy) -> Decision:
     else:
         state.prepare_for_next_attempt()
     state.set_exception((type(exc), exc, exc.__traceback__))
-    if not policy.retry(state) or policy.stop(state):
+    if not policy.retry(state):
         return Decision(False)
-    delay = float(policy.wait(state)) if policy.wait is not None else 0.0
+    # tenacity's own order: the wait first, so that stop_before_delay sees the upcoming sleep
+    delay = max(0.0, float(policy.wait(state)) if policy.wait is not None else 0.0)
+    state.upcoming_sleep = delay
+    if policy.stop(state):
+        return Decision(False)
     state.idle_for += delay
-    return Decision(True, max(0.0, delay))
+    return Decision(True, delay)
 
 
 class DelayedCalls:
@@ -138,7 +144,7 @@ class DelayedCalls:
                 _when, _seq, func, args = heapq.heappop(self._heap)
             try:
                 func(*args)
-            except Exception:
+            except BaseException:  # the thread must outlive any one call, or retries stop
                 logger.exception("delayed call %s failed", getattr(func, "__name__", func))
 
     def close(self) -> None:

@@ -174,3 +174,39 @@ def test_loading_many_runs_merges_them_with_later_runs_winning(tmp_path):
     table = load_checkpoints(dirs)
     assert len(table) == 20 * 500 + 1
     assert table["shared"] == b"run 19"
+
+
+def test_a_failed_write_is_kept_and_written_by_the_next_flush(tmp_path):
+    store = CheckpointStore(str(tmp_path / "cp"))
+    store.add("h1", b"v1", 1, "f", 0.0)
+    store.flush()
+    blocker = sqlite3.connect(os.path.join(store.directory, DB_NAME), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    store._db.execute("PRAGMA busy_timeout=100")
+    store.add("h2", b"v2", 2, "f", 0.0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        store.flush()
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert store.flush() == 1
+    store.close()
+    assert load_checkpoints([store.directory]) == {"h1": b"v1", "h2": b"v2"}
+
+
+def test_a_database_killed_before_its_table_existed_loads_as_empty(tmp_path):
+    os.makedirs(tmp_path / "cp")
+    db = sqlite3.connect(str(tmp_path / "cp" / DB_NAME), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")  # what a run killed right after opening leaves
+    db.close()
+    assert load_checkpoints([str(tmp_path / "cp")]) == {}
+
+
+def test_runs_past_999_sort_by_number(tmp_path):
+    for run in ("998", "999", "1000"):
+        store = CheckpointStore(str(tmp_path / run / "checkpoint"))
+        store.add(run, b"x", 0, "f", 0.0)
+        store.flush()
+        store.close()
+    assert [os.path.basename(os.path.dirname(c)) for c in get_all_checkpoints(str(tmp_path))] \
+        == ["998", "999", "1000"]
+    assert get_last_checkpoint(str(tmp_path))[0].endswith("1000/checkpoint")

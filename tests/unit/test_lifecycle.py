@@ -14,6 +14,8 @@ from celeriac import Config, python_app
 from celeriac.errors import CeleriacError, ConfigurationError, NoDataFlowKernelError
 from celeriac.executors import Executor, ThreadPoolExecutor
 
+from .conftest import ManualExecutor
+
 
 @python_app
 def double(x):
@@ -278,3 +280,27 @@ def test_reusing_a_shut_down_executor_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigurationError, match="cannot be restarted"):
         celeriac.load(Config([pool], run_dir=str(tmp_path)))
     celeriac.clear()
+
+
+class _LateExecutor(ManualExecutor):
+    """Results keep arriving from another thread while the DFK cleans up."""
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        threading.Thread(target=lambda: [s.succeed(1) for s in self.submissions]).start()
+
+
+def test_cleanup_racing_with_arriving_results_completes_each_future_once(load_dfk):
+    for _ in range(5):
+        late = _LateExecutor("late")
+        dfk = load_dfk(late)
+
+        @python_app(data_flow_kernel=dfk)
+        def one():
+            return 1
+
+        futures = [one() for _ in range(2000)]
+        dfk.cleanup()  # must not raise, and must close everything
+        assert dfk._context is not None and dfk._cleaned
+        for fut in futures:  # each resolved one way or the other
+            fut.exception(timeout=5)

@@ -177,3 +177,45 @@ def test_ignore_for_cache_stdout_lets_different_log_files_share_a_result(load_df
     assert hello(stdout=str(tmp_path / "a.out")).result(timeout=10) == 0
     assert hello(stdout=str(tmp_path / "b.out")).result(timeout=10) == 0
     assert len(runs) == 1
+
+
+# ---------------------------------------------------------------- subclasses, kinds
+
+def test_subclasses_of_builtin_types_are_not_taken_for_their_base():
+    import collections
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    Pair = collections.namedtuple("Pair", "a b")
+    assert id_for_memo(Colour.RED) != id_for_memo(1)  # keyed as an enum member
+    with pytest.raises(ValueError, match="unknown type for memoization: .*Pair"):
+        id_for_memo(Pair(1, 2))
+    with pytest.raises(ValueError, match="defaultdict"):
+        id_for_memo(collections.defaultdict(int))
+
+
+def test_object_and_masked_numpy_arrays_are_refused_not_hashed_by_address():
+    with pytest.raises(ValueError, match="unknown type"):
+        id_for_memo(numpy.array([object()], dtype=object))
+    with pytest.raises(ValueError, match="unknown type"):
+        id_for_memo(numpy.ma.masked_array([1, 2], mask=[0, 1]))
+
+
+def test_a_python_app_and_a_bash_app_of_one_function_have_different_keys():
+    def f(x):
+        return f"echo {x}"
+
+    assert make_hash(f, "f", (1,), {}, (), "python") != make_hash(f, "f", (1,), {}, (), "bash")
+
+
+def test_a_checkpointed_result_that_cannot_be_loaded_is_a_miss(load_dfk, manual, caplog):
+    from celeriac.orchestrator.memo import MemoTable
+    dfk = load_dfk(manual)
+    key = make_hash(cached_double.func, "cached_double", (8,), {}, (), "python")
+    dfk._memo = MemoTable({key: b"not a pickle"})
+    fut = cached_double(8)
+    manual.wait_for(1)[0].run()
+    assert fut.result(timeout=5) == 16
+    assert "cannot be loaded" in caplog.text

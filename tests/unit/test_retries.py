@@ -284,3 +284,13 @@ def test_dependency_failures_are_never_retried(load_dfk, manual):
     with pytest.raises(DependencyError):
         down.result(timeout=5)
     assert all(s.call.tid == up.tid for s in manual.submissions)
+
+
+def test_stop_before_delay_sees_the_upcoming_wait_as_tenacity_does(load_dfk, manual):
+    load_dfk(manual, retry_policy=tenacity.Retrying(
+        wait=tenacity.wait_fixed(10), stop=tenacity.stop_before_delay(5)))
+    fut = double(1)
+    manual.wait_for(1)[0].fail(OSError("once"))
+    with pytest.raises(OSError):  # a 10 s wait would pass the 5 s deadline: no retry
+        fut.result(timeout=5)
+    assert fut.task_record.try_id == 1
