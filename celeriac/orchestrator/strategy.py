@@ -189,9 +189,9 @@ def judge_block(block: BlockRecord, now: float, start_timeout: float) -> Optiona
     if block.cancelled:
         return None
     if block.state.terminal:
-        if block.state is JobState.TIMEOUT or (block.ready and block.state is not JobState.FAILED):
-            return None
-        return "ended"
+        # A block whose workers had connected did start: if it dies later (preempted, node
+        # lost, out of memory), the strategy replaces it; it is not a start failure.
+        return None if block.ready or block.state is JobState.TIMEOUT else "ended"
     if (block.state is JobState.RUNNING and not block.ready and start_timeout
             and block.running_since is not None and now - block.running_since >= start_timeout):
         return "no workers"

@@ -169,8 +169,10 @@ class ClusterProvider(ExecutionProvider):
             ProviderError: the scheduler refused to cancel jobs that are still running.
         """
         with self._lock:
-            live = [j for j in dict.fromkeys(job_ids)
-                    if j in self._jobs and not self._jobs[j].terminal]
+            # FAILED too: a job in an error state (SGE Eqw, Slurm SPECIAL_EXIT) stays queued
+            live = [j for j in dict.fromkeys(job_ids) if j in self._jobs
+                    and (not self._jobs[j].terminal or self._jobs[j].state is JobState.FAILED)
+                    and j not in self._cancelled]
         if live:
             cmd = self._cancel_command(live)
             rc, out, err = self._run(cmd, ProviderError)

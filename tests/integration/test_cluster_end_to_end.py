@@ -97,8 +97,9 @@ def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
                         worker_start_timeout=90)],
         broker=broker.url, run_dir=str(tmp_path / "runinfo")))
     try:
-        run_file = os.path.join(remote_dir, "worker.json")
+        run_file = os.path.join(remote_dir, dfk.run_id, "worker.json")  # this run's own dir
         assert stat.S_IMODE(os.stat(run_file).st_mode) == 0o600  # pushed over SFTP, 0600
+        assert stat.S_IMODE(os.stat(os.path.dirname(run_file)).st_mode) == 0o700
         assert provider.channel.connections_opened == 1       # sbatch went through SSH
 
         port = free_port()

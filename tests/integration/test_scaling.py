@@ -12,7 +12,7 @@ import pytest
 
 import celeriac
 from celeriac import Config, python_app
-from celeriac.errors import ExecutorError, ScaleOutFailed
+from celeriac.errors import ExecutorError, ProviderError, ScaleOutFailed
 from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.broker import EmbeddedRedis
 from celeriac.providers import LocalProvider
@@ -265,3 +265,46 @@ def test_worker_of_a_killed_orchestrator_exits_after_its_idle_timeout(tmp_path):
                 proc.kill()
                 proc.wait()
         broker.stop()
+
+
+class CancelRefusedOnceProvider(LocalProvider):
+    """A LocalProvider whose first cancel fails, as scancel does when the scheduler (or the
+    SSH connection to it) is briefly down."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.cancel_calls = 0
+
+    def cancel(self, job_ids, grace: float = 10.0):
+        self.cancel_calls += 1
+        if self.cancel_calls == 1:
+            raise ProviderError(self.label, "scancel failed", "", "Socket timed out")
+        return super().cancel(job_ids, grace)
+
+
+@pytest.mark.timeout(90)
+def test_a_cancel_the_scheduler_refused_is_tried_again(tmp_path):
+    provider = CancelRefusedOnceProvider(init_blocks=1, min_blocks=0, max_blocks=1)
+    ex = CeleryExecutor(label="retrycancel", workers_per_node=1, provider=provider)
+    with celeriac.load(Config([ex], run_dir=str(tmp_path), max_idletime=1, **FAST)):
+        assert where().result(timeout=60).startswith("celeriac-retrycancel")
+        wait_until(lambda: all_cancelled(ex), 30, "the idle block is cancelled")
+    assert provider.cancel_calls >= 2
+
+
+class StatusFailsProvider(LocalProvider):
+    """A LocalProvider whose status command always fails (squeue missing on the host)."""
+
+    def status(self, job_ids):
+        raise ProviderError(self.label, "`squeue` failed with exit code 127", "",
+                            "bash: squeue: command not found")
+
+
+@pytest.mark.timeout(90)
+def test_blocks_whose_state_cannot_be_read_fail_the_tasks_in_the_schedulers_words(tmp_path):
+    provider = StatusFailsProvider(worker_init="exec sleep 600")
+    ex = CeleryExecutor(label="blind", provider=provider, worker_start_timeout=2)
+    with celeriac.load(Config([ex], run_dir=str(tmp_path), **FAST)):
+        with pytest.raises(ExecutorError, match="squeue: command not found"):
+            where().result(timeout=60)
+    assert provider._cancelled == set(ex.blocks.values())  # given back all the same

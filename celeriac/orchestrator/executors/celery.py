@@ -108,6 +108,7 @@ class CeleryExecutor(Executor):
         self._broken = None                           # set once its blocks have failed for good
         self._slots_seen = 0                          # most slots one node has brought
         self._busy_at = 0.0
+        self._unobserved_since = None                 # since when status reads have failed
         self._other_slots = 0                         # slots of workers no block started
         self._loop = None
         self._link = None
@@ -176,7 +177,10 @@ class CeleryExecutor(Executor):
         self._run_file = self._context.run_file
         self._remote_dir = None
         if self._remote:
-            self._remote_dir = self._channel.script_dir or self.provider.script_dir
+            # A directory of this run's own (created 0700): runs sharing a script_dir never
+            # read each other's secrets or write each other's logs.
+            base = self._channel.script_dir or self.provider.script_dir
+            self._remote_dir = f"{base.rstrip('/')}/{self._context.run_id}"
             self._run_file = self._channel.push_file(self._context.run_file, self._remote_dir)
 
     def worker_command(self, block: str) -> str:
@@ -236,19 +240,29 @@ class CeleryExecutor(Executor):
                 started.append(job_id)
         return started
 
-    def scale_in(self, block_ids) -> list:
-        """Cancel these blocks through the provider; returns the provider's answers."""
+    def scale_in(self, block_ids, again: bool = False) -> list:
+        """Cancel these blocks through the provider; returns the provider's answers.
+
+        A block counts as cancelled only once the provider accepted the cancel; a refusal
+        (scheduler or channel down) is logged, and the block is cancelled again later
+        (``again`` also retries blocks already cancelled, as shutdown does)."""
         with self._lock:
             records = [self._records[b] for b in block_ids
-                       if b in self._records and not self._records[b].cancelled
-                       and not self._records[b].ended]
-            for record in records:
-                record.cancelled = True
+                       if b in self._records and (again or not self._records[b].cancelled)
+                       and (not self._records[b].ended or _may_be_queued(self._records[b]))]
             if not records:
                 return []
             logger.info("executor %s: cancelling blocks %s", self.label,
                         [r.id for r in records])
-            return self.provider.cancel([r.job_id for r in records])
+            try:
+                answers = self.provider.cancel([r.job_id for r in records])
+            except ProviderError as e:
+                logger.error("executor %s: could not cancel blocks %s: %s", self.label,
+                             [r.id for r in records], e)
+                return []
+            for record in records:
+                record.cancelled = True
+            return answers
 
     def strategize(self) -> None:
         """One scaling round: read the blocks and workers, report failures, then scale."""
@@ -258,10 +272,19 @@ class CeleryExecutor(Executor):
             now = time.monotonic()
             try:
                 self._observe(now)
+                self._unobserved_since = None
             except (ProviderError, redis.exceptions.RedisError) as e:
-                # The scheduler or the broker is not answering: judge nothing on stale data.
+                # The scheduler or the broker is not answering: judge nothing on stale data,
+                # but do not wait for ever either.
                 logger.warning("executor %s: cannot read its blocks' state this round: %s",
                                self.label, e)
+                self._unobserved_since = self._unobserved_since or now
+                if (self.worker_start_timeout and self._broken is None
+                        and now - self._unobserved_since >= self.worker_start_timeout):
+                    self._failures = MAX_BLOCK_FAILURES - 1
+                    self._block_failed("(all)", (
+                        f"the state of its blocks could not be read for "
+                        f"{now - self._unobserved_since:.0f}s (worker_start_timeout): {e}"))
                 return
             for record in list(self._records.values()):
                 self._judge(record, now)
@@ -358,6 +381,8 @@ class CeleryExecutor(Executor):
                 f"{self._failures} blocks in a row failed to start, so the tasks sent to it "
                 f"cannot run. The last, block {block}: {why}"))
             self._link.fail_all(self._broken, queue=self.queue)
+            # nothing will run here any more: give back the blocks still queued or running
+            self.scale_in([r.id for r in self._records.values() if not r.ended])
 
     def _load(self, now: float) -> Load:
         outstanding = self._link.outstanding(self.queue)
@@ -405,9 +430,15 @@ class CeleryExecutor(Executor):
         if self._loop is not None:
             self._loop.stop()
         with self._lock:
-            left = [b for b, r in self._records.items() if not r.ended and not r.cancelled]
+            left = [b for b, r in self._records.items() if not r.ended or _may_be_queued(r)]
         if left:
-            self.scale_in(left)
+            self.scale_in(left, again=True)
+
+
+def _may_be_queued(record: BlockRecord) -> bool:
+    """A block the scheduler called FAILED may still sit in its queue in an error state
+    (Grid Engine's Eqw, Slurm's SPECIAL_EXIT): it is cancelled all the same."""
+    return record.state is JobState.FAILED and not record.cancelled
 
 
 def _import_path() -> str:
