@@ -9,11 +9,13 @@ only, when a connection is first opened.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
 import shutil
 import stat
+import threading
 import time
 from typing import Optional
 
@@ -28,6 +30,16 @@ from celeriac.providers.channels import _shell
 from celeriac.providers.channels.base import Channel
 
 logger = logging.getLogger(__name__)
+
+
+def _serialized(method):
+    """One operation at a time on a channel: providers of several executors may share one,
+    and a reconnect must not close a connection another thread is using."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class SSHChannel(Channel):
@@ -78,6 +90,7 @@ class SSHChannel(Channel):
         self.trust_unknown_hosts = trust_unknown_hosts
         self.keepalive = keepalive
         self._conn = None
+        self._lock = threading.RLock()
         #: how many times an SSH connection was opened (1 while the first one lasts)
         self.connections_opened = 0
 
@@ -180,6 +193,7 @@ class SSHChannel(Channel):
 
     # -- commands ---------------------------------------------------------------------------
 
+    @_serialized
     def execute_wait(self, cmd: str, timeout: Optional[float] = None,
                      env: Optional[dict] = None) -> tuple:
         """Run ``cmd`` with bash on the host and wait for it (see :class:`Channel`).
@@ -200,6 +214,7 @@ class SSHChannel(Channel):
             result = conn.run(line, hide=True, warn=True, in_stream=False, pty=False,
                               timeout=_shell.client_timeout(timeout))
         except CommandTimedOut:
+            self._drop()  # the session may be wedged: the next command starts afresh
             raise ChannelError(self.hostname, f"command timed out after {timeout} s: {cmd}") \
                 from None
         except (SSHException, OSError, EOFError) as exc:
@@ -218,6 +233,7 @@ class SSHChannel(Channel):
 
     # -- files ------------------------------------------------------------------------------
 
+    @_serialized
     def push_file(self, source: str, dest_dir: str) -> str:
         """Copy the local ``source`` into ``dest_dir`` on the host (created if missing),
         keeping its permission bits. Returns the remote path.
@@ -243,6 +259,7 @@ class SSHChannel(Channel):
                 from None
         return dest
 
+    @_serialized
     def pull_file(self, remote_source: str, local_dir: str) -> str:
         """Copy ``remote_source`` from the host into the local ``local_dir`` (created if
         missing), keeping its permission bits. Returns the local path.
@@ -267,6 +284,7 @@ class SSHChannel(Channel):
                                                 f"to {local_dir}: {_describe(exc)}") from None
         return local
 
+    @_serialized
     def makedirs(self, path: str, mode: int = 0o700, exist_ok: bool = True) -> None:
         """Create ``path`` and its parents on the host (see :class:`Channel`).
 
@@ -324,6 +342,7 @@ class SSHChannel(Channel):
             finally:
                 _abandon(conn)
 
+    @_serialized
     def close(self) -> None:
         """Close the SSH connection. Safe to call twice; a later command reconnects."""
         if self._conn is not None:
