@@ -19,6 +19,17 @@ class _OverridesLauncher(Launcher):
     def __repr__(self):
         return f"{type(self).__name__}(overrides={self.overrides!r})"
 
+    def _one_step(self, command: str, count: int, exports: dict, starter: tuple,
+                  shell: str) -> str:
+        """The script that runs every copy as one step of ``starter`` (its program and
+        arguments), the overrides after them, then ``shell -c "$CMD"``."""
+        return (
+            _script.preamble(self.debug, count, exports)
+            + _script.command_variable(command)
+            + _script.command_line(*starter, self.overrides, f'{shell} -c "$CMD"')
+            + _script.done(self.debug, "Done")
+        )
+
 
 class SrunLauncher(_OverridesLauncher):
     """Run ``tasks_per_node`` copies on each of the allocation's ``nodes_per_block`` nodes as
@@ -31,14 +42,8 @@ class SrunLauncher(_OverridesLauncher):
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int) -> str:
         count = tasks_per_node * nodes_per_block
-        return (
-            _script.preamble(self.debug, count, _SLURM)
-            + _script.command_variable(command)
-            + _script.command_line("srun", f"--ntasks={count}",
-                                   f"--ntasks-per-node={tasks_per_node}", "-l",
-                                   self.overrides, 'bash -c "$CMD"')
-            + _script.done(self.debug, "Done")
-        )
+        return self._one_step(command, count, _SLURM, ("srun", f"--ntasks={count}",
+                              f"--ntasks-per-node={tasks_per_node}", "-l"), "bash")
 
 
 class SrunMPILauncher(_OverridesLauncher):
@@ -93,13 +98,8 @@ class AprunLauncher(_OverridesLauncher):
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int) -> str:
         count = tasks_per_node * nodes_per_block
-        return (
-            _script.preamble(self.debug, count, {})
-            + _script.command_variable(command)
-            + _script.command_line("aprun", f"-n {count}", f"-N {tasks_per_node}",
-                                   self.overrides, '/bin/bash -c "$CMD"')
-            + _script.done(self.debug, "Done")
-        )
+        return self._one_step(command, count, {},
+                              ("aprun", f"-n {count}", f"-N {tasks_per_node}"), "/bin/bash")
 
 
 class JsrunLauncher(_OverridesLauncher):
@@ -112,10 +112,5 @@ class JsrunLauncher(_OverridesLauncher):
 
     def __call__(self, command: str, tasks_per_node: int, nodes_per_block: int) -> str:
         count = tasks_per_node * nodes_per_block
-        return (
-            _script.preamble(self.debug, count, {})
-            + _script.command_variable(command)
-            + _script.command_line("jsrun", f"-n {count}", f"-r {tasks_per_node}",
-                                   self.overrides, '/bin/bash -c "$CMD"')
-            + _script.done(self.debug, "Done")
-        )
+        return self._one_step(command, count, {},
+                              ("jsrun", f"-n {count}", f"-r {tasks_per_node}"), "/bin/bash")
