@@ -40,6 +40,11 @@ class CheckpointStore:
         self._db: Optional[sqlite3.Connection] = None
         self._closed = False
 
+    def __contains__(self, hashsum: str) -> bool:
+        """Whether this run already took an entry for ``hashsum``."""
+        with self._lock:
+            return hashsum in self._added
+
     def add(self, hashsum: str, pickled_result: bytes, task_id: int, func_name: str,
             finished: float) -> None:
         with self._lock:

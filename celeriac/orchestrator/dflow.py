@@ -368,15 +368,17 @@ class DataFlowKernel:
         mode = self.config.checkpoint_mode
         if mode is None:
             return
-        import cloudpickle
-        try:
-            pickled = cloudpickle.dumps(result)
-        except Exception as e:
-            logger.warning("task %s (%s): result not checkpointed, it cannot be pickled: %r",
-                           record.id, record.func_name, e)
-            return
-        self._checkpoints.add(record.hashsum, pickled, record.id, record.func_name,
-                              record.time_returned)
+        # A memo hit on this run's own result is in the store already: not pickled again.
+        if record.hashsum not in self._checkpoints:
+            import cloudpickle
+            try:
+                pickled = cloudpickle.dumps(result)
+            except Exception as e:
+                logger.warning("task %s (%s): result not checkpointed, it cannot be pickled: "
+                               "%r", record.id, record.func_name, e)
+                return
+            self._checkpoints.add(record.hashsum, pickled, record.id, record.func_name,
+                                  record.time_returned)
         if mode == "task_exit":  # durable before the future resolves
             self._flush_checkpoints()
 

@@ -198,9 +198,6 @@ class MemoTable:
         self._pickled: dict[str, bytes] = dict(loaded or {})
         self._futures: dict[str, Future] = {}
 
-    def __len__(self):
-        return len(self._pickled.keys() | self._futures.keys())
-
     def claim(self, key: str, future: Future):
         """Look ``key`` up for a task whose future is ``future``.
 
@@ -230,9 +227,9 @@ class MemoTable:
             return self.claim(key, future)
 
     def release(self, key: str, future: Future) -> None:
-        """The owner of ``key`` finished. A failure frees the key for the next identical call."""
+        """The owner of ``key`` failed: the key is free for the next identical call."""
         with self._lock:
-            if self._futures.get(key) is future and not _succeeded(future):
+            if self._futures.get(key) is future:
                 del self._futures[key]
 
 

@@ -240,16 +240,17 @@ class CeleryExecutor(Executor):
                 started.append(job_id)
         return started
 
-    def scale_in(self, block_ids, again: bool = False) -> list:
+    def scale_in(self, block_ids) -> list:
         """Cancel these blocks through the provider; returns the provider's answers.
 
         A block counts as cancelled only once the provider accepted the cancel; a refusal
-        (scheduler or channel down) is logged, and the block is cancelled again later
-        (``again`` also retries blocks already cancelled, as shutdown does)."""
+        (scheduler or channel down) is logged, and the block is cancelled again later.
+        Blocks that ended are skipped, except FAILED ones: they may still sit in the queue in
+        an error state (Grid Engine's Eqw, Slurm's SPECIAL_EXIT)."""
         with self._lock:
-            records = [self._records[b] for b in block_ids
-                       if b in self._records and (again or not self._records[b].cancelled)
-                       and (not self._records[b].ended or _may_be_queued(self._records[b]))]
+            records = [r for r in (self._records.get(b) for b in block_ids)
+                       if r is not None and not r.cancelled
+                       and (not r.ended or r.state is JobState.FAILED)]
             if not records:
                 return []
             logger.info("executor %s: cancelling blocks %s", self.label,
@@ -382,7 +383,7 @@ class CeleryExecutor(Executor):
                 f"cannot run. The last, block {block}: {why}"))
             self._link.fail_all(self._broken, queue=self.queue)
             # nothing will run here any more: give back the blocks still queued or running
-            self.scale_in([r.id for r in self._records.values() if not r.ended])
+            self.scale_in(list(self._records))
 
     def _load(self, now: float) -> Load:
         outstanding = self._link.outstanding(self.queue)
@@ -430,15 +431,9 @@ class CeleryExecutor(Executor):
         if self._loop is not None:
             self._loop.stop()
         with self._lock:
-            left = [b for b, r in self._records.items() if not r.ended or _may_be_queued(r)]
+            left = list(self._records)
         if left:
-            self.scale_in(left, again=True)
-
-
-def _may_be_queued(record: BlockRecord) -> bool:
-    """A block the scheduler called FAILED may still sit in its queue in an error state
-    (Grid Engine's Eqw, Slurm's SPECIAL_EXIT): it is cancelled all the same."""
-    return record.state is JobState.FAILED and not record.cancelled
+            self.scale_in(left)
 
 
 def _import_path() -> str:
