@@ -1,5 +1,6 @@
 """Session fixtures that start real services (Slurm, Grid Engine, a private sshd) with the
-scripts under ``tests/scripts``, and stop them at the end of the session if they started them.
+scripts under ``tests/scripts``, and stop them at the end of the session if they started them;
+plus Flower for one run, and a look for processes a run left behind.
 
 Slurm runs as a private two-node cluster (its own slurm.conf, ports 6827/6828, state under
 /var/lib/celeriac-slurm-test) so that it never disturbs, nor is disturbed by, another Slurm on
@@ -9,12 +10,17 @@ has one qmaster per machine, so its fixture reuses a running one.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
 import subprocess
+import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from celeriac.channels import SSHChannel
@@ -117,3 +123,37 @@ def sshd():
                str(SSHD_DIR / "known_hosts"))
     if "already running" not in up.stdout:
         subprocess.run(["bash", str(SCRIPTS / "stop_sshd.sh")], env=env, timeout=60)
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.load(resp)
+
+
+@contextlib.contextmanager
+def flower(run_file: str):
+    """``celeriac flower`` for the run of ``run_file``; yields its base URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celeriac", "flower", "--run-file", run_file,
+         "--port", str(port)], env=dict(os.environ, FLOWER_UNAUTHENTICATED_API="true"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def processes_mentioning(text: str) -> list:
+    """Every process on the machine with ``text`` in its command line."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(text in part for part in p.info["cmdline"] or []):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found

@@ -8,18 +8,14 @@ sshd on 127.0.0.1:2222. Workers on node 2 reach the broker through the namespace
 broker listens there too (``EmbeddedRedis(host=...)``), password-protected.
 """
 
-import json
 import os
-import socket
 import stat
 import subprocess
 import sys
 import time
-import urllib.request
 
-import psutil
 import pytest
-from services import SLURM_ENV
+from services import SLURM_ENV, flower, get_json, processes_mentioning
 
 import celeriac
 from celeriac import Config, python_app
@@ -41,17 +37,6 @@ def where(seconds):
     return socket.gethostname()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)
-
-
 def poll(what, check, timeout):
     """Call ``check()`` until it returns something true; fail naming ``what`` after timeout."""
     deadline = time.monotonic() + timeout
@@ -67,17 +52,6 @@ def poll(what, check, timeout):
         time.sleep(0.5)
 
 
-def processes_reading(path):
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(path in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 @pytest.mark.timeout(240)
 def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
         slurm, sshd, tmp_path):
@@ -91,7 +65,6 @@ def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
         worker_init=f"export PATH={os.path.dirname(sys.executable)}:$PATH PYTHONPATH={HERE}",
         channel=sshd.channel(envs={"SLURM_CONF": slurm.env["SLURM_CONF"]},
                              script_dir=remote_dir))
-    flower = None
     dfk = celeriac.load(Config(
         [CeleryExecutor(label="cluster", max_workers_per_node=1, provider=provider,
                         worker_start_timeout=90)],
@@ -102,36 +75,27 @@ def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
         assert stat.S_IMODE(os.stat(os.path.dirname(run_file)).st_mode) == 0o700
         assert provider.channel.connections_opened == 1       # sbatch went through SSH
 
-        port = free_port()
-        flower = subprocess.Popen(
-            [sys.executable, "-m", "celeriac", "flower", "--run-file", dfk._context.run_file,
-             "--port", str(port)], env=dict(os.environ, FLOWER_UNAUTHENTICATED_API="true"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
+        with flower(dfk._context.run_file) as base:
+            def workers_on_both_nodes():
+                names = get_json(f"{base}/api/workers?refresh=1")
+                hosts = {name.rsplit("@", 1)[1] for name in names if name.startswith("celeriac-")}
+                return hosts if hosts == set(slurm.nodes) else None
 
-        def workers_on_both_nodes():
-            names = get_json(f"{base}/api/workers?refresh=1")
-            hosts = {name.rsplit("@", 1)[1] for name in names if name.startswith("celeriac-")}
-            return hosts if hosts == set(slurm.nodes) else None
+            poll("a worker on each node appearing in Flower", workers_on_both_nodes, 120)
 
-        poll("a worker on each node appearing in Flower", workers_on_both_nodes, 120)
+            hosts = [f.result(timeout=60) for f in [where(0.3) for _ in range(12)]]
+            assert set(hosts) == set(slurm.nodes)
 
-        hosts = [f.result(timeout=60) for f in [where(0.3) for _ in range(12)]]
-        assert set(hosts) == set(slurm.nodes)
+            def tasks_listed():
+                done = [t for t in get_json(f"{base}/api/tasks").values()
+                        if t.get("name") == "where" and t.get("state") == "SUCCESS"]
+                return len(done) >= 1
 
-        def tasks_listed():
-            done = [t for t in get_json(f"{base}/api/tasks").values()
-                    if t.get("name") == "where" and t.get("state") == "SUCCESS"]
-            return len(done) >= 1
-
-        poll("the tasks appearing in Flower under their app's name", tasks_listed, 60)
+            poll("the tasks appearing in Flower under their app's name", tasks_listed, 60)
         [job_id] = dfk.executors["cluster"].blocks.values()
     finally:
         dfk.cleanup()
         celeriac.clear()
-        if flower is not None:
-            flower.terminate()
-            flower.wait(timeout=30)
         broker.stop()
     # Cleanup cancelled the block through the SSH channel; its workers are gone on both nodes.
     def slurm_state():
@@ -141,4 +105,4 @@ def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
         return out if out == "CANCELLED" else None
 
     poll("the block's job ending as CANCELLED in squeue", slurm_state, 60)
-    poll("the block's workers exiting", lambda: not processes_reading(run_file), 60)
+    poll("the block's workers exiting", lambda: not processes_mentioning(run_file), 60)

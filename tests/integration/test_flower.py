@@ -1,14 +1,10 @@
 """Flower, started with `celeriac flower`, lists each task under its app's name."""
 
-import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
+from services import flower, get_json
 
 from celeriac import python_app
 
@@ -27,27 +23,9 @@ def odd_only(x):
     return x
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url):
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.load(resp)
-
-
 @pytest.mark.timeout(120)
 def test_flower_sees_tasks_by_app_name(dfk):
-    port = free_port()
-    flower = subprocess.Popen(
-        [sys.executable, "-m", "celeriac", "flower", "--run-file",
-         os.path.join(dfk.run_dir, "worker.json"), "--port", str(port)],
-        env=dict(os.environ, FLOWER_UNAUTHENTICATED_API="true"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with flower(os.path.join(dfk.run_dir, "worker.json")) as base:
         deadline = time.monotonic() + 60
         workers = {}
         while time.monotonic() < deadline and not workers:
@@ -81,6 +59,3 @@ def test_flower_sees_tasks_by_app_name(dfk):
             time.sleep(0.5)
         assert packed and all(t["state"] == "FAILURE" for t in packed), packed
         assert "calls failed" in packed[0]["exception"]
-    finally:
-        flower.terminate()
-        flower.wait(timeout=30)

@@ -5,8 +5,8 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
+from services import processes_mentioning
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +25,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def started_for(run_dir):
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(run_dir in part for part in p.info["cmdline"] or []):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 @pytest.mark.timeout(90)
 def test_sigkill_of_the_orchestrator_leaves_no_worker_or_broker(tmp_path):
     run_dir = str(tmp_path / "runs")
@@ -43,9 +32,9 @@ def test_sigkill_of_the_orchestrator_leaves_no_worker_or_broker(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == -9 and proc.stdout.strip() == "42", proc.stderr
     deadline = time.monotonic() + 20
-    while started_for(run_dir) and time.monotonic() < deadline:
+    while processes_mentioning(run_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
-    leftover = started_for(run_dir)
+    leftover = processes_mentioning(run_dir)
     for p in leftover:
         p.kill()
     assert not leftover, [p.info["cmdline"] for p in leftover]
