@@ -106,3 +106,4 @@ def test_slurm_block_over_ssh_with_srun_runs_on_both_nodes_and_is_cancelled(
 
     poll("the block's job ending as CANCELLED in squeue", slurm_state, 60)
     poll("the block's workers exiting", lambda: not processes_mentioning(run_file), 60)
+    assert provider.channel._conn is None  # cleanup closed the SSH connection

@@ -423,7 +423,8 @@ class CeleryExecutor(Executor):
         return self._link.submit(self.queue, func, call)
 
     def shutdown(self) -> None:
-        """Stop scaling and cancel every block this executor started. Idempotent."""
+        """Stop scaling, cancel every block this executor started, and close the provider's
+        channel (an SSH connection must not outlive the run). Idempotent."""
         with self._lock:
             if self._shut:
                 return
@@ -434,6 +435,8 @@ class CeleryExecutor(Executor):
             left = list(self._records)
         if left:
             self.scale_in(left)
+        if self._channel is not None:
+            self._channel.close()
 
 
 def _import_path() -> str:
