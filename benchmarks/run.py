@@ -170,7 +170,8 @@ def table(records, system_names, workload_names):
 
 def header():
     return (f"date {datetime.datetime.now().isoformat(timespec='seconds')}   "
-            f"machine: {platform.node()}, nproc={os.cpu_count()}, python {platform.python_version()}")
+            f"machine: {platform.node()}, nproc={os.cpu_count()}, "
+            f"python {platform.python_version()}")
 
 
 def run_benchmarks(args):

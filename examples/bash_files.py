@@ -25,7 +25,8 @@ def total(inputs=(), stdout=celeriac.AUTO_LOGNAME):
 if __name__ == "__main__":
     workdir = tempfile.mkdtemp()
     with celeriac.load():
-        outs = [generate(outputs=[File(os.path.join(workdir, f"random-{i}.txt"))]) for i in range(5)]
+        outs = [generate(outputs=[File(os.path.join(workdir, f"random-{i}.txt"))])
+                for i in range(5)]
         cc = concat(inputs=[o.outputs[0] for o in outs],
                     outputs=[File(os.path.join(workdir, "all.txt"))])
         t = total(inputs=[cc.outputs[0]])

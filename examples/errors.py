@@ -1,4 +1,11 @@
-"""Parsl's error handling: a failed app raises at result(); its dependents fail without running."""
+"""Parsl's error handling: a failed app raises at result(); its dependents fail without running.
+
+The exception is the app's own, raised again here; its ``__cause__`` is the traceback from the
+worker, naming this file, the line that failed and its source.
+"""
+
+import sys
+import traceback
 
 import celeriac
 from celeriac import bash_app, python_app
@@ -26,6 +33,7 @@ if __name__ == "__main__":
             divide(1, 0).result()
         except ZeroDivisionError as e:
             print("caught:", repr(e))
+            traceback.print_exception(e, file=sys.stderr)
 
         try:
             plus_one(divide(1, 0)).result()

@@ -8,16 +8,26 @@ checked against the run's key. Frames on the wire::
 
 A notice lets a worker that holds the wrong key say so (it cannot sign), without the
 orchestrator ever unpickling unsigned bytes.
+
+Code pickled by value (apps defined in ``__main__``, a script, a notebook cell) keeps its file
+name and carries the source lines it spans, which the receiving process registers in
+``linecache``: a traceback raised there names the user's file, function and line and shows the
+line, even where that file does not exist. (cloudpickle >= 3.1.3 renames every such code
+object ``<dynamic-code>``.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
+import linecache
 import os
 import pickle
 import secrets
+import types
+from collections import ChainMap
 
 import cloudpickle
 
@@ -70,10 +80,50 @@ def verify(key: bytes, frame: bytes) -> bytes:
     return data
 
 
+_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code: types.CodeType):
+    """cloudpickle's reduction of ``code``, plus its file name and the source lines it spans."""
+    make, args = _cloudpickle_code_reduce(code)
+    filename = code.co_filename
+    last = max((line for _, _, line in code.co_lines() if line is not None),
+               default=code.co_firstlineno)
+    lines = linecache.getlines(filename)[code.co_firstlineno - 1:last]
+    return _rebuild_code, (make, args, filename, code.co_firstlineno, lines)
+
+
+def _rebuild_code(make, args, filename: str, first: int, lines: list) -> types.CodeType:
+    """The inverse of :func:`_reduce_code` (runs in the process that unpickles)."""
+    if lines:
+        _remember_source(filename, first, lines)
+    return make(*args).replace(co_filename=filename)
+
+
+def _remember_source(filename: str, first: int, lines: list) -> None:
+    """Put ``lines`` (starting at line ``first``) of ``filename`` into ``linecache``.
+
+    What the sender ran wins over this machine's copy of the file, if it has one; the rest of
+    that copy is kept. An entry with no modification time is never dropped by ``checkcache``.
+    """
+    known = list(linecache.getlines(filename))
+    if len(known) < first - 1 + len(lines):
+        known.extend(["\n"] * (first - 1 + len(lines) - len(known)))
+    known[first - 1:first - 1 + len(lines)] = lines
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+
+
+class _Pickler(cloudpickle.Pickler):
+    dispatch_table = ChainMap({types.CodeType: _reduce_code},
+                              *cloudpickle.Pickler.dispatch_table.maps)
+
+
 def dumps(obj, what: str = "object") -> bytes:
     """cloudpickle ``obj``, turning any failure into a SerializationError that says what."""
     try:
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        with io.BytesIO() as out:
+            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+            return out.getvalue()
     except Exception as e:
         raise SerializationError(
             f"could not serialize the {what}: {type(e).__name__}: {e}. Arguments and results "

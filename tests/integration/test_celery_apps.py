@@ -2,6 +2,7 @@
 kills a call stuck in C, serialization errors, packing short calls into shared messages.
 (What every executor does is in test_executor_conformance.py.)"""
 
+import linecache
 import os
 import threading
 import time
@@ -55,7 +56,27 @@ def test_remote_traceback_is_the_cause(dfk):
         fail("boom").result(timeout=60)
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
-    assert "in fail" in str(cause) and "raise CustomError(msg)" in str(cause)
+    # The worker's frames name this file, the function and the line, and show its source.
+    line = fail.func.__code__.co_firstlineno + 2
+    assert f'File "{__file__}", line {line}, in fail\n    raise CustomError(msg)' in str(cause)
+    assert "<dynamic-code>" not in str(cause)
+
+
+def test_a_notebook_cells_app_fails_with_the_cells_name_line_and_source(dfk, monkeypatch):
+    # As IPython/Jupyter do: a cell is compiled under a name of its own and its source is put
+    # in the orchestrator's linecache only; no worker has a file of that name.
+    cell, source = "<ipython-input-4-cafe>", (
+        "from celeriac import python_app\n"
+        "\n"
+        "@python_app\n"
+        "def ratio(a, b):\n"
+        "    return a / b\n")
+    monkeypatch.setitem(linecache.cache, cell, (len(source), None, source.splitlines(True), cell))
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, cell, "exec"), namespace)
+    with pytest.raises(ZeroDivisionError) as info:
+        namespace["ratio"](1, 0).result(timeout=60)
+    assert f'File "{cell}", line 5, in ratio\n    return a / b' in str(info.value.__cause__)
 
 
 def test_task_runs_on_a_celery_worker_process_named_for_the_executor(dfk):

@@ -12,11 +12,11 @@ pytestmark = pytest.mark.integration
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
 
 
-def run_example(name, cwd):
+def run_example(name, cwd, stderr=False):
     proc = subprocess.run([sys.executable, os.path.abspath(os.path.join(EXAMPLES, name))],
                           cwd=cwd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return (proc.stdout, proc.stderr) if stderr else proc.stdout
 
 
 def test_quickstart(tmp_path):
@@ -43,7 +43,17 @@ def test_bash_apps_passing_files(tmp_path):
 
 
 def test_error_handling(tmp_path):
-    out = run_example("errors.py", tmp_path).splitlines()
-    assert out == ["caught: ZeroDivisionError('division by zero')",
-                   "dependency failed: ZeroDivisionError",
-                   "bash exit code: 3"]
+    out, err = run_example("errors.py", tmp_path, stderr=True)
+    assert out.splitlines() == ["caught: ZeroDivisionError('division by zero')",
+                                "dependency failed: ZeroDivisionError",
+                                "bash exit code: 3"]
+    # The app is defined in the script's __main__: the worker's traceback names the script,
+    # the function and the line, and shows its source.
+    script = os.path.abspath(os.path.join(EXAMPLES, "errors.py"))
+    line = _line_of(script, "    return a / b")
+    assert f'File "{script}", line {line}, in divide\n    return a / b\n' in err, err
+
+
+def _line_of(path, text):
+    with open(path) as fh:
+        return next(i for i, line in enumerate(fh, 1) if line.rstrip("\n") == text)

@@ -59,3 +59,16 @@ def test_flower_sees_tasks_by_app_name(dfk):
             time.sleep(0.5)
         assert packed and all(t["state"] == "FAILURE" for t in packed), packed
         assert "calls failed" in packed[0]["exception"]
+
+        # A failing call's traceback in Flower names this file, the line and its source.
+        odd_only(2).exception(timeout=60)
+        failed = []
+        while time.monotonic() < deadline and not failed:
+            failed = [t for t in get_json(f"{base}/api/tasks").values()
+                      if t.get("name") == "odd_only" and t.get("state") == "FAILURE"
+                      and t.get("args") == "(2,)"]
+            time.sleep(0.5)
+        assert failed, "Flower never showed odd_only(2) as failed"
+        line = odd_only.func.__code__.co_firstlineno + 3
+        assert (f'File "{__file__}", line {line}, in odd_only\n'
+                '    raise ValueError(f"{x} is even")') in failed[0]["traceback"], failed[0]

@@ -1,6 +1,10 @@
 """Signed payloads: nothing is unpickled before its signature checks out."""
 
+import linecache
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 
 import pytest
@@ -138,3 +142,73 @@ def test_empty_key_file_is_refused(tmp_path):
     path.write_bytes(b"\n")
     with pytest.raises(UntrustedPayload):
         payload.load_key(str(path))
+
+
+# A "notebook cell": source that exists only in this process's linecache, as IPython does it.
+CELL = "<notebook-cell-7>"
+CELL_SOURCE = textwrap.dedent("""\
+    def helper(x):
+        return 1 / x
+
+    def divide(x):
+        y = x - x
+        return helper(y)
+    """)
+
+# Unpickles a function from stdin in a fresh interpreter (no such file, nothing in its
+# linecache), calls it and prints the traceback, as a worker on another machine would.
+RUN_ELSEWHERE = textwrap.dedent("""\
+    import pickle, sys, traceback
+    func = pickle.loads(sys.stdin.buffer.read())
+    try:
+        func(3)
+    except ZeroDivisionError:
+        traceback.print_exc(file=sys.stdout)
+    """)
+
+
+def _traceback_elsewhere(func) -> str:
+    done = subprocess.run([sys.executable, "-c", RUN_ELSEWHERE], input=payload.dumps(func),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
+
+
+def _define(source: str, filename: str):
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace["divide"]
+
+
+def test_a_function_pickled_by_value_fails_elsewhere_with_its_file_line_and_source(monkeypatch):
+    monkeypatch.setitem(linecache.cache, CELL,
+                        (len(CELL_SOURCE), None, CELL_SOURCE.splitlines(True), CELL))
+    text = _traceback_elsewhere(_define(CELL_SOURCE, CELL))
+    assert f'File "{CELL}", line 6, in divide\n    return helper(y)' in text, text
+    assert f'File "{CELL}", line 2, in helper\n    return 1 / x' in text, text
+    assert "<dynamic-code>" not in text
+
+
+def test_a_script_missing_where_it_runs_still_shows_the_lines_that_failed(tmp_path):
+    script = tmp_path / "analysis.py"
+    script.write_text("# an analysis script\n\n" + CELL_SOURCE)
+    func = _define(script.read_text(), str(script))
+    linecache.checkcache()
+    data = payload.dumps(func)
+    script.unlink()  # the worker's machine does not have the file
+    linecache.clearcache()
+    done = subprocess.run([sys.executable, "-c", RUN_ELSEWHERE], input=data,
+                          capture_output=True, timeout=60)
+    text = done.stdout.decode()
+    assert f'File "{script}", line 8, in divide\n    return helper(y)' in text, text
+    assert f'File "{script}", line 4, in helper\n    return 1 / x' in text, text
+
+
+def test_carried_source_lines_do_not_hide_the_rest_of_a_file_the_worker_has(tmp_path):
+    script = tmp_path / "both.py"
+    script.write_text("FIRST = 1\n" + CELL_SOURCE + "LAST = 2\n")
+    func = pickle.loads(payload.dumps(_define(script.read_text(), str(script))))
+    assert linecache.getline(str(script), 1) == "FIRST = 1\n"
+    assert linecache.getline(str(script), 7) == "    return helper(y)\n"
+    assert linecache.getline(str(script), 8) == "LAST = 2\n"
+    assert func.__code__.co_filename == str(script)

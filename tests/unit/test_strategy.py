@@ -138,8 +138,8 @@ def test_a_block_started_for_tasks_is_never_cancelled_while_they_wait():
     assert submitted == [0] and len(bl) == 1
 
 
-@pytest.mark.parametrize("outstanding, slots, pend, idle_for", itertools.product(
-    [0, 1, 3, 50], [0, 2], [0, 1, 2], [0, 30, 61, 10_000]))
+@pytest.mark.parametrize("outstanding, slots, pend, idle_for", list(itertools.product(
+    [0, 1, 3, 50], [0, 2], [0, 1, 2], [0, 30, 61, 10_000])))
 def test_one_decision_never_both_scales_out_and_in(outstanding, slots, pend, idle_for):
     load = Load(outstanding, blocks((RUN, slots, 0), *[(PEND, 0, 0)] * pend),
                 slots_per_node=2, idle_since=0, now=idle_for)
