@@ -243,3 +243,30 @@ def test_worker_with_the_wrong_key_fails_the_task_clearly_and_leaves(dfk, run, t
     # The next task runs on a worker with the right key.
     futs = {9: triple(ledger.dir, 9)}
     assert _finish(dfk, ledger, futs) == Figures(1, 1, 0, 0, 0)
+
+
+@pytest.mark.timeout(180)
+def test_revoke_broadcast_decides_nothing(dfk, run, tmp_path):
+    """Remote control is open to any broker client: a revoke must not end a task."""
+    from celery import Celery
+    ledger = Ledger(tmp_path)
+    futs = {10: triple(ledger.dir, 10)}
+    attacker = Celery(broker=run.broker_url)
+    client = redis.Redis.from_url(run.broker_url)
+    try:
+        byhand = queue_name(run.run_id, "byhand")
+        genuine = _queued(client, byhand, 10)
+        task_id = json.loads(genuine)["headers"]["id"]
+        deadline = time.monotonic() + 60
+        while not attacker.control.ping(timeout=1) and time.monotonic() < deadline:
+            pass  # the local worker is starting: a broadcast reaches only live workers
+        assert attacker.control.revoke(task_id, reply=True, timeout=3)
+        assert client.lrem(byhand, 1, genuine) == 1  # moved to a queue with a live worker
+        message = json.loads(genuine)
+        local = queue_name(run.run_id, "local")
+        message["properties"]["delivery_info"]["routing_key"] = local
+        client.lpush(local, json.dumps(message))
+        assert ledger.figures(futs, {10: 30}, timeout=60) == Figures(1, 1, 0, 0, 0)
+    finally:
+        attacker.close()
+        client.close()
