@@ -36,7 +36,7 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import recovery
-from celeriac.workers import payload
+from celeriac.workers import deaths, payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
 from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
@@ -334,7 +334,7 @@ class CeleryLink:
             return UntrustedPayload(
                 f"{said}, and left without running it. Workers must be started with this "
                 "run's key (celeriac worker --run-file <run_dir>/worker.json, or CELERIAC_KEY)")
-        return WorkerLost(why)
+        return WorkerLost(deaths.explain(self._send_client, task_id) or why)
 
     def _complete(self, task_id, result=None, exception=None, runtime=None) -> None:
         self._refusals.pop(task_id, None)

@@ -165,24 +165,33 @@ def _run_forked(func, call: Call):
                 chunks.append(chunk)
     finally:
         os.close(rfd)
-        _reap(pid)
+        status = _reap(pid)
     if not chunks:
+        from celeriac.workers.deaths import describe
+        how = "" if status is None else f": {describe(os.waitstatus_to_exitcode(status))}"
         raise AppFailed(Failure(RuntimeError(
-            f"[{call.name}] the process running the app died without a result "
-            "(killed, out of memory, or it called os._exit)"), ""))
+            f"[{call.name}] the process running the app (forked for its walltime) ended "
+            f"without a result{how}"), ""))
     ok, value = pickle.loads(b"".join(chunks))
     if ok:
         return value
     raise AppFailed(value)
 
 
-def _reap(pid: int) -> None:
-    """Kill the child's process group if it is still there, and collect it."""
+def _reap(pid: int) -> int | None:
+    """Kill the child's process group if it is still there, collect it, and return its
+    wait status (None if it was already collected)."""
+    try:  # a child that has exited already keeps the status it exited with
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+    except ChildProcessError:
+        return None
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     try:
-        os.waitpid(pid, 0)
+        return os.waitpid(pid, 0)[1]
     except ChildProcessError:
-        pass
+        return None

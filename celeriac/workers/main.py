@@ -74,6 +74,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     seen and no task has run for that many seconds. A worker that dies when ``key`` is not
     the run's key stops them all (exit code 2): the others would only die the same way.
     """
+    from celeriac.workers import deaths
     from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
     from celeriac.workers.refusal import key_matches_run
@@ -125,6 +126,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         for i, (proc, started, name) in list(children.items()):
             if proc.poll() is None or stopping:
                 continue
+            beat.read(name, pipes[name])  # what it wrote before it died
+            deaths.record(client, name, proc.returncode, beat.running.get(name, ()))
             quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT else 0
             if key is not None and key_matches_run(client, key, run_id) is False:
                 logger.error("worker %s exited, and the signing key given to `celeriac worker` "
@@ -137,7 +140,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
                              proc.returncode)
                 stop(signal.SIGTERM, None)
                 return 1
-            logger.warning("worker %s exited with %s; restarting it", name, proc.returncode)
+            logger.warning("worker %s %s; restarting it", name,
+                           deaths.describe(proc.returncode))
             os.close(pipes.pop(name))
             start(i)
         if not alive and stopping:
