@@ -130,7 +130,8 @@ def _worker(args) -> int:
     print(f"celeriac worker: {placement.count} worker processes for {info['queue']}",
           file=sys.stderr, flush=True)
     return supervise(placement.count, lambda i, gen: child_command(args, i, gen, placement),
-                     env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout)
+                     env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
+                     key=key)
 
 
 def _flower(args) -> int:

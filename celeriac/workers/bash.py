@@ -14,7 +14,7 @@ from celeriac.errors import (
     BashExitFailure,
     MissingOutputs,
 )
-from celeriac.workers.execute import AppFailed, Call, Failure
+from celeriac.workers.execute import AppFailed, Call, Failure, stops_the_worker
 
 
 def run_bash(func, call: Call) -> int:
@@ -28,7 +28,9 @@ def run_bash(func, call: Call) -> int:
     try:
         command = func(*call.args, **call.kwargs)
     except BaseException as e:
-        raise AppFailed(Failure.capture(e, skip_frames=1)) from None
+        if stops_the_worker(e):
+            raise
+        raise AppFailed(Failure.capture(e, skip_frames=1, app_name=call.name)) from None
     if not isinstance(command, str):
         raise AppFailed(Failure(BashAppNoReturn(
             f"bash_app {call.name} must return the command line as a str, "

@@ -21,6 +21,7 @@ EXAMPLES = {
     "DependencyError": lambda cls: cls([(ValueError("up"), 3), (KeyError("k"), None)], 5),
     "JoinError": lambda cls: cls([(RuntimeError("inner"), 8)], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),
+    "AppExited": lambda cls: cls("poison", "called sys.exit(3)", 3),
     "MissingOutputs": lambda cls: cls("exited 0 without them", ["/tmp/a", "/tmp/b"]),
     "RemoteTraceback": lambda cls: cls("Traceback (most recent call last):\n  ...\nValueError: x"),
 }
@@ -64,7 +65,7 @@ def test_remote_traceback_is_not_a_celeriac_error():
 
 
 @pytest.mark.parametrize("name", ["AppTimeout", "BashExitFailure", "BashAppNoReturn",
-                                  "BadStdStreamFile", "MissingOutputs"])
+                                  "BadStdStreamFile", "MissingOutputs", "AppExited"])
 def test_app_detected_failures_are_app_exceptions(name):
     assert issubclass(getattr(errors, name), errors.AppException)
 

@@ -55,7 +55,7 @@ def test_errors_module_exports():
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
         "WorkerLost", "DependencyError", "JoinError", "AppException", "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
-        "RemoteTraceback",
+        "AppExited", "RemoteTraceback",
     ]
 
 

@@ -7,7 +7,7 @@ import concurrent.futures as cf
 import threading
 from concurrent.futures import Future
 
-from celeriac.errors import AppTimeout, SubmitException
+from celeriac.errors import AppExited, AppTimeout, RemoteTraceback, SubmitException
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.workers.execute import AppFailed, Call, run_call
 
@@ -71,7 +71,10 @@ def _run_local(func, call: Call):
     try:
         return run_call(func, call, isolate_walltime=False)
     except AppFailed as e:
-        raise e.failure.exception from None
+        exc = e.failure.exception
+        if isinstance(exc, AppExited):  # stands for a SystemExit etc.: keep where it was raised
+            raise exc from RemoteTraceback(e.failure.traceback)
+        raise exc from None
 
 
 def _settle(fut: Future, result, exc) -> None:
