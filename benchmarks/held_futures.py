@@ -39,16 +39,18 @@ def _config(executor: str, run_dir: str) -> Config:
     return Config(run_dir=run_dir)  # the embedded default: Redis + one worker per core
 
 
-def measure(executor: str, tasks: int, top: int) -> dict:
-    """Bytes still allocated per held finished future, and the top allocation sites."""
+def measure(executor: str, tasks: int, top: int, trace: bool = True) -> dict:
+    """Bytes still allocated per held finished future, and the top allocation sites
+    (``trace=False``: RSS growth only, without tracemalloc's own overhead)."""
     with tempfile.TemporaryDirectory() as tmp, \
             celeriac.load(_config(executor, os.path.join(tmp, "runinfo"))):
         for f in [noop() for _ in range(200)]:  # warm up: imports, connections, workers
             f.result(timeout=120)
         gc.collect()
         rss0 = psutil.Process().memory_info().rss
-        tracemalloc.start(1)
-        before = tracemalloc.take_snapshot()
+        if trace:
+            tracemalloc.start(1)
+            before = tracemalloc.take_snapshot()
         t0 = time.perf_counter()
         held = [noop() for _ in range(tasks)]
         for f in held:
@@ -56,10 +58,12 @@ def measure(executor: str, tasks: int, top: int) -> dict:
         elapsed = time.perf_counter() - t0
         time.sleep(1)  # let the last callbacks and the sender's batches finish
         gc.collect()
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
         rss1 = psutil.Process().memory_info().rss
-        stats = after.compare_to(before, "lineno")
+        stats = []
+        if trace:
+            after = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            stats = after.compare_to(before, "lineno")
         grown = sum(s.size_diff for s in stats)
         sites = [(s.size_diff / tasks, str(s.traceback[0])) for s in stats[:top]]
         assert len(held) == tasks
@@ -72,8 +76,14 @@ def main() -> None:
     parser.add_argument("--executor", choices=["threads", "celery"], default="threads")
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--top", type=int, default=12, help="allocation sites to show")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="no tracemalloc: RSS growth per held future only")
     args = parser.parse_args()
-    r = measure(args.executor, args.tasks, args.top)
+    r = measure(args.executor, args.tasks, args.top, trace=not args.rss_only)
+    if args.rss_only:
+        print(f"{r['executor']}: {r['tasks']} held finished futures: RSS +{r['rss_mb']:.0f} MB "
+              f"({r['rss_mb'] * 2**20 / r['tasks']:.0f} bytes each), {r['seconds']:.1f} s")
+        return
     print(f"{r['executor']}: {r['tasks']} held finished futures: "
           f"{r['bytes_per_future']:.0f} bytes each (tracemalloc), RSS +{r['rss_mb']:.0f} MB, "
           f"{r['seconds']:.1f} s under tracemalloc")

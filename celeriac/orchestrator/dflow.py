@@ -133,7 +133,7 @@ class DataFlowKernel:
                             retry_policy=retry_policy or self.config.retry_policy)
         fut = AppFuture(record)
         record.app_fu = fut
-        fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
+        fut._outputs = tuple(DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ())
         deps = find_futures(record.args, kwargs)
         record.depends = deps
         record.waiting = len(deps)
