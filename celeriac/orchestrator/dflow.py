@@ -28,11 +28,12 @@ from celeriac.errors import (
 )
 from celeriac.orchestrator import retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
-from celeriac.orchestrator.context import RunContext
+from celeriac.orchestrator.context import RunContext, new_run_id
 from celeriac.orchestrator.dependencies import find_futures, resolve, root_cause
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable, make_hash
+from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import FINAL_STATES, States, TaskRecord
 from celeriac.workers.execute import Call
 
@@ -53,6 +54,11 @@ class DataFlowKernel:
     """
 
     def __init__(self, config: Optional[Config] = None):
+        self.run_id = new_run_id()  # first: what this DFK logs is its run's from here on
+        self._start(config)
+
+    @in_run
+    def _start(self, config: Optional[Config]) -> None:
         self.config = config if config is not None else Config()
         self._lock = threading.RLock()
         self._ids = itertools.count()
@@ -67,9 +73,8 @@ class DataFlowKernel:
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
         self._memo = (MemoTable(load_checkpoints(self.config.checkpoint_files))
                       if self.config.app_cache else None)
-        self._context = RunContext(self.config)
+        self._context = RunContext(self.config, self.run_id)
         self.run_dir = self._context.run_dir
-        self.run_id = self._context.run_id
         self.checkpoint_dir = os.path.join(self.run_dir, "checkpoint")
         self._checkpoints = CheckpointStore(self.checkpoint_dir)
         self._timers = retries.DelayedCalls()
@@ -89,6 +94,7 @@ class DataFlowKernel:
 
     # ----------------------------------------------------------------- submission
 
+    @in_run
     def submit(self, func, app_args, executors="all", cache=False, ignore_for_cache=None,
                app_kwargs=None, join=False, kind="python", func_name=None,
                accepts=None, retry_policy=None) -> AppFuture:
@@ -127,7 +133,7 @@ class DataFlowKernel:
                             retry_policy=retry_policy or self.config.retry_policy)
         fut = AppFuture(record)
         record.app_fu = fut
-        fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
+        fut._outputs = tuple(DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ())
         deps = find_futures(record.args, kwargs)
         record.depends = deps
         record.waiting = len(deps)
@@ -392,6 +398,7 @@ class DataFlowKernel:
         self._flush_checkpoints()
         self._timers.call_later(self.config.checkpoint_seconds, self._periodic_checkpoint)
 
+    @in_run
     def checkpoint(self) -> str:
         """Write the memoized results not yet written to this run's checkpoint directory
         (what ``checkpoint_mode='manual'`` relies on); returns that directory."""
@@ -413,6 +420,7 @@ class DataFlowKernel:
                 except Exception:
                     pass
 
+    @in_run
     def cleanup(self) -> None:
         """Stop executors, workers and the embedded broker. Safe to call more than once.
 
@@ -455,6 +463,7 @@ class DataFlowKernel:
             from celeriac.orchestrator import loader
             loader.forget(self)
 
+    @in_run
     def atexit_cleanup(self) -> None:
         if not self._cleaned:
             logger.warning("Python is exiting with the DFK still loaded: cleaning up")

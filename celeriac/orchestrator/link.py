@@ -36,6 +36,7 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import recovery
+from celeriac.orchestrator.runlog import carry
 from celeriac.workers import deaths, payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
@@ -133,7 +134,7 @@ class CeleryLink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
-        self._threads = [threading.Thread(target=t, name=f"celeriac-{t.__name__.strip('_')}",
+        self._threads = [threading.Thread(target=carry(t), name=f"celeriac-{t.__name__.strip('_')}",
                                           daemon=True)
                          for t in (self._sender, self._listener, self._watcher)]
         self._listener_thread = self._threads[1]

@@ -14,6 +14,7 @@ from celeriac.errors import (
     BashExitFailure,
     MissingOutputs,
 )
+from celeriac.private_files import is_private_dir, private_dir, private_file
 from celeriac.workers.execute import AppFailed, Call, Failure, stops_the_worker
 
 
@@ -86,13 +87,25 @@ def _open_stream(spec, name: str):
             f"{name} must be a path, a (path, mode) tuple or AUTO_LOGNAME, "
             f"not {type(spec).__name__}"), ""))
     try:
-        directory = os.path.dirname(spec)
-        if directory:
+        directory = os.path.dirname(os.path.abspath(spec))
+        if _under_private_dir(directory):  # e.g. AUTO_LOGNAME's files in the run directory
+            private_dir(directory)
+            if not os.path.exists(spec):
+                private_file(spec)
+        elif directory:
             os.makedirs(directory, exist_ok=True)
         return open(spec, mode)
     except OSError as e:
         raise AppFailed(Failure(
             BadStdStreamFile(f"cannot open {name} file {spec!r}: {e}"), "")) from None
+
+
+def _under_private_dir(directory: str) -> bool:
+    """Whether the nearest existing directory at or above ``directory`` is private (0700,
+    like a run directory): what is created in it stays private, whatever the umask."""
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    return is_private_dir(directory)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -55,7 +55,8 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
             "-n", hostname, "-E", "--without-gossip", "--without-mingle",
             "--loglevel", loglevel]
     if logfile:
-        argv += ["-f", logfile]
+        from celeriac.private_files import private_file
+        argv += ["-f", private_file(logfile)]  # 0600: Celery appends, keeping the mode
     try:
         app.worker_main(argv)
     finally:
@@ -158,6 +159,7 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
     name = f"{name}-{i}.{generation}@{socket.gethostname()}"
     cmd = [sys.executable, "-m", "celeriac", "worker", "--child", "--executor", args.executor,
            "--pool", args.pool, "--concurrency", str(args.concurrency),
+           "--prefetch-multiplier", str(args.prefetch_multiplier),
            "--loglevel", args.loglevel, "--hostname", name]
     if placement.accelerators:
         cmd += ["--accelerator", placement.accelerators[i]]

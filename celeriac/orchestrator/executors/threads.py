@@ -8,7 +8,9 @@ import threading
 from concurrent.futures import Future
 
 from celeriac.errors import AppExited, AppTimeout, RemoteTraceback, SubmitException
+from celeriac.option_checks import OptionChecks
 from celeriac.orchestrator.executors.base import Executor
+from celeriac.orchestrator.runlog import carry
 from celeriac.workers.execute import AppFailed, Call, run_call
 
 
@@ -24,6 +26,9 @@ class ThreadPoolExecutor(Executor):
     """
 
     def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = ""):
+        checks = OptionChecks(f"ThreadPoolExecutor {label!r}")
+        checks.integer("max_threads", max_threads, minimum=1)
+        checks.done()
         self.label = label
         self.max_threads = max_threads
         self._prefix = thread_name_prefix or f"celeriac-{label}"
@@ -36,7 +41,8 @@ class ThreadPoolExecutor(Executor):
             self._refuse_restart()
         with self._lock:
             if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix)
+                self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix,
+                                                   initializer=carry())  # the run's log
 
     def submit(self, func, call: Call, resource_specification: dict) -> Future:
         if self._shut:
