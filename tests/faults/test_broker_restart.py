@@ -94,7 +94,7 @@ CASES = {
     # persistence, tasks, seconds each, tasks started when the broker restarts; tasks outlast
     # the outage (a result sent while the broker is down is lost: the task would run again)
     "aof-kill9": ("aof", 40, 0.5, 6),
-    "rdb-shutdown-save": ("rdb", 16, 3.0, 2),
+    "rdb-shutdown-save": ("rdb", 8, 6.0, 2),
     "aof-kill9-2000-short-tasks": ("aof", 2000, 0.0, 500),
     "no-persistence-kill9": (None, 40, 0.5, 6),
 }
