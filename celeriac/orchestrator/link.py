@@ -6,8 +6,10 @@
 - Receiving: one listener thread pops the run's result list (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
-  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches; and
-  the run's own heartbeat key is refreshed, so workers can tell when the run is gone.
+  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches;
+  tasks held up by a stopped worker run on another (celeriac.orchestrator.recovery); after a
+  broker restart, only the tasks it lost are relaunched; and the run's own heartbeat key is
+  refreshed, so workers can tell when the run is gone.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ SEND_BATCH = 1000
 SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with SubmitException
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
+RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
 
@@ -131,6 +134,8 @@ class CeleryLink:
         self._functions: dict = {}
         self._outbox: deque = deque()
         self._listener_out: list = []
+        self._pushing: set = set()                                # task ids being sent
+        self._drained_at = float("-inf")  # when the listener last emptied the results list
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
@@ -219,6 +224,13 @@ class CeleryLink:
                 return
 
     def _push(self, batch) -> None:
+        self._pushing = {item.task_id for item in batch}
+        try:
+            self._push_batch(batch)
+        finally:
+            self._pushing = set()
+
+    def _push_batch(self, batch) -> None:
         groups = defaultdict(list)
         for item in batch:
             groups[(item.queue, item.digest)].append(item)
@@ -257,7 +269,9 @@ class CeleryLink:
         down_since = None
         while not self._stop.is_set():
             try:
+                popped_at = time.monotonic()
                 frames = client.lpop(self.results_key, 500)
+                drained = not frames or len(frames) < 500
                 if not frames:
                     item = client.blpop([self.results_key], timeout=1)
                     frames = [item[1]] if item else []
@@ -276,6 +290,8 @@ class CeleryLink:
                 continue
             for frame in frames:
                 self._deliver(frame)
+            if drained:  # every frame on the list at popped_at has now been delivered
+                self._drained_at = popped_at
             if self._listener_out:
                 batch, self._listener_out = self._listener_out, []
                 self._push(batch)
@@ -381,15 +397,18 @@ class CeleryLink:
     # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
-        sweeper = recovery.Sweeper(self._send_client)
+        sweeper = recovery.Sweeper(self._send_client, self._describe)
         server = self._server_id()
+        restart = None  # (when, message ids missing) while a broker restart is checked
         while not self._stop.wait(SWEEP_INTERVAL):
             self._beat()
             try:
                 now = self._server_id()
                 if server is not None and now is not None and now != server:
-                    self._broker_restarted()
+                    restart = self._broker_restarted()
                 server = now or server
+                if restart is not None:
+                    restart = self._recheck_restart(*restart)
                 if not self._pending:
                     continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches))
@@ -399,6 +418,27 @@ class CeleryLink:
             for task_id, why in lost:
                 logger.warning("task %s: %s", task_id, why)
                 self._complete(task_id, exception=self._lost(task_id, why))
+
+    def _describe(self, message_id: str) -> str:
+        """The app of a message, for the log."""
+        members = self._batches.get(message_id)
+        entry = self._pending.get(members[0] if members else message_id)
+        if entry is None:
+            return ""
+        return f"{len(members)} calls of {entry[2]}" if members else entry[2]
+
+    def _outstanding(self) -> dict:
+        """``{message id: its task ids}`` of the messages sent and not finished."""
+        unsent = {i.task_id for i in list(self._outbox) + list(self._listener_out)}
+        unsent |= self._pushing
+        messages, batched = {}, set()
+        for message_id, members in list(self._batches.items()):
+            messages[message_id] = members
+            batched.update(members)
+        for task_id in list(self._pending):
+            if task_id not in batched:
+                messages[task_id] = [task_id]
+        return {m: ids for m, ids in messages.items() if not unsent.intersection(ids)}
 
     def _server_id(self):
         """The broker's run id: it changes when Redis restarts (and forgets its queues)."""
@@ -421,20 +461,48 @@ class CeleryLink:
         except redis.exceptions.RedisError as e:
             logger.warning("orchestrator heartbeat failed: %s", e)
 
-    def _broker_restarted(self) -> None:
-        """Every unfinished task may have been lost with the broker's memory: relaunch them
-        all (a task that was running will finish too; its first outcome wins)."""
-        unfinished = list(self._pending)
-        logger.warning("the broker at %s restarted; relaunching %d unfinished tasks",
-                       safe_url(self.url), len(unfinished))
+    def _broker_restarted(self):
+        """The broker restarted: it may have kept its data (AOF or RDB) or lost it. Note which
+        unfinished messages it no longer has (in no queue, held by no live worker); they are
+        checked again after ``RESTART_RECHECK`` seconds (:meth:`_recheck_restart`)."""
         try:
-            self._register_run()  # the restarted broker forgot the run too
+            self._register_run()  # a broker that lost its data forgot the run too
         except redis.exceptions.RedisError:
             pass
-        self._batches.clear()
-        for task_id in unfinished:
-            self._complete(task_id, exception=WorkerLost(
-                "the broker restarted while the task was queued or running"))
+        outstanding = self._outstanding()
+        found, _unacked = recovery.whereabouts(self._send_client, self._queues)
+        missing = set(outstanding) - found
+        if not missing:
+            self._relaunch_lost([], len(outstanding))
+            return None
+        logger.info("the broker at %s restarted; %d of %d unfinished tasks are neither queued "
+                    "nor held by a worker; checking them again in %.0fs", safe_url(self.url),
+                    len(missing), len(outstanding), RESTART_RECHECK)
+        return time.monotonic(), missing, len(outstanding)
+
+    def _recheck_restart(self, since: float, missing: set, unfinished: int):
+        """Relaunch the messages still missing ``RESTART_RECHECK`` seconds after the restart
+        was seen, once every result then on the list has been delivered; return None when
+        done. A message in the unacked table but held by no live worker is taken from the
+        table first (its worker is gone, or dropped it when the broker went away)."""
+        if time.monotonic() - since < RESTART_RECHECK or self._drained_at < since:
+            return since, missing, unfinished
+        outstanding = self._outstanding()
+        found, unacked = recovery.whereabouts(self._send_client, self._queues)
+        lost = [m for m in missing if m in outstanding and m not in found]
+        lost = [m for m in lost if m not in unacked or recovery.take_back(self._send_client,
+                                                                          unacked[m])]
+        self._relaunch_lost(lost, unfinished)
+        return None
+
+    def _relaunch_lost(self, lost: list, unfinished: int) -> None:
+        logger.warning("the broker at %s restarted; relaunching %d unfinished tasks that it "
+                       "lost (of %d unfinished; the others were still queued, held by a "
+                       "worker, or finished)", safe_url(self.url), len(lost), unfinished)
+        for message_id in lost:
+            self._complete(message_id, exception=WorkerLost(
+                "the broker restarted and lost the task (it was queued, or its worker lost "
+                "it when the broker went away)"))
 
     # --------------------------------------------------------------- closing
 

@@ -12,14 +12,24 @@ loop) cannot make a live worker look dead:
   rewritten every second by a thread of the worker (it may lag while a task holds the GIL).
 - ``celeriac:running:<name>`` lists the tasks the worker is running, written by the supervisor
   from lines the worker writes to a pipe as each task starts and ends (a few microseconds,
-  no round trip), so a task is listed even if it then holds the GIL.
+  no round trip), so a task is listed even if it then holds the GIL. Rewritten every beat, so
+  a broker that restarted without its data learns it again within a second.
+
+A worker can be alive but not running its task: stopped (SIGSTOP, a debugger, ``kill -STOP``
+of its process group) while its supervisor still beats. The supervisor reads the state of
+the worker process, and of each process that noted a task, in ``/proc``; once one has been
+stopped (state ``T`` or ``t``) the alive key says for how long (``stopped_for``) and which
+tasks it holds up (``stopped_tasks``; null: the whole worker is stopped, so all of them). A
+task that is merely busy, even holding the GIL, is running (state ``R``/``S``/``D``), never
+stopped.
 
 The orchestrator, in turn, refreshes ``celeriac:orchestrator:<run id>`` (``ORCHESTRATOR_TTL``):
 a worker that no longer sees it, and runs no task, is an orphan and exits after its idle
 timeout rather than hold an allocation for a run that is gone.
 
 When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
-worker holds from kombu's unacked table and relaunches them (celeriac.orchestrator.recovery).
+worker holds from kombu's unacked table and relaunches them, and the tasks of a worker
+stopped for too long run elsewhere (celeriac.orchestrator.recovery).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
@@ -86,8 +97,9 @@ class AliveBeat:
         self.info = dict(info or {})     # queue, block, slots: the same for all its workers
         self.ready: set[str] = set()     # workers that have connected to the broker
         self.running: dict[str, set] = {}
+        self.pids: dict[str, dict] = {}  # worker -> {task id: pid of the process running it}
         self._partial: dict[str, bytes] = {}
-        self._changed: set[str] = set()
+        self._stopped_since: dict[str, float] = {}  # worker -> monotonic time first seen stopped
 
     def read(self, name: str, fd: int) -> None:
         """Take in what worker ``name`` wrote to its pipe since the last call."""
@@ -100,27 +112,51 @@ class AliveBeat:
         if rest:
             self._partial[name] = rest
         running = self.running.setdefault(name, set())
+        pids = self.pids.setdefault(name, {})
         for line in data.decode(errors="replace").splitlines():
+            task_id, _, pid = line[1:].partition(" ")
             if line[:1] == "+":
-                running.add(line[1:])
+                running.add(task_id)
+                if pid.isdigit():
+                    pids[task_id] = int(pid)
             elif line[:1] == "-":
-                running.discard(line[1:])
+                running.discard(task_id)
+                pids.pop(task_id, None)
             elif line == READY_NOTE.decode():
                 self.ready.add(name)
-        self._changed.add(name)
 
-    def beat(self, names) -> None:
+    def stopped(self, name: str, pid: int, now: float | None = None):
+        """``(seconds, task ids or None)`` if worker ``name`` (process ``pid``) or a process
+        running one of its tasks is stopped, else None. None for the tasks: the worker
+        process itself is stopped, so every task it holds waits."""
+        now = time.monotonic() if now is None else now
+        if process_stopped(pid):
+            tasks = None
+        else:
+            tasks = sorted(t for t, p in self.pids.get(name, {}).items()
+                           if t in self.running.get(name, ()) and process_stopped(p))
+        if tasks == []:
+            self._stopped_since.pop(name, None)
+            return None
+        since = self._stopped_since.setdefault(name, now)
+        return now - since, tasks
+
+    def beat(self, workers) -> None:
+        """Refresh the alive and running keys of ``workers`` ({name: pid}, or names)."""
+        if not isinstance(workers, dict):
+            workers = dict.fromkeys(workers)
         try:
             pipe = self.client.pipeline(transaction=False)
-            for name in names:
+            for name, pid in workers.items():
                 pipe.sadd(WORKERS_KEY, name)
-                value = json.dumps(dict(self.info, ready=name in self.ready))
-                pipe.set(ALIVE_PREFIX + name, value, px=int(TTL * 1000))
-            for name in self._changed:
-                pipe.set(RUNNING_PREFIX + name, json.dumps(sorted(self.running[name])),
+                info = dict(self.info, ready=name in self.ready)
+                stopped = self.stopped(name, pid) if pid else None
+                if stopped is not None:
+                    info.update(stopped_for=round(stopped[0], 1), stopped_tasks=stopped[1])
+                pipe.set(ALIVE_PREFIX + name, json.dumps(info), px=int(TTL * 1000))
+                pipe.set(RUNNING_PREFIX + name, json.dumps(sorted(self.running.get(name, ()))),
                          px=int(HELD_TTL * 1000))
             pipe.execute()
-            self._changed.clear()
         except Exception as e:  # keep going through a broker restart
             logger.warning("heartbeat failed: %s", e)
 
@@ -158,8 +194,9 @@ class RunningNotes:
         is connected and consuming (``READY_NOTE``)."""
         if self.fd is None:
             return
+        pid = b" %d" % os.getpid() if task_id else b""  # the process to watch while it runs
         try:
-            os.write(self.fd, sign + task_id.encode() + b"\n")
+            os.write(self.fd, sign + task_id.encode() + pid + b"\n")
         except (BlockingIOError, OSError):
             pass  # a full pipe: the held list still names the task within a second
 
@@ -176,6 +213,16 @@ def held_task_ids() -> list:
     return []
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP/SIGTSTP, or stopped by a debugger)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:  # gone, or no /proc: not known to be stopped
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] in (b"T", b"t")
+
+
 def orchestrator_key(run_id: str) -> str:
     """The key a run's orchestrator keeps alive while it runs."""
     return ORCHESTRATOR_PREFIX + run_id
@@ -190,6 +237,8 @@ class LiveWorker:
     block: str | None
     slots: int
     ready: bool
+    stopped_for: float | None = None       # seconds it (or a process running a task) is stopped
+    stopped_tasks: tuple | None = None     # the tasks held up; None: all it holds
 
 
 def live_workers(client) -> list[LiveWorker]:
@@ -206,6 +255,11 @@ def live_workers(client) -> list[LiveWorker]:
             info = None
         if not isinstance(info, dict):  # a worker of an older celeriac: capacity unknown
             info = {}
-        found.append(LiveWorker(name, info.get("queue"), info.get("block"),
-                                int(info.get("slots") or 1), bool(info.get("ready"))))
+        stopped_for = info.get("stopped_for")
+        stopped_tasks = info.get("stopped_tasks")
+        found.append(LiveWorker(
+            name, info.get("queue"), info.get("block"), int(info.get("slots") or 1),
+            bool(info.get("ready")),
+            float(stopped_for) if isinstance(stopped_for, (int, float)) else None,
+            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None))
     return found

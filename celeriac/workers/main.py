@@ -2,7 +2,8 @@
 
 The ``celeriac worker`` process supervises Celery worker processes: it restarts any that
 dies, so a block keeps its capacity, and it sends their heartbeats, so a task holding the GIL
-in its worker cannot make that worker look dead. How many it runs is decided here, on the
+in its worker cannot make that worker look dead (and says when one is stopped rather than
+busy). How many it runs is decided here, on the
 node, from the node's own cores, memory and accelerators (as Parsl's HTEX does), and each may
 be pinned to its own accelerator and cores. With an idle timeout it exits once its run's
 orchestrator is gone and it has nothing to run.
@@ -114,11 +115,11 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         start(i)
     last_beat = 0.0
     while True:
-        alive = [name for proc, _t, name in children.values() if proc.poll() is None]
+        alive = {name: proc.pid for proc, _t, name in children.values() if proc.poll() is None}
         for name in alive:
             beat.read(name, pipes[name])
         if alive and time.monotonic() - last_beat >= INTERVAL:
-            beat.beat(alive)
+            beat.beat(alive)  # also says which of them are stopped (SIGSTOP, a debugger)
             last_beat = time.monotonic()
             if not stopping and orphan.expired(beat.busy(alive)):
                 logger.warning("run %s: no orchestrator for %.0fs and no task running; "

