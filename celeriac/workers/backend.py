@@ -12,6 +12,7 @@ import logging
 import socket
 
 import redis
+import tenacity
 from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.backends.base import BaseBackend
@@ -24,6 +25,10 @@ from celeriac.workers.app import TASK_NAME, Batch, state
 from celeriac.workers.execute import Failure
 
 logger = logging.getLogger(__name__)
+
+#: How long a worker keeps trying to hand in an outcome while the broker is away (restarting,
+#: failing over): longer than any restart, so a finished task is not reported as failed.
+RESULT_GIVE_UP = 120.0
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -79,8 +84,29 @@ class ResultListBackend(BaseBackend):
                              self._failure_bytes(failure, result, traceback, request), None)]
         # The values are pickled one by one, so the orchestrator can still tell which task
         # an outcome belongs to when one value cannot be unpickled there.
-        self.client.rpush(state.results_key, payload.seal(state.key, (task_id, outcomes)))
+        self._push(task_id, payload.seal(state.key, (task_id, outcomes)))
         return result
+
+    def _push(self, task_id: str, frame: bytes) -> None:
+        """RPUSH ``frame`` onto the run's result list, riding out a broker that is away for
+        up to ``RESULT_GIVE_UP`` seconds. Meanwhile the task counts as running here, so a
+        restarted broker's run does not take it for lost and run it again."""
+        held = False
+        try:
+            for attempt in tenacity.Retrying(
+                    retry=tenacity.retry_if_exception_type(
+                        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
+                    wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+                    stop=tenacity.stop_after_delay(RESULT_GIVE_UP), reraise=True,
+                    before_sleep=_say_waiting):
+                with attempt:
+                    if attempt.retry_state.attempt_number == 2:
+                        state.running.note(b"+", task_id)
+                        held = True
+                    self.client.rpush(state.results_key, frame)
+        finally:
+            if held:
+                state.running.note(b"-", task_id)
 
     def _vouch(self, task_id, result, state_name, request) -> bool:
         """Whether this outcome may be signed with the run's key and sent to the run."""
@@ -115,3 +141,8 @@ class ResultListBackend(BaseBackend):
     def _forget(self, task_id):
         pass
 
+
+def _say_waiting(retry_state) -> None:
+    if retry_state.attempt_number == 1:
+        logger.warning("the broker is unreachable (%s); holding the outcome and trying again "
+                       "for up to %.0fs", retry_state.outcome.exception(), RESULT_GIVE_UP)
