@@ -19,6 +19,7 @@
     │   ├── BadHostKey                    the host key is unknown or does not match known_hosts
     │   └── FileCopyFailed                push_file/pull_file could not copy the file
     ├── WorkerLost                    the task's worker died under it, more times than allowed
+    ├── InvalidTransition             a task was asked to make an illegal move (a celeriac bug)
     ├── DependencyError               an upstream task failed, so this one never ran
     ├── JoinError                     a future returned by a join_app failed
     └── AppException                  the app itself failed in a way celeriac detected
@@ -42,6 +43,7 @@ __all__ = [
     "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
     "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
+    "InvalidTransition",
     "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
     "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "RemoteTraceback",
 ]
@@ -159,6 +161,23 @@ class FileCopyFailed(ChannelError):
 
 class WorkerLost(CeleriacError):
     """The task's worker died while it held the task, more often than allowed."""
+
+
+class InvalidTransition(CeleriacError):
+    """A task was asked to make a move that its state does not allow: a bug in celeriac.
+
+    Attributes:
+        task_id: the task's id; start, finish: the state names of the refused move;
+        history: the names of the states the task went through, ending with ``start``.
+    """
+
+    def __init__(self, task_id, start: str, finish: str, history: list):
+        super().__init__(task_id, start, finish, history)
+        self.task_id, self.start, self.finish, self.history = task_id, start, finish, history
+
+    def __str__(self):
+        return (f"task {self.task_id}: illegal move {self.start} -> {self.finish}; history "
+                f"{self.history}. This is a bug in celeriac: please report it with this message")
 
 
 class DependencyError(CeleriacError):

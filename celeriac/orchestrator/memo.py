@@ -186,6 +186,14 @@ def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=(),
     return digest.hexdigest()
 
 
+class Verdict(enum.Enum):
+    """What :meth:`MemoTable.claim` says of a call."""
+
+    hit = "hit"      # the result is known
+    wait = "wait"    # an identical call is in flight
+    run = "run"      # run it: the caller now owns the key
+
+
 class MemoTable:
     """Results by key: finished ones (this run's, and those loaded from checkpoints), and the
     future of the one call in flight for each key, so identical calls at once run once.
@@ -202,8 +210,9 @@ class MemoTable:
         """Look ``key`` up for a task whose future is ``future``.
 
         Returns:
-            ``("hit", value)`` for a known result; ``("wait", other_future)`` while an
-            identical call is in flight; ``("run", None)`` if this task must run (it now
+            ``(Verdict.hit, value)`` for a known result; ``(Verdict.wait, other_future)``
+            while an identical call is in flight; ``(Verdict.run, None)`` if this task must
+            run (it now
             owns the key until :meth:`release`).
         """
         with self._lock:
@@ -212,13 +221,13 @@ class MemoTable:
                 other = self._futures.get(key)
                 if other is None or (other.done() and not _succeeded(other)):
                     self._futures[key] = future
-                    return "run", None
+                    return Verdict.run, None
                 if not other.done():
-                    return "wait", other
-                return "hit", other.result()
+                    return Verdict.wait, other
+                return Verdict.hit, other.result()
         import cloudpickle
         try:
-            return "hit", cloudpickle.loads(pickled)
+            return Verdict.hit, cloudpickle.loads(pickled)
         except Exception as e:  # e.g. its class was renamed since: a miss, so it runs again
             logger.warning("checkpointed result %s cannot be loaded (%r); running the task "
                            "again", key, e)

@@ -18,6 +18,8 @@ EXAMPLES = {
     "AuthenticationFailed": lambda cls: cls("node1", "key refused"),
     "BadHostKey": lambda cls: cls("node1", "not in known_hosts"),
     "FileCopyFailed": lambda cls: cls("node1", "no such file"),
+    "InvalidTransition": lambda cls: cls(4, "exec_done", "launched",
+                                         ["pending", "launched", "exec_done"]),
     "DependencyError": lambda cls: cls([(ValueError("up"), 3), (KeyError("k"), None)], 5),
     "JoinError": lambda cls: cls([(RuntimeError("inner"), 8)], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),

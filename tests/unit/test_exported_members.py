@@ -53,7 +53,8 @@ def test_errors_module_exports():
         "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
         "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
-        "WorkerLost", "DependencyError", "JoinError", "AppException", "AppTimeout",
+        "WorkerLost", "InvalidTransition", "DependencyError", "JoinError", "AppException",
+        "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
         "RemoteTraceback",
     ]

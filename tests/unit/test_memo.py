@@ -214,7 +214,7 @@ def test_a_checkpointed_result_that_cannot_be_loaded_is_a_miss(load_dfk, manual,
     from celeriac.orchestrator.memo import MemoTable
     dfk = load_dfk(manual)
     key = make_hash(cached_double.func, "cached_double", (8,), {}, (), "python")
-    dfk._memo = MemoTable({key: b"not a pickle"})
+    dfk._kernel.memo = MemoTable({key: b"not a pickle"})
     fut = cached_double(8)
     manual.wait_for(1)[0].run()
     assert fut.result(timeout=5) == 16
