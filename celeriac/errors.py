@@ -184,7 +184,9 @@ class DependencyError(CeleriacError):
     """A task was not run because one or more of its dependencies failed.
 
     Attributes:
-        dependent_exceptions_tids: ``[(exception, task id or None), ...]`` of failed inputs.
+        dependent_exceptions_tids: ``[(exception, description), ...]`` of the failed inputs,
+            each described as Parsl does: ``"task N"``, ``"DataFuture from task N"``, or the
+            repr of a plain future.
         task_id: the id of the task that was not run.
     """
 
@@ -194,10 +196,8 @@ class DependencyError(CeleriacError):
         self.task_id = task_id
 
     def __str__(self):
-        tids = [tid if tid is not None else "<non-app future>"
-                for _, tid in self.dependent_exceptions_tids]
-        return (f"Dependency failure for task {self.task_id}: "
-                f"failed dependencies from tasks {tids}")
+        return (f"Dependency failure for task {self.task_id} with failed dependencies from "
+                f"{_described(self.dependent_exceptions_tids)}")
 
 
 class JoinError(CeleriacError):
@@ -209,8 +209,12 @@ class JoinError(CeleriacError):
         self.task_id = task_id
 
     def __str__(self):
-        tids = [tid for _, tid in self.dependent_exceptions_tids]
-        return f"Join failure for task {self.task_id}: failed joined futures from tasks {tids}"
+        return (f"Join failure for task {self.task_id} with failed join dependencies from "
+                f"{_described(self.dependent_exceptions_tids)}")
+
+
+def _described(exceptions_tids) -> str:
+    return ", ".join(str(d) for _, d in exceptions_tids)
 
 
 class AppException(CeleriacError):

@@ -20,8 +20,9 @@ def resolve(args, kwargs):
     """Replace every done future by its value.
 
     Returns:
-        ``(args, kwargs, failures)`` where ``failures`` is ``[(exception, tid or None), ...]``
-        for the futures that failed (their places keep the future).
+        ``(args, kwargs, failures)`` where ``failures`` is ``[(exception, description), ...]``
+        for the futures that failed (their places keep the future), each described as
+        Parsl does (:func:`describe`).
     """
     failures = []
 
@@ -30,7 +31,7 @@ def resolve(args, kwargs):
             # a cancelled future has no exception() to give: it raises CancelledError
             exc = CancelledError() if v.cancelled() else v.exception()
             if exc is not None:
-                failures.append((exc, getattr(v, "tid", None)))
+                failures.append((exc, describe(v)))
                 return v
             return v.result()
         return v
@@ -43,6 +44,17 @@ def resolve(args, kwargs):
         else:
             new_kwargs[key] = value(v)
     return new_args, new_kwargs, failures
+
+
+def describe(fut: Future) -> str:
+    """A failed dependency as Parsl names it: ``task N``, ``DataFuture from task N``, or the
+    future's repr (a plain ``concurrent.futures.Future``)."""
+    from celeriac.orchestrator.futures import AppFuture, DataFuture
+    if isinstance(fut, AppFuture):
+        return f"task {fut.tid}"
+    if isinstance(fut, DataFuture) and fut.tid is not None:
+        return f"DataFuture from task {fut.tid}"
+    return repr(fut)
 
 
 def root_cause(exc: BaseException) -> BaseException:

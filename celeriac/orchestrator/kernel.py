@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from celeriac.errors import CeleriacError, DependencyError, JoinError
 from celeriac.orchestrator import retries
-from celeriac.orchestrator.dependencies import resolve, root_cause
+from celeriac.orchestrator.dependencies import describe, resolve, root_cause
 from celeriac.orchestrator.memo import MemoTable, Verdict, make_hash
 from celeriac.orchestrator.states import States, TaskRecord
 
@@ -329,9 +329,8 @@ class Kernel:
             return []
         (inner,) = record.resolved
         futures = inner if isinstance(inner, (list, tuple)) else [inner]
-        failures = [(CancelledError() if f.cancelled() else f.exception(),
-                     getattr(f, "tid", None)) for f in futures
-                    if f.cancelled() or f.exception() is not None]
+        failures = [(CancelledError() if f.cancelled() else f.exception(), describe(f))
+                    for f in futures if f.cancelled() or f.exception() is not None]
         if failures:
             exc = JoinError(failures, record.id)
             exc.__cause__ = failures[0][0]
