@@ -10,8 +10,9 @@ Strategies (Parsl's names):
 
 - ``simple``: start blocks while the outstanding tasks (times ``parallelism``) exceed the
   task slots, never above ``max_blocks``, and one block whenever tasks wait with no slot at
-  all, so ``parallelism=0`` means "as few blocks as possible", not "none" (Parsl #97); cancel blocks once the executor has had no task
-  outstanding for ``max_idletime`` seconds, never below ``min_blocks``.
+  all, so ``parallelism=0`` means "as few blocks as possible", not "none" (Parsl #97);
+  cancel blocks once the executor has had no task outstanding for ``max_idletime`` seconds,
+  never below ``min_blocks``.
 - ``none`` (or ``None``): keep ``init_blocks`` (a block that ends is replaced); no scaling.
 
 Why it cannot loop (Parsl #704, #3696): a block counts as capacity from the moment it is
