@@ -231,6 +231,8 @@ class Kernel:
             return self._finish(record, States.failed, exception=e)
         if verdict is Verdict.hit:
             return self._finish(record, States.memo_done, result=value)
+        if verdict is Verdict.failed:  # as in Parsl, an identical call's failure is reused
+            return self._finish(record, States.failed, exception=value)
         if verdict is Verdict.wait:  # an identical call is in flight: take its result, or run
             return [Watch(record, (value,), MemoOwnerDone)]
         return self._send(record)
@@ -344,11 +346,8 @@ class Kernel:
         record.move(state)
         self.tasks.pop(record.id, None)
         out = []
-        if record.hashsum is not None:
-            if state is States.failed:  # failures are not memoized: the next call runs
-                self.memo.release(record.hashsum, record.app_fu)
-            elif state in (States.exec_done, States.memo_done):
-                out.append(Checkpoint(record, result))
+        if record.hashsum is not None and state in (States.exec_done, States.memo_done):
+            out.append(Checkpoint(record, result))
         # Keep a finished record small: drop what only running needed, so memory stays flat.
         record.args = ()
         record.depends = []

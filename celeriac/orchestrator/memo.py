@@ -189,9 +189,10 @@ def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=(),
 class Verdict(enum.Enum):
     """What :meth:`MemoTable.claim` says of a call."""
 
-    hit = "hit"      # the result is known
-    wait = "wait"    # an identical call is in flight
-    run = "run"      # run it: the caller now owns the key
+    hit = "hit"          # the result is known
+    failed = "failed"    # an identical call failed in this run: its exception
+    wait = "wait"        # an identical call is in flight
+    run = "run"          # run it: the caller now owns the key
 
 
 class MemoTable:
@@ -210,20 +211,23 @@ class MemoTable:
         """Look ``key`` up for a task whose future is ``future``.
 
         Returns:
-            ``(Verdict.hit, value)`` for a known result; ``(Verdict.wait, other_future)``
-            while an identical call is in flight; ``(Verdict.run, None)`` if this task must
-            run (it now
+            ``(Verdict.hit, value)`` for a known result; ``(Verdict.failed, exception)`` when
+            an identical call failed in this run (exceptions are memoized within a run, as in
+            Parsl; they are never checkpointed); ``(Verdict.wait, other_future)`` while an
+            identical call is in flight; ``(Verdict.run, None)`` if this task must run (it now
             owns the key until :meth:`release`).
         """
         with self._lock:
             pickled = self._pickled.get(key)
             if pickled is None:
                 other = self._futures.get(key)
-                if other is None or (other.done() and not _succeeded(other)):
+                if other is None or other.cancelled():
                     self._futures[key] = future
                     return Verdict.run, None
                 if not other.done():
                     return Verdict.wait, other
+                if other.exception() is not None:
+                    return Verdict.failed, other.exception()
                 return Verdict.hit, other.result()
         import cloudpickle
         try:
@@ -234,13 +238,3 @@ class MemoTable:
             with self._lock:
                 self._pickled.pop(key, None)
             return self.claim(key, future)
-
-    def release(self, key: str, future: Future) -> None:
-        """The owner of ``key`` failed: the key is free for the next identical call."""
-        with self._lock:
-            if self._futures.get(key) is future:
-                del self._futures[key]
-
-
-def _succeeded(fut: Future) -> bool:
-    return fut.done() and not fut.cancelled() and fut.exception() is None

@@ -126,7 +126,7 @@ def test_a_cached_call_runs_once_and_its_twin_takes_the_memo_result():
     assert twin.status is States.memo_done
 
 
-def test_a_failed_cached_call_frees_its_key_for_the_next_identical_call():
+def test_a_failed_cached_call_fails_its_identical_twin_with_the_same_exception():
     memo = MemoTable()
     kern = k.Kernel(memo=memo)
     first, twin = record(tid=0, args=(3,), cache=True), record(tid=1, args=(3,), cache=True)
@@ -134,7 +134,8 @@ def test_a_failed_cached_call_frees_its_key_for_the_next_identical_call():
     kern.handle(k.Submitted(twin))
     [fail] = kern.handle(k.ExecutorDone(first, 1, done(exc=ValueError("no"))))
     first.app_fu.set_exception(fail.exception)
-    assert kern.handle(k.MemoOwnerDone(twin)) == [k.Send(twin, 1, (3,), {})]
+    assert kern.handle(k.MemoOwnerDone(twin)) == [k.SetException(twin, fail.exception)]
+    assert twin.status is States.failed and twin.try_id == 0  # never sent
 
 
 def test_a_join_app_waits_for_the_futures_its_body_returned():
