@@ -22,7 +22,7 @@ from functools import partial
 from typing import Optional
 
 from celeriac.config import Config
-from celeriac.errors import CeleriacError, ConfigurationError
+from celeriac.errors import CeleriacError, ConfigurationError, InvalidResourceSpecification
 from celeriac.orchestrator import kernel as k
 from celeriac.orchestrator import retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
@@ -95,10 +95,12 @@ class DataFlowKernel:
                accepts=None, retry_policy=None) -> AppFuture:
         """Make a task for one app call and return its future at once.
 
+        A resource specification the executor rejects fails the future with
+        ``InvalidResourceSpecification``, as in Parsl.
+
         Raises:
             ConfigurationError: the app names executors this DFK does not have, or the
                 call's walltime is not a positive number.
-            InvalidResourceSpecification: the executor rejects the resource specification.
         """
         if self._cleaned:
             raise CeleriacError("this DataFlowKernel has been cleaned up; load a new one")
@@ -113,27 +115,41 @@ class DataFlowKernel:
         spec = kwargs.get("parsl_resource_specification") or {}
         if not isinstance(spec, dict):
             raise ConfigurationError("parsl_resource_specification must be a dict")
-        self._executor(label).validate_resource_spec(spec)
+        try:
+            self._executor(label).validate_resource_spec(spec)
+            rejected = None
+        except InvalidResourceSpecification as e:
+            rejected = e
         tid = next(self._ids)
-        for stream in _STD_STREAMS:
-            if kwargs.get(stream) == AUTO_LOGNAME:
-                kwargs[stream] = os.path.join(
-                    self.run_dir, "task_logs", f"{tid // 10000:04d}",
-                    f"task_{tid:04d}_{func_name}.{stream}")
         record = TaskRecord(id=tid, func=func, func_name=func_name, kind="join" if join else kind,
                             args=tuple(app_args), kwargs=kwargs, executor=label,
                             resource_specification=spec, walltime=walltime,
                             cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
                             dfk=self, accepts=accepts,
                             retry_policy=retry_policy or self.config.retry_policy)
+        for stream in _STD_STREAMS:
+            if kwargs.get(stream) == AUTO_LOGNAME:
+                kwargs[stream] = self._std_autopath(record, stream)
         fut = AppFuture(record)
         record.app_fu = fut
         fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
+        if rejected is not None:
+            self._post(k.Rejected(record, rejected))
+            return fut
         record.depends = find_futures(record.args, kwargs)
         logger.debug("task %s %s submitted to %s with %d dependencies", tid, func_name, label,
                      len(record.depends))
         self._post(k.Submitted(record))
         return fut
+
+    def _std_autopath(self, record: TaskRecord, stream: str) -> str:
+        """Where ``stdout=AUTO_LOGNAME`` (or stderr) goes: Parsl's layout under the run dir,
+        with the call's ``label=`` keyword argument in the name when it has one."""
+        label = record.kwargs.get("label")
+        return os.path.join(
+            self.run_dir, "task_logs", f"{record.id // 10000:04d}",
+            f"task_{record.id:04d}_{record.func_name}{'' if label is None else f'_{label}'}"
+            f".{stream}")
 
     def deferred(self, func, *args) -> AppFuture:
         """A future of ``func(*args)`` run in-process once its future arguments are done."""

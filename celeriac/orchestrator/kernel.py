@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Kernel",
-    "Submitted", "DependencyDone", "MemoOwnerDone", "ExecutorDone", "SubmitFailed", "RetryDue",
-    "JoinedDone", "Closing", "Closed",
+    "Submitted", "Rejected", "DependencyDone", "MemoOwnerDone", "ExecutorDone", "SubmitFailed",
+    "RetryDue", "JoinedDone", "Closing", "Closed",
     "Send", "SetResult", "SetException", "Watch", "ScheduleRetry", "Checkpoint",
 ]
 
@@ -45,6 +45,14 @@ class Submitted:
     """A new task record; its ``depends`` lists the futures it waits for."""
 
     record: TaskRecord
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A new task that cannot run at all (its executor refused its resource specification)."""
+
+    record: TaskRecord
+    exception: BaseException
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,8 @@ class Kernel:
         self.tasks: dict[int, TaskRecord] = {}   # unfinished tasks, by id
         self.closing = False
         self._handlers = {
-            Submitted: self._submitted, DependencyDone: self._dependency_done,
+            Submitted: self._submitted, Rejected: self._rejected,
+            DependencyDone: self._dependency_done,
             MemoOwnerDone: self._memo_owner_done, ExecutorDone: self._executor_done,
             SubmitFailed: self._submit_failed, RetryDue: self._retry_due,
             JoinedDone: self._joined_done, Closing: self._closing, Closed: self._closed,
@@ -198,6 +207,9 @@ class Kernel:
         if waiting:
             return [Watch(record, waiting, DependencyDone)]
         return self._ready(record)
+
+    def _rejected(self, event: Rejected) -> list:
+        return self._finish(event.record, States.failed, exception=event.exception)
 
     def _dependency_done(self, event: DependencyDone) -> list:
         record = event.record

@@ -159,9 +159,11 @@ def test_bad_walltime_is_a_configuration_error(dfk, walltime):
         plain(1, walltime=walltime)
 
 
-def test_resource_specification_the_executor_rejects_fails_at_call_time(dfk):
+def test_resource_specification_the_executor_rejects_fails_the_future(dfk):
+    fut = plain(1, parsl_resource_specification={"gpus": 1})   # as in Parsl: no raise here
     with pytest.raises(InvalidResourceSpecification) as info:
-        plain(1, parsl_resource_specification={"gpus": 1})
+        fut.result(timeout=5)
+    assert fut.task_status() == "failed"
     assert info.value.invalid_keys == {"gpus"}
     assert "gpus" in str(info.value) and "threads" in str(info.value)
 
