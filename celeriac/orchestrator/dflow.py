@@ -181,6 +181,36 @@ class DataFlowKernel:
         """The unfinished tasks, by id."""
         return self._kernel.tasks
 
+    @property
+    def task_state_counts(self) -> dict:
+        """How many of this DFK's tasks are in each state now (``{States.x: n}``), as Parsl's."""
+        with self._lock:
+            return dict(self._kernel.state_counts)
+
+    @property
+    def cleanup_called(self) -> bool:
+        """Whether :meth:`cleanup` has been called, as Parsl's ``dfk.cleanup_called``."""
+        return self._cleaned
+
+    def add_executors(self, executors) -> None:
+        """Start more executors on this running DFK (Parsl's ``dfk.add_executors``).
+
+        Raises:
+            ConfigurationError: a label is already in use, or is reserved.
+        """
+        executors = list(executors)
+        labels = [e.label for e in executors]
+        taken = sorted({lb for lb in labels if lb in self.executors or lb == INTERNAL
+                        or labels.count(lb) > 1})
+        if taken:
+            raise ConfigurationError(
+                f"executor labels {taken} are already in use in this DataFlowKernel (or "
+                "repeated); give each executor a label of its own")
+        for executor in executors:
+            executor.start(self._context)
+            self.executors[executor.label] = executor
+            logger.info("executor %s added", executor.label)
+
     # ----------------------------------------------------------------- the driver
 
     def _post(self, event) -> None:
@@ -336,6 +366,9 @@ class DataFlowKernel:
             # Outcomes may still arrive on other threads meanwhile: the kernel decides under
             # the lock which tasks cleanup ends, so that each future is completed once.
             self._post(k.Closed())
+            summary = ", ".join(f"{state.name} {n}" for state, n in
+                                self.task_state_counts.items() if n)
+            logger.info("Summary of tasks in DFK: %s", summary or "no tasks")
             if self.config.checkpoint_mode is not None:
                 self._flush_checkpoints()
         finally:

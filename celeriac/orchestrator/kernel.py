@@ -180,6 +180,7 @@ class Kernel:
         self.worker_lost_retries = worker_lost_retries
         self.memo = memo
         self.tasks: dict[int, TaskRecord] = {}   # unfinished tasks, by id
+        self.state_counts = {state: 0 for state in States}  # tasks in each state now
         self.closing = False
         self._handlers = {
             Submitted: self._submitted, Rejected: self._rejected,
@@ -199,8 +200,15 @@ class Kernel:
 
     # ------------------------------------------------------------------ waiting to run
 
+    def _move(self, record: TaskRecord, state: States) -> None:
+        start = record.status
+        record.move(state)
+        self.state_counts[start] -= 1
+        self.state_counts[state] += 1
+
     def _submitted(self, event: Submitted) -> list:
         record = event.record
+        self.state_counts[record.status] += 1
         self.tasks[record.id] = record
         waiting = tuple(f for f in record.depends if not f.done())
         record.waiting = len(waiting)
@@ -209,6 +217,7 @@ class Kernel:
         return self._ready(record)
 
     def _rejected(self, event: Rejected) -> list:
+        self.state_counts[event.record.status] += 1
         return self._finish(event.record, States.failed, exception=event.exception)
 
     def _dependency_done(self, event: DependencyDone) -> list:
@@ -255,7 +264,7 @@ class Kernel:
         return self._claim(event.record)
 
     def _send(self, record: TaskRecord) -> list:
-        record.move(States.launched)
+        self._move(record, States.launched)
         record.try_id += 1
         if record.started is None:
             record.started = time.monotonic()
@@ -307,7 +316,7 @@ class Kernel:
             logger.info("task %s (%s) failed on try %d (%r); retrying in %.3g s", record.id,
                         record.func_name, record.try_id, exc, decision.delay)
         if decision.retry:
-            record.move(States.pending)
+            self._move(record, States.pending)
             if decision.delay > 0:  # a timer posts RetryDue: nothing blocks meanwhile
                 return [ScheduleRetry(record, decision.delay)]
             return self._send(record)
@@ -329,7 +338,7 @@ class Kernel:
             return self._finish(record, States.failed, exception=TypeError(
                 f"join_app {record.func_name} must return a Future or a list of Futures, "
                 f"not {type(inner).__name__}"))
-        record.move(States.joining)
+        self._move(record, States.joining)
         record.resolved = (inner,)
         if not futures:
             return self._finish(record, States.exec_done, result=[])
@@ -355,7 +364,7 @@ class Kernel:
     # ------------------------------------------------------------------ endings
 
     def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> list:
-        record.move(state)
+        self._move(record, state)
         self.tasks.pop(record.id, None)
         out = []
         if record.hashsum is not None and state in (States.exec_done, States.memo_done):

@@ -41,6 +41,17 @@ def test_a_task_with_no_dependencies_is_sent_at_once_as_try_1():
     assert r.status is States.launched and kern.tasks == {0: r}
 
 
+def test_state_counts_follow_every_move():
+    kern, a, b = k.Kernel(), record(tid=0), record(tid=1)
+    kern.handle(k.Submitted(a))
+    kern.handle(k.Submitted(b))
+    assert kern.state_counts[States.launched] == 2
+    kern.handle(k.ExecutorDone(a, 1, done(1)))
+    kern.handle(k.ExecutorDone(b, 1, done(exc=OSError())))
+    counts = {s.name: n for s, n in kern.state_counts.items() if n}
+    assert counts == {"exec_done": 1, "failed": 1}
+
+
 def test_a_result_resolves_the_future_and_forgets_the_task():
     kern, r = k.Kernel(), record(args=(1,))
     kern.handle(k.Submitted(r))

@@ -101,6 +101,11 @@ class CeleryExecutor(Executor):
         self.worker_start_timeout = worker_start_timeout
         self.worker_idle_timeout = worker_idle_timeout
         self._validate()
+        self._lock = threading.RLock()
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """Forget the blocks and state of a previous run (a Config may be loaded again)."""
         self.blocks: dict[str, str] = {}              # block id -> job id, every block started
         self._records: dict[str, BlockRecord] = {}
         self._block_ids = itertools.count()
@@ -112,7 +117,6 @@ class CeleryExecutor(Executor):
         self._other_slots = 0                         # slots of workers no block started
         self._loop = None
         self._link = None
-        self._lock = threading.RLock()
         self._shut = False
 
     def _validate(self) -> None:
@@ -140,8 +144,8 @@ class CeleryExecutor(Executor):
             raise ConfigurationError(f"CeleryExecutor {self.label!r}: " + "; ".join(problems))
 
     def start(self, context) -> None:
-        if self._shut:
-            self._refuse_restart()
+        if self._shut:  # loaded again with a new DFK: a new run, as in Parsl
+            self._new_run()
         self._context = context
         self._link = context.celery_link()
         self.queue = queue_name(context.run_id, self.label)

@@ -32,9 +32,8 @@ class ThreadPoolExecutor(Executor):
         self._lock = threading.Lock()
 
     def start(self, context=None) -> None:
-        if self._shut:
-            self._refuse_restart()
         with self._lock:
+            self._shut = False  # loaded again with a new DFK, as in Parsl
             if self._pool is None:
                 self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix)
 
