@@ -51,6 +51,10 @@ class Config:
             ``skip`` (do nothing).
         initialize_logging: write the orchestrator log under the run directory.
         internal_tasks_max_threads: threads for join apps and other in-process work.
+        dependency_resolver: which futures in an app call's arguments are dependencies:
+            None (Parsl's shallow rule: futures passed directly, or in ``inputs=``), or a
+            ``celeriac.dependency_resolvers.DependencyResolver`` such as
+            ``DEEP_DEPENDENCY_RESOLVER`` (also futures inside lists, tuples, sets, dicts).
 
     Raises:
         ConfigurationError: an option has an impossible value.
@@ -76,6 +80,7 @@ class Config:
         exit_mode: str = "cleanup",
         initialize_logging: bool = True,
         internal_tasks_max_threads: int = 10,
+        dependency_resolver=None,
     ):
         self.executors = list(executors or [])
         labels = [getattr(e, "label", None) for e in self.executors]
@@ -134,6 +139,13 @@ class Config:
         self.exit_mode = exit_mode
         self.initialize_logging = initialize_logging
         self.internal_tasks_max_threads = internal_tasks_max_threads
+        from celeriac.orchestrator.dependencies import DependencyResolver
+        if dependency_resolver is not None and not isinstance(dependency_resolver,
+                                                              DependencyResolver):
+            raise ConfigurationError(
+                "dependency_resolver must be a celeriac.dependency_resolvers.DependencyResolver "
+                f"(e.g. DEEP_DEPENDENCY_RESOLVER), not {type(dependency_resolver).__name__}")
+        self.dependency_resolver = dependency_resolver
 
     def __repr__(self):
         return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"

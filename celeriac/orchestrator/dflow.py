@@ -22,12 +22,17 @@ from functools import partial
 from typing import Optional
 
 from celeriac.config import Config
-from celeriac.errors import CeleriacError, ConfigurationError, InvalidResourceSpecification
+from celeriac.errors import (
+    CeleriacError,
+    ConfigurationError,
+    InvalidResourceSpecification,
+    SerializationError,
+)
 from celeriac.orchestrator import kernel as k
 from celeriac.orchestrator import retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext
-from celeriac.orchestrator.dependencies import find_futures
+from celeriac.orchestrator.dependencies import find_futures, nested_future
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable
@@ -67,7 +72,8 @@ class DataFlowKernel:
                 if self.config.app_cache else None)
         self._kernel = k.Kernel(retries=self.config.retries,
                                 retry_handler=self.config.retry_handler,
-                                worker_lost_retries=self.config.worker_lost_retries, memo=memo)
+                                worker_lost_retries=self.config.worker_lost_retries, memo=memo,
+                                dependency_resolver=self.config.dependency_resolver)
         self._context = RunContext(self.config)
         self.run_dir = self._context.run_dir
         self.run_id = self._context.run_id
@@ -136,7 +142,7 @@ class DataFlowKernel:
         if rejected is not None:
             self._post(k.Rejected(record, rejected))
             return fut
-        record.depends = find_futures(record.args, kwargs)
+        record.depends = find_futures(record.args, kwargs, self.config.dependency_resolver)
         logger.debug("task %s %s submitted to %s with %d dependencies", tid, func_name, label,
                      len(record.depends))
         self._post(k.Submitted(record))
@@ -274,6 +280,15 @@ class DataFlowKernel:
             exec_fu = self._executor(record.executor).submit(record.func, call,
                                                              record.resource_specification)
         except Exception as e:
+            where = (nested_future(send.args, send.kwargs)
+                     if isinstance(e, SerializationError) else None)
+            if where is not None:
+                e = SerializationError(
+                    f"{record.func_name}'s {where} holds a Future inside a list, tuple, set or "
+                    "dict. Only futures passed directly (or in inputs=) are waited for, so "
+                    "this one would be sent unresolved, and a future cannot be sent. Pass it "
+                    "directly, or load Config(dependency_resolver=DEEP_DEPENDENCY_RESOLVER) "
+                    "to wait for futures inside containers too")
             self._post(k.SubmitFailed(record, send.try_id, e))
             return
         exec_fu.add_done_callback(partial(self._executor_done, record, send.try_id))

@@ -171,11 +171,14 @@ class Kernel:
         retries, retry_handler, worker_lost_retries: Parsl's retry budget (see
             :func:`retries.decide`).
         memo: the memo table, or None when ``app_cache`` is off.
+        dependency_resolver: where futures are found in arguments (None: Parsl's shallow
+            rule, see :mod:`.dependencies`).
     """
 
     def __init__(self, *, retries: int = 0, retry_handler=None, worker_lost_retries: int = 3,
-                 memo: Optional[MemoTable] = None):
+                 memo: Optional[MemoTable] = None, dependency_resolver=None):
         self.retries = retries
+        self.resolver = dependency_resolver
         self.retry_handler = retry_handler
         self.worker_lost_retries = worker_lost_retries
         self.memo = memo
@@ -229,7 +232,7 @@ class Kernel:
 
     def _ready(self, record: TaskRecord) -> list:
         """Every dependency is done: fail for a failed one, answer from the memo, or send."""
-        args, kwargs, failures = resolve(record.args, record.kwargs)
+        args, kwargs, failures = resolve(record.args, record.kwargs, self.resolver)
         record.depends = []
         if failures:
             exc = DependencyError(failures, record.id)
