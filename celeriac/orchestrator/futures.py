@@ -1,16 +1,29 @@
-"""AppFuture and DataFuture: what calling an app gives back."""
+"""AppFuture and DataFuture: what calling an app gives back.
+
+Both are ``concurrent.futures.Future`` objects, generic in their result type for type checkers
+(``AppFuture[int]``), and awaitable in asyncio code (``await fut``).
+"""
 
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Optional
+from typing import Optional, TypeVar
+
+T = TypeVar("T")
 
 
-class AppFuture(Future):
+class _Awaitable:
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self).__await__()
+
+
+class AppFuture(_Awaitable, Future[T]):
     """The future of one app call: a ``concurrent.futures.Future`` with Parsl's extras.
 
     ``fut['key']`` and ``fut.attr`` return new futures of the item/attribute of the result,
-    without blocking; they are dependencies like any other future.
+    without blocking; they are dependencies like any other future. ``await fut`` waits
+    without blocking an asyncio event loop.
     """
 
     def __init__(self, task_record):
@@ -64,7 +77,7 @@ def _getitem(obj, key):
     return obj[key]
 
 
-class DataFuture(Future):
+class DataFuture(_Awaitable, Future):
     """A future for a File an app produces: resolves to the File when the app succeeds."""
 
     def __init__(self, app_fut: Future, file_obj, tid: Optional[int] = None):
