@@ -29,7 +29,7 @@ from celeriac.errors import (
     SerializationError,
 )
 from celeriac.orchestrator import kernel as k
-from celeriac.orchestrator import retries
+from celeriac.orchestrator import parsl_options, retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext
 from celeriac.orchestrator.dependencies import find_futures, nested_future
@@ -93,6 +93,11 @@ class DataFlowKernel:
         atexit.register(self.atexit_cleanup)
         logger.info("DFK started: run %s in %s, executors %s", self.run_id, self.run_dir,
                     list(self.executors))
+        for owner, ignored in [("Config", self.config.ignored_options)] + [
+                (f"executor {e.label!r}", getattr(e, "ignored_options", {}))
+                for e in self.executors.values()]:
+            if ignored:
+                logger.info(parsl_options.describe(owner, ignored))
 
     # ----------------------------------------------------------------- submission
 
@@ -149,8 +154,11 @@ class DataFlowKernel:
         return fut
 
     def _std_autopath(self, record: TaskRecord, stream: str) -> str:
-        """Where ``stdout=AUTO_LOGNAME`` (or stderr) goes: Parsl's layout under the run dir,
-        with the call's ``label=`` keyword argument in the name when it has one."""
+        """Where ``stdout=AUTO_LOGNAME`` (or stderr) goes: ``Config(std_autopath=)``'s choice,
+        or Parsl's layout under the run dir, with the call's ``label=`` keyword argument in
+        the name when it has one."""
+        if self.config.std_autopath is not None:
+            return self.config.std_autopath(record, stream)
         label = record.kwargs.get("label")
         return os.path.join(
             self.run_dir, "task_logs", f"{record.id // 10000:04d}",

@@ -186,6 +186,23 @@ def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=(),
     return digest.hexdigest()
 
 
+class BasicMemoizer:
+    """Parsl's ``BasicMemoizer`` options, for ``Config(memoizer=...)``: the same meaning as
+    Config's ``app_cache`` (``memoize``), ``checkpoint_files``, ``checkpoint_mode`` and
+    ``checkpoint_period``."""
+
+    def __init__(self, *, checkpoint_files=None, checkpoint_period=None, checkpoint_mode=None,
+                 memoize: bool = True):
+        self.checkpoint_files = checkpoint_files
+        self.checkpoint_period = checkpoint_period
+        self.checkpoint_mode = checkpoint_mode
+        self.memoize = memoize
+
+    def __repr__(self):
+        return (f"BasicMemoizer(checkpoint_mode={self.checkpoint_mode!r}, "
+                f"memoize={self.memoize!r})")
+
+
 class Verdict(enum.Enum):
     """What :meth:`MemoTable.claim` says of a call."""
 

@@ -21,6 +21,7 @@ import time
 import redis
 
 from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
+from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator import strategy
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
@@ -60,6 +61,9 @@ class CeleryExecutor(Executor):
             before it counts as failed (0: wait forever).
         worker_idle_timeout: seconds a worker stays without its orchestrator and without a
             task before it exits (0: never), so a killed run does not hold allocations.
+        **parsl_options: options of Parsl's HighThroughputExecutor that mean nothing here
+            (``address``, ``worker_debug``, ``encrypted``, ``start_method``, ...): accepted
+            so that Parsl configs load, and logged as ignored.
         worker_python: the Python that runs ``celeriac worker`` in a block. Default: this
             interpreter when the provider's channel is local; ``python3`` (as found after
             ``worker_init``, e.g. an activated environment) when it is remote.
@@ -74,7 +78,8 @@ class CeleryExecutor(Executor):
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
                  worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0,
-                 worker_python=None):
+                 worker_python=None, **parsl_options):
+        self.ignored_options = parsl.accept(CeleryExecutor, parsl_options, parsl.HTEX)
         self.label = label
         self.worker_python = worker_python
         self._remote_dir = None                       # the blocks' file dir on a remote host

@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import Future
 
 from celeriac.errors import AppTimeout, SubmitException
+from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.workers.execute import AppFailed, Call, run_call
 
@@ -23,7 +24,9 @@ class ThreadPoolExecutor(Executor):
     itself runs on (Python cannot stop a thread); bash apps are killed.
     """
 
-    def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = ""):
+    def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = "",
+                 **parsl_options):
+        self.ignored_options = parsl.accept(ThreadPoolExecutor, parsl_options, parsl.THREADS)
         self.label = label
         self.max_threads = max_threads
         self._prefix = thread_name_prefix or f"celeriac-{label}"
