@@ -41,6 +41,8 @@ def main(argv=None) -> int:
                         "without a task to run (default 120; 0 never exits)")
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
+    w.add_argument("--prefetch-multiplier", type=int, default=4,
+                   help="messages each pool slot reserves ahead (default 4)")
     w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")
@@ -118,7 +120,8 @@ def _worker(args) -> int:
     if args.child:
         run_worker(broker, key, run_id, args.executor, pool=args.pool,
                    concurrency=args.concurrency, hostname=args.hostname,
-                   loglevel=args.loglevel, logfile=args.logfile)
+                   loglevel=args.loglevel, logfile=args.logfile,
+                   prefetch_multiplier=args.prefetch_multiplier)
         return 0
     env = dict(os.environ)
     if not args.run_file:
@@ -130,7 +133,8 @@ def _worker(args) -> int:
     print(f"celeriac worker: {placement.count} worker processes for {info['queue']}",
           file=sys.stderr, flush=True)
     return supervise(placement.count, lambda i, gen: child_command(args, i, gen, placement),
-                     env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout)
+                     env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
+                     key=key)
 
 
 def _flower(args) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable, Optional, Sequence
 
 from celeriac.errors import ConfigurationError
+from celeriac.option_checks import OptionChecks
 
 __all__ = ["Config"]
 
@@ -112,46 +114,11 @@ class Config:
                 "std_autopath must be a function (task_record, 'stdout' or 'stderr') -> path")
         self.std_autopath = std_autopath
         self.executors = list(executors or [])
-        labels = [getattr(e, "label", None) for e in self.executors]
-        duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
-        if duplicates:
-            raise ConfigurationError(
-                f"executor labels must be unique; {duplicates} appear more than once")
-        for label in labels:
-            if not isinstance(label, str) or not _LABEL.match(label):
-                raise ConfigurationError(
-                    f"executor label {label!r} is not usable as a queue name: "
-                    "use letters, digits, '_', '.', '-'")
-        if checkpoint_mode not in _CHECKPOINT_MODES:
-            raise ConfigurationError(
-                f"checkpoint_mode {checkpoint_mode!r} is not one of {_CHECKPOINT_MODES}")
-        if checkpoint_period is not None and checkpoint_mode != "periodic":
-            raise ConfigurationError(
-                "checkpoint_period is only used with checkpoint_mode='periodic'")
+        _check_executors(self.executors)
+        _check_options(locals())
         self.checkpoint_seconds = _period(checkpoint_period or "00:30:00")
-        if isinstance(checkpoint_files, (str, bytes)):
-            raise ConfigurationError(
-                "checkpoint_files takes a list of directories, e.g. get_all_checkpoints()")
         from celeriac.orchestrator.retries import make_policy
         retry_policy = make_policy(retry_policy, "Config(retry_policy=...)")
-        if exit_mode not in _EXIT_MODES:
-            raise ConfigurationError(f"exit_mode {exit_mode!r} is not one of {_EXIT_MODES}")
-        if strategy not in _STRATEGIES:
-            raise ConfigurationError(f"strategy {strategy!r} is not one of {_STRATEGIES}")
-        if isinstance(strategy_period, bool) or not isinstance(strategy_period, (int, float)) \
-                or strategy_period <= 0:
-            raise ConfigurationError(
-                f"strategy_period must be a positive number of seconds, not {strategy_period!r}")
-        if isinstance(max_idletime, bool) or not isinstance(max_idletime, (int, float)) \
-                or max_idletime < 0:
-            raise ConfigurationError(
-                f"max_idletime must be a number of seconds >= 0, not {max_idletime!r}")
-        if not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be a non-negative int, not {retries!r}")
-        if broker is not None and not broker.startswith(("redis://", "rediss://")):
-            raise ConfigurationError(
-                f"broker {broker.split('://')[0]}:// is not supported yet: "
-                "use redis://host:port/db, or leave broker unset for the embedded Redis")
         self.broker = broker
         self.app_cache = app_cache
         self.checkpoint_files = checkpoint_files
@@ -178,6 +145,65 @@ class Config:
 
     def __repr__(self):
         return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"
+
+
+def _check_executors(executors: list) -> None:
+    """Executors must be Executor objects with unique labels usable as queue names."""
+    from celeriac.orchestrator.executors.base import Executor
+    wrong = [e for e in executors if not isinstance(e, Executor)]
+    if wrong:
+        raise ConfigurationError(
+            f"executors must be executor objects (CeleryExecutor(...), ThreadPoolExecutor(...)), "
+            f"not {wrong!r}")
+    labels = [getattr(e, "label", None) for e in executors]
+    duplicates = sorted({lb for lb in labels if labels.count(lb) > 1})
+    if duplicates:
+        raise ConfigurationError(
+            f"executor labels must be unique; {duplicates} appear more than once")
+    for label in labels:
+        if not isinstance(label, str) or not _LABEL.match(label):
+            raise ConfigurationError(
+                f"executor label {label!r} is not usable as a queue name: "
+                "use letters, digits, '_', '.', '-'")
+
+
+def _check_options(o: dict) -> None:
+    """Every other option of ``Config(...)`` (its arguments, by name), checked in one place.
+
+    Raises:
+        ConfigurationError: naming each option with an impossible value and what is allowed.
+    """
+    checks = OptionChecks("Config")
+    checks.choice("checkpoint_mode", o["checkpoint_mode"], _CHECKPOINT_MODES)
+    if o["checkpoint_period"] is not None and o["checkpoint_mode"] != "periodic":
+        checks.problem("checkpoint_period is only used with checkpoint_mode='periodic'")
+    if isinstance(o["checkpoint_files"], (str, bytes)):
+        checks.problem(
+            "checkpoint_files takes a list of directories, e.g. get_all_checkpoints()")
+    checks.choice("exit_mode", o["exit_mode"], _EXIT_MODES)
+    checks.choice("strategy", o["strategy"], _STRATEGIES,
+                  hint="Parsl's htex_auto_scale is 'simple' here")
+    checks.seconds("strategy_period", o["strategy_period"])
+    checks.seconds("max_idletime", o["max_idletime"], zero_means="cancels idle blocks at once",
+                   infinite_ok=True)
+    checks.integer("retries", o["retries"])
+    checks.integer("worker_lost_retries", o["worker_lost_retries"],
+                   meaning="0: a lost worker costs a retry at once")
+    checks.integer("internal_tasks_max_threads", o["internal_tasks_max_threads"], minimum=1,
+                   meaning="threads for join apps and other in-process work")
+    checks.kind("run_dir", o["run_dir"], (str, os.PathLike), "a directory path")
+    checks.kind("app_cache", o["app_cache"], bool, "True or False")
+    checks.kind("initialize_logging", o["initialize_logging"], bool, "True or False")
+    if o["retry_handler"] is not None and not callable(o["retry_handler"]):
+        checks.problem(f"retry_handler must be a function (exception, task_record) -> cost, "
+                       f"not {o['retry_handler']!r}")
+    broker = o["broker"]
+    if broker is not None and (not isinstance(broker, str)
+                               or not broker.startswith(("redis://", "rediss://"))):
+        scheme = broker.split("://")[0] if isinstance(broker, str) else repr(broker)
+        checks.problem(f"broker {scheme}:// is not supported yet: "
+                       "use redis://host:port/db, or leave broker unset for the embedded Redis")
+    checks.done()
 
 
 def _period(text) -> float:

@@ -27,7 +27,10 @@
         ├── BashExitFailure               a bash app's command exited non-zero (.exitcode)
         ├── BashAppNoReturn               a bash app returned something other than a string
         ├── BadStdStreamFile              stdout=/stderr= could not be used
-        └── MissingOutputs                a bash app did not create the outputs it declared
+        ├── MissingOutputs                a bash app did not create the outputs it declared
+        └── AppExited                     the app called sys.exit() or raised another
+                                          BaseException (KeyboardInterrupt, ...); only its
+                                          task failed
 
 Exceptions cross process boundaries (worker -> orchestrator), so every class pickles: the
 constructor arguments are kept and replayed by ``__reduce__``.
@@ -45,7 +48,7 @@ __all__ = [
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
     "InvalidTransition",
     "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
-    "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "RemoteTraceback",
+    "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "AppExited", "RemoteTraceback",
 ]
 
 
@@ -255,6 +258,27 @@ class MissingOutputs(AppException):
 
     def __str__(self):
         return f"Missing Outputs: {self.outputs}, Reason: {self.reason}"
+
+
+class AppExited(AppException):
+    """The app raised ``SystemExit``, ``KeyboardInterrupt`` or another ``BaseException`` that
+    is not an ``Exception``. Only its task fails: the process that ran it carries on.
+
+    Attributes:
+        app_name: the app's name.
+        what: what the app did, e.g. ``called sys.exit(3)`` or ``raised KeyboardInterrupt``.
+        code: the code given to ``sys.exit()`` (None for any other exception).
+    """
+
+    def __init__(self, app_name, what, code=None):
+        super().__init__(app_name, what, code)
+        self.app_name = app_name
+        self.what = what
+        self.code = code
+
+    def __str__(self):
+        return (f"[{self.app_name}] the app {self.what}, which fails only this task: the process "
+                "that ran it carries on (to fail a task, raise an Exception)")
 
 
 class RemoteTraceback(Exception):

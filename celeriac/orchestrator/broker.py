@@ -14,6 +14,7 @@ import redis
 
 from celeriac.errors import ConfigurationError
 from celeriac.orchestrator.processes import popen_tied_to_this_process
+from celeriac.private_files import PRIVATE_UMASK, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class EmbeddedRedis:
         Raises:
             ConfigurationError: it did not start; the message quotes its log.
         """
-        os.makedirs(self.directory, exist_ok=True)
+        private_dir(self.directory)
         log = os.path.join(self.directory, "redis.log")
         fixed_port = self.port  # a restart keeps its address, so clients reconnect
         for _attempt in range(1 if fixed_port else 5):
@@ -72,7 +73,8 @@ class EmbeddedRedis:
                     "maxclients 10000\nclient-output-buffer-limit pubsub 0 0 0\n")
             self._proc = popen_tied_to_this_process(
                 [redis_server_binary(), conf], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                umask=PRIVATE_UMASK)  # its log and data files: 0600
             if self._wait_ready(timeout):
                 logger.info("embedded Redis started on %s:%s (pid %s)", self.host, self.port,
                             self._proc.pid)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat
 import threading
 from typing import Iterable, Optional, Sequence
 
-from celeriac.errors import BadCheckpoint
+from celeriac.errors import BadCheckpoint, ConfigurationError
+from celeriac.private_files import private_dir, private_file
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +69,9 @@ class CheckpointStore:
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
-            os.makedirs(self.directory, exist_ok=True)
-            db = sqlite3.connect(os.path.join(self.directory, DB_NAME), timeout=30,
+            private_dir(self.directory)
+            # SQLite gives its -wal and -shm files the database file's mode: 0600 too.
+            db = sqlite3.connect(private_file(os.path.join(self.directory, DB_NAME)), timeout=30,
                                  check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL: each commit is fsynced, so it survives the process being killed and the
@@ -94,6 +97,8 @@ def load_checkpoints(directories: Optional[Iterable[str]]) -> dict:
 
     Raises:
         BadCheckpoint: a directory has no checkpoint, or its database cannot be read.
+        ConfigurationError: another user could have written the checkpoint (see
+            :func:`refuse_if_others_can_write`), so its pickles are not loaded.
     """
     table: dict = {}
     for directory in directories or ():
@@ -102,6 +107,7 @@ def load_checkpoints(directories: Optional[Iterable[str]]) -> dict:
             raise BadCheckpoint(
                 f"no checkpoint in {directory!r} (expected {DB_NAME}); pass directories "
                 "from celeriac.get_all_checkpoints() or get_last_checkpoint()")
+        refuse_if_others_can_write(path)
         try:
             # Opened read-write (not ?mode=ro) so that SQLite can replay the WAL of a run
             # that was killed before it checkpointed the WAL into the main file.
@@ -120,6 +126,42 @@ def load_checkpoints(directories: Optional[Iterable[str]]) -> dict:
         table.update(rows)
         logger.info("loaded %d checkpointed results from %s", len(rows), path)
     return table
+
+
+def refuse_if_others_can_write(path: str) -> None:
+    """Refuse a checkpoint that another local user could have written or replaced.
+
+    Loading a checkpoint unpickles it, which runs whatever code its author chose. So the
+    database (and its -wal and -shm files) and every directory above it must belong to this
+    user (or root) and be writable by no one else; a directory with the sticky bit (like
+    /tmp) is fine, as others cannot replace what is in it. This is an error, not a warning:
+    a warning would be read after the planted pickle had already run.
+
+    Raises:
+        ConfigurationError: names the path and the ``chmod`` that fixes it.
+    """
+    uid = os.getuid()
+    checked = [path] + [path + s for s in ("-wal", "-shm") if os.path.exists(path + s)]
+    head = os.path.dirname(os.path.abspath(path))
+    while True:
+        checked.append(head)
+        if os.path.dirname(head) == head:
+            break
+        head = os.path.dirname(head)
+    for p in checked:
+        st = os.stat(p)
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (uid, 0):
+            why = f"belongs to another user (uid {st.st_uid})"
+        elif st.st_mode & 0o022 and not sticky_dir:
+            why = "can be written by other users"
+        else:
+            continue
+        raise ConfigurationError(
+            f"checkpoint_files: refusing to load {path}: {p} {why}, so someone else may "
+            "have planted the pickled results it would unpickle (running their code as "
+            f"you). If you trust it, make it yours alone (chown, then chmod go-w {p}) "
+            "and load again")
 
 
 def get_all_checkpoints(rundir: str = "runinfo") -> Sequence[str]:

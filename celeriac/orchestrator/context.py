@@ -7,21 +7,28 @@ import os
 import secrets
 import threading
 
-from celeriac.orchestrator.rundir import make_run_dir, start_file_logging
+from celeriac.orchestrator.rundir import make_run_dir
+from celeriac.orchestrator.runlog import start_file_logging, stop_file_logging
 
 logger = logging.getLogger(__name__)
+
+
+def new_run_id() -> str:
+    """A fresh run id (names the run's queues and keys on the broker)."""
+    return secrets.token_hex(4)
 
 
 class RunContext:
     """One run's directory and log, and, once a Celery executor asks, its broker and link."""
 
-    def __init__(self, config):
+    def __init__(self, config, run_id: str | None = None):
         self.config = config
-        self.run_id = secrets.token_hex(4)
+        self.run_id = run_id or new_run_id()
         self.run_dir = make_run_dir(config.run_dir)
         self._log_handler = None
         if config.initialize_logging:
-            self._log_handler = start_file_logging(os.path.join(self.run_dir, "celeriac.log"))
+            self._log_handler = start_file_logging(os.path.join(self.run_dir, "celeriac.log"),
+                                                   self.run_id)
         self._lock = threading.Lock()
         self._broker = None
         self._link = None
@@ -54,6 +61,5 @@ class RunContext:
         if broker is not None:
             broker.stop()
         if self._log_handler is not None:
-            logging.getLogger("celeriac").removeHandler(self._log_handler)
-            self._log_handler.close()
+            stop_file_logging(self._log_handler)
             self._log_handler = None

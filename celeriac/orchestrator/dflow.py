@@ -31,11 +31,12 @@ from celeriac.errors import (
 from celeriac.orchestrator import kernel as k
 from celeriac.orchestrator import parsl_options, retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
-from celeriac.orchestrator.context import RunContext
+from celeriac.orchestrator.context import RunContext, new_run_id
 from celeriac.orchestrator.dependencies import find_futures, nested_future
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable
+from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import TaskRecord
 from celeriac.workers.execute import Call
 
@@ -56,6 +57,11 @@ class DataFlowKernel:
     """
 
     def __init__(self, config: Optional[Config] = None):
+        self.run_id = new_run_id()  # first: what this DFK logs is its run's from here on
+        self._start(config)
+
+    @in_run
+    def _start(self, config: Optional[Config]) -> None:
         self.config = config if config is not None else Config()
         self._lock = threading.RLock()      # held while the kernel handles an event
         self._local = threading.local()      # .queue: events this thread is handling
@@ -74,9 +80,8 @@ class DataFlowKernel:
                                 retry_handler=self.config.retry_handler,
                                 worker_lost_retries=self.config.worker_lost_retries, memo=memo,
                                 dependency_resolver=self.config.dependency_resolver)
-        self._context = RunContext(self.config)
+        self._context = RunContext(self.config, self.run_id)
         self.run_dir = self._context.run_dir
-        self.run_id = self._context.run_id
         self.checkpoint_dir = os.path.join(self.run_dir, "checkpoint")
         self._checkpoints = CheckpointStore(self.checkpoint_dir)
         self._timers = retries.DelayedCalls()
@@ -101,6 +106,7 @@ class DataFlowKernel:
 
     # ----------------------------------------------------------------- submission
 
+    @in_run
     def submit(self, func, app_args, executors="all", cache=False, ignore_for_cache=None,
                app_kwargs=None, join=False, kind="python", func_name=None,
                accepts=None, retry_policy=None) -> AppFuture:
@@ -143,7 +149,7 @@ class DataFlowKernel:
                 kwargs[stream] = self._std_autopath(record, stream)
         fut = AppFuture(record)
         record.app_fu = fut
-        fut._outputs = [DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ()]
+        fut._outputs = tuple(DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ())
         if rejected is not None:
             self._post(k.Rejected(record, rejected))
             return fut
@@ -206,6 +212,7 @@ class DataFlowKernel:
         """Whether :meth:`cleanup` has been called, as Parsl's ``dfk.cleanup_called``."""
         return self._cleaned
 
+    @in_run
     def add_executors(self, executors) -> None:
         """Start more executors on this running DFK (Parsl's ``dfk.add_executors``).
 
@@ -344,6 +351,7 @@ class DataFlowKernel:
         self._flush_checkpoints()
         self._timers.call_later(self.config.checkpoint_seconds, self._periodic_checkpoint)
 
+    @in_run
     def checkpoint(self) -> str:
         """Write the memoized results not yet written to this run's checkpoint directory
         (what ``checkpoint_mode='manual'`` relies on); returns that directory."""
@@ -365,6 +373,7 @@ class DataFlowKernel:
                 except Exception:
                     pass
 
+    @in_run
     def cleanup(self) -> None:
         """Stop executors, workers and the embedded broker. Safe to call more than once.
 
@@ -401,6 +410,7 @@ class DataFlowKernel:
             from celeriac.orchestrator import loader
             loader.forget(self)
 
+    @in_run
     def atexit_cleanup(self) -> None:
         if not self._cleaned:
             logger.warning("Python is exiting with the DFK still loaded: cleaning up")

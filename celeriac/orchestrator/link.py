@@ -36,7 +36,8 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import recovery
-from celeriac.workers import payload
+from celeriac.orchestrator.runlog import carry
+from celeriac.workers import deaths, payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
 from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
@@ -122,6 +123,7 @@ class CeleryLink:
         self._pending: dict[str, tuple[Future, str, str]] = {}   # task id -> (future, queue, app)
         self._batches: dict[str, list] = {}                       # message id -> its task ids
         self._batch_ids = itertools.count()
+        self._refusals: dict[str, str] = {}                      # task id -> unsigned notice
         self._runtimes: dict[str, float] = {}                     # app name -> mean run time
         self.stats = {"messages": 0, "calls": 0}
         self._queues: set[str] = set()
@@ -132,7 +134,7 @@ class CeleryLink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
-        self._threads = [threading.Thread(target=t, name=f"celeriac-{t.__name__.strip('_')}",
+        self._threads = [threading.Thread(target=carry(t), name=f"celeriac-{t.__name__.strip('_')}",
                                           daemon=True)
                          for t in (self._sender, self._listener, self._watcher)]
         self._listener_thread = self._threads[1]
@@ -280,11 +282,7 @@ class CeleryLink:
 
     def _deliver(self, frame: bytes) -> None:
         if payload.is_notice(frame):
-            note = payload.read_notice(frame)
-            self._complete(note.get("id"), exception=UntrustedPayload(
-                f"a worker on {note.get('host')} refused the task: {note.get('error')}. "
-                "Workers must be started with this run's key (celeriac worker --run-file "
-                "<run_dir>/worker.json, or CELERIAC_KEY)"))
+            self._noticed(frame)
             return
         try:
             message_id, outcomes = payload.unseal(self.key, frame)
@@ -308,7 +306,39 @@ class CeleryLink:
             else:
                 self._complete(task_id, exception=value)
 
+    def _noticed(self, frame: bytes) -> None:
+        """An unsigned notice: logged, never obeyed, since anyone on the broker can push one.
+
+        A worker that holds the wrong key sends one, then leaves holding the task; if the
+        lost-worker sweep then takes that task back, the notice says why (see :meth:`_lost`).
+        """
+        try:
+            note = payload.read_notice(frame)
+            task_id = note["id"]
+            if not isinstance(task_id, str):
+                raise TypeError(task_id)
+            said = (f"a worker ({_short.repr(note.get('worker'))} on "
+                    f"{_short.repr(note.get('host'))}) refused the task: "
+                    f"{str(note.get('error'))[:300]}")
+        except (ValueError, KeyError, TypeError):
+            logger.error("dropped an unsigned notice that is not one: %r", frame[:200])
+            return
+        logger.error("unsigned notice about task %r: %r (it decides nothing by itself)",
+                     task_id, said)
+        if task_id in self._pending or task_id in self._batches:
+            self._refusals[task_id] = said
+
+    def _lost(self, task_id: str, why: str) -> CeleriacError:
+        """The error for a task the lost-worker sweep took back."""
+        said = self._refusals.pop(task_id, None)
+        if said is not None:
+            return UntrustedPayload(
+                f"{said}, and left without running it. Workers must be started with this "
+                "run's key (celeriac worker --run-file <run_dir>/worker.json, or CELERIAC_KEY)")
+        return WorkerLost(deaths.explain(self._send_client, task_id) or why)
+
     def _complete(self, task_id, result=None, exception=None, runtime=None) -> None:
+        self._refusals.pop(task_id, None)
         members = self._batches.pop(task_id, None)
         if members is not None:  # a whole message failed (worker lost, refused): each call
             for member in members:
@@ -368,7 +398,7 @@ class CeleryLink:
                 continue
             for task_id, why in lost:
                 logger.warning("task %s: %s", task_id, why)
-                self._complete(task_id, exception=WorkerLost(why))
+                self._complete(task_id, exception=self._lost(task_id, why))
 
     def _server_id(self):
         """The broker's run id: it changes when Redis restarts (and forgets its queues)."""
@@ -379,7 +409,8 @@ class CeleryLink:
 
     def _register_run(self) -> None:
         """Say on the broker that this run is active (how `celeriac worker` finds it)."""
-        self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({"started": time.time()}))
+        self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({
+            "started": time.time(), "key_check": payload.key_check(self.key, self.run_id)}))
         self._beat()
 
     def _beat(self) -> None:

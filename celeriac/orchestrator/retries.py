@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from celeriac.errors import ConfigurationError, WorkerLost
+from celeriac.orchestrator.runlog import carry
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ class DelayedCalls:
                 return
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), func, args))
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread = threading.Thread(target=carry(self._run), name=self._name,
+                                                daemon=True)
                 self._thread.start()
             self._cond.notify()
 

@@ -30,6 +30,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+from celeriac.orchestrator.runlog import carry
 from celeriac.providers.base import JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class ScalingLoop:
         self._poll = poll
         self._period = period
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=carry(self._run), name=name, daemon=True)
 
     def start(self) -> "ScalingLoop":
         self._thread.start()

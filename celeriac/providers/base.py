@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from celeriac.errors import ConfigurationError
+from celeriac.option_checks import OptionChecks
 from celeriac.providers.channels import Channel, LocalChannel
 from celeriac.providers.launchers import Launcher, SingleNodeLauncher
 
@@ -126,27 +127,8 @@ class ExecutionProvider(ABC):
                  nodes_per_block: int = 1, parallelism: float = 1.0, worker_init: str = "",
                  walltime: str = "00:10:00", scheduler_options: str = "", launcher=None,
                  channel=None, cmd_timeout: float = 10):
-        for name, value in (("init_blocks", init_blocks), ("min_blocks", min_blocks),
-                            ("max_blocks", max_blocks)):
-            if not isinstance(value, int) or value < 0:
-                raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
-        if min_blocks > max_blocks:
-            raise ConfigurationError(
-                f"min_blocks ({min_blocks}) is larger than max_blocks ({max_blocks})")
-        if not isinstance(nodes_per_block, int) or nodes_per_block < 1:
-            raise ConfigurationError(
-                f"nodes_per_block must be an integer >= 1, got {nodes_per_block!r}")
-        if not isinstance(parallelism, (int, float)) or parallelism < 0:
-            raise ConfigurationError(f"parallelism must be a number >= 0, got {parallelism!r}")
-        walltime_to_seconds(walltime)
         launcher = SingleNodeLauncher() if launcher is None else launcher
         channel = LocalChannel() if channel is None else channel
-        if not isinstance(launcher, Launcher):
-            raise ConfigurationError(
-                f"launcher must be a Launcher (e.g. SingleNodeLauncher()), got {launcher!r}")
-        if not isinstance(channel, Channel):
-            raise ConfigurationError(
-                f"channel must be a Channel (e.g. LocalChannel()), got {channel!r}")
         self.init_blocks = init_blocks
         self.min_blocks = min_blocks
         self.max_blocks = max_blocks
@@ -160,6 +142,40 @@ class ExecutionProvider(ABC):
         self.cmd_timeout = cmd_timeout
         #: where submit scripts are written on this machine (the executor sets it)
         self.script_dir: Optional[str] = None
+        self.check_options()
+
+    #: scheduler-specific sizes a subclass may have: each must be a number > 0, or None
+    _SIZES = ("cores_per_node", "mem_per_node", "cpus_per_node", "cores_per_block",
+              "cores_per_slot", "mem_per_slot")
+
+    def check_options(self) -> None:
+        """Check every option in one place (the base's, and a subclass's sizes once set;
+        the executor calls this again when it is given the provider).
+
+        Raises:
+            ConfigurationError: naming each option with an impossible value.
+        """
+        checks = OptionChecks(type(self).__name__)
+        for name in ("init_blocks", "min_blocks", "max_blocks"):
+            checks.integer(name, getattr(self, name))
+        blocks = [getattr(self, n) for n in ("init_blocks", "min_blocks", "max_blocks")]
+        if not checks.problems and blocks[1] > blocks[2]:
+            checks.problem(f"min_blocks ({blocks[1]}) is larger than max_blocks ({blocks[2]})")
+        checks.integer("nodes_per_block", self.nodes_per_block, minimum=1)
+        checks.number("parallelism", self.parallelism, meaning="slots per outstanding task")
+        checks.seconds("cmd_timeout", self.cmd_timeout)
+        checks.kind("worker_init", self.worker_init, str, "shell text")
+        checks.kind("scheduler_options", self.scheduler_options, str, "shell text")
+        for name in self._SIZES:
+            checks.number(name, getattr(self, name, None), above=True, none_ok=True)
+        if not isinstance(self.launcher, Launcher):
+            checks.problem(f"launcher must be a Launcher (e.g. SingleNodeLauncher()), "
+                           f"not {self.launcher!r}")
+        if not isinstance(self.channel, Channel):
+            checks.problem(f"channel must be a Channel (e.g. LocalChannel()), "
+                           f"not {self.channel!r}")
+        checks.done()
+        walltime_to_seconds(self.walltime)
 
     @abstractmethod
     def submit(self, command: str, tasks_per_node: int, job_name: str = "celeriac") -> str:

@@ -27,6 +27,7 @@ from abc import abstractmethod
 from typing import Optional
 
 from celeriac.errors import ChannelError, ConfigurationError, ProviderError, ScaleOutFailed
+from celeriac.private_files import private_dir, private_file
 from celeriac.providers.base import ExecutionProvider, JobState, JobStatus, walltime_to_seconds
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class ClusterProvider(ExecutionProvider):
         name = f"{job_name}.{time.time():.6f}"
         local_dir = os.path.abspath(self.script_dir or os.path.join(os.getcwd(),
                                                                     "submit_scripts"))
-        os.makedirs(local_dir, exist_ok=True)
+        private_dir(local_dir)
         remote_dir = self.channel.script_dir or local_dir
         seconds = walltime_to_seconds(self.walltime)
         config = {
@@ -195,7 +196,7 @@ class ClusterProvider(ExecutionProvider):
             text = string.Template(self.template).substitute(config)
         except (KeyError, ValueError) as exc:
             raise ConfigurationError(f"{self.label} submit template: bad field {exc}") from exc
-        path = os.path.join(local_dir, f"{name}.submit")
+        path = private_file(os.path.join(local_dir, f"{name}.submit"))
         with open(path, "w") as fh:
             fh.write(text)
         return [path]

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 from celeriac.orchestrator.processes import popen_tied_to_this_process
+from celeriac.private_files import private_dir, private_file
 from celeriac.providers.base import ExecutionProvider, JobState, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -35,16 +36,16 @@ class LocalProvider(ExecutionProvider):
     def submit(self, command: str, tasks_per_node: int, job_name: str = "celeriac") -> str:
         """Start the block's script in its own process group; its pid is the job id."""
         script_dir = self.script_dir or os.getcwd()
-        os.makedirs(script_dir, exist_ok=True)
-        script = os.path.join(script_dir, f"{job_name}.sh")
+        private_dir(script_dir)
+        script = private_file(os.path.join(script_dir, f"{job_name}.sh"))
         with open(script, "w") as fh:
             launched = self.launcher(command, tasks_per_node, self.nodes_per_block)
             # The parent-death signal reaches only this shell, while the workers run under the
             # launcher's subshells: pass a TERM on to the whole block (its process group).
             fh.write(f"#!/bin/bash\ntrap 'trap - TERM; kill -TERM 0' TERM\n"
                      f"{self.worker_init}\n{launched}\n")
-        out = open(os.path.join(script_dir, f"{job_name}.stdout"), "w")
-        err = open(os.path.join(script_dir, f"{job_name}.stderr"), "w")
+        out = open(private_file(os.path.join(script_dir, f"{job_name}.stdout")), "w")
+        err = open(private_file(os.path.join(script_dir, f"{job_name}.stderr")), "w")
         with out, err:
             proc = popen_tied_to_this_process(["/bin/bash", script], stdout=out, stderr=err,
                                               stdin=subprocess.DEVNULL, start_new_session=True)

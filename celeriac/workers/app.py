@@ -4,7 +4,9 @@ Every app call travels as the registered task ``celeriac.execute`` with ``shadow
 so Flower and worker logs show the user's function name. Its body is a signed frame
 (content type ``application/x-celeriac``); the task verifies it before unpickling anything,
 and the worker accepts no other content type but JSON (remote control), so Celery never
-unpickles anything itself.
+unpickles anything itself. It is the only task a worker knows: Celery's built-in tasks
+(``celery.accumulate``, ``celery.map``, ...) are unregistered, so a message naming one is
+refused with a log line, never run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from celery import Celery
 from kombu.serialization import register
 
 from celeriac.errors import SerializationError, UntrustedPayload
-from celeriac.workers import payload
+from celeriac.workers import payload, refusal
 from celeriac.workers.execute import AppFailed, Failure, run_call
 from celeriac.workers.liveness import RunningNotes
 
@@ -45,10 +47,15 @@ register(SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encodi
 
 
 class WorkerState:
-    """What the running worker process knows: its key, and failures waiting to be sent."""
+    """What the running worker process knows: its key and run, and outcomes waiting to be sent."""
 
     def __init__(self):
         self.key: bytes | None = None
+        self.run_id: str | None = None
+        self.results_key: str | None = None  # the only list this worker replies to
+        self.verified: set[str] = set()      # messages whose frame this process verified
+        self.key_proven = False              # a frame has verified: the key is the run's
+        self.main_pid: int | None = None     # the worker's main process (prefork: the parent)
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
         self.runtimes: dict[str, float] = {}
@@ -68,10 +75,15 @@ class WorkerState:
 state = WorkerState()
 
 
-def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int = 4) -> Celery:
-    """The Celery app for a run's broker (in a worker, ``key`` is what verifies payloads)."""
+def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int = 4,
+             run_id: str | None = None) -> Celery:
+    """The Celery app for a run's broker (in a worker, ``key`` is what verifies payloads and
+    ``run_id`` names the one results list it replies to)."""
+    from celeriac.workers.runfile import results_key
     if key is not None:
         state.key = key
+    if run_id is not None:
+        state.run_id, state.results_key = run_id, results_key(run_id)
     app = Celery("celeriac", set_as_current=True)
     app.conf.update(
         broker_url=broker_url,
@@ -94,6 +106,8 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     app.task(name=TASK_NAME, acks_late=True, ignore_result=False)(execute)
+    for name in [n for n in app.tasks if n != TASK_NAME]:
+        app.tasks.unregister(name)  # Celery's built-ins: never run from the network
     return app
 
 
@@ -116,10 +130,14 @@ def _execute(frame: bytes, message_id: str):
     """
     try:
         digest, func_bytes, calls = payload.unseal(state.key, frame)
-        func = state.function(digest, func_bytes)
     except UntrustedPayload as e:
-        state.failures[message_id] = e  # cannot be signed: sent back as a plain notice
+        from celery import current_app, current_task
+        refusal.refuse(state, current_app.backend.client, message_id,
+                       current_task.request.hostname, e)
         raise
+    state.key_proven = True
+    state.verified.add(message_id)  # the backend signs outcomes for these messages only
+    func = state.function(digest, func_bytes)
     if len(calls) == 1:
         task_id, call_bytes = calls[0]
         start = time.perf_counter()

@@ -18,9 +18,9 @@ from celery.backends.base import BaseBackend
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
+from celeriac.errors import SerializationError, WorkerLost
 from celeriac.workers import payload
-from celeriac.workers.app import Batch, state
+from celeriac.workers.app import TASK_NAME, Batch, state
 from celeriac.workers.execute import Failure
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,14 @@ def redis_client(url: str) -> redis.Redis:
 
 
 class ResultListBackend(BaseBackend):
-    """Push each task's outcome to the list named by the message's ``reply_to``."""
+    """Push each outcome of a verified celeriac task to this worker's own run's result list.
+
+    Only outcomes the run's key may vouch for are signed: those of messages whose frame this
+    process verified, and the loss of a worker process under one of celeriac's tasks. The
+    message's ``reply_to`` is never used: a worker replies to its own run's list only.
+    Outcomes Celery reports for anything else (a message naming another task, a forged
+    frame) are dropped, so a broker client without the key cannot have them signed.
+    """
 
     supports_native_join = False
 
@@ -51,8 +58,8 @@ class ResultListBackend(BaseBackend):
         return self._client
 
     def store_result(self, task_id, result, state_name, traceback=None, request=None, **kwargs):
-        reply_to = getattr(request, "reply_to", None) if request is not None else None
-        if not reply_to:
+        if not self._vouch(task_id, result, state_name, request):
+            state.failures.pop(task_id, None)
             return result
         if state_name == states.SUCCESS:
             if isinstance(result, Batch):
@@ -63,28 +70,39 @@ class ResultListBackend(BaseBackend):
                     outcomes = [(task_id, True, payload.dumps(result, "app's result"), runtime)]
                 except SerializationError as e:
                     outcomes = [(task_id, False, payload.dumps(Failure(e, "")), runtime)]
-        elif state_name in states.EXCEPTION_STATES:
+        else:
             failure = state.failures.pop(task_id, None)
-            if isinstance(failure, UntrustedPayload) or isinstance(result, UntrustedPayload):
-                self.client.rpush(reply_to, payload.notice(
-                    id=task_id, error=str(failure or result), host=self._hostname))
-                return result
             if isinstance(failure, Batch):  # a packed message: each call has its outcome
                 outcomes = failure.outcomes
             else:
-                outcomes = [(task_id, False, self._failure_bytes(failure, result, traceback),
-                             None)]
-        else:
-            return result
+                outcomes = [(task_id, False,
+                             self._failure_bytes(failure, result, traceback, request), None)]
         # The values are pickled one by one, so the orchestrator can still tell which task
         # an outcome belongs to when one value cannot be unpickled there.
-        self.client.rpush(reply_to, payload.seal(state.key, (task_id, outcomes)))
+        self.client.rpush(state.results_key, payload.seal(state.key, (task_id, outcomes)))
         return result
 
-    def _failure_bytes(self, failure, exc, traceback) -> bytes:
+    def _vouch(self, task_id, result, state_name, request) -> bool:
+        """Whether this outcome may be signed with the run's key and sent to the run."""
+        verified = task_id in state.verified
+        state.verified.discard(task_id)
+        if state.results_key is None or state_name not in states.EXCEPTION_STATES | {
+                states.SUCCESS} or state_name == states.RETRY:
+            return False
+        name = getattr(request, "task", None) or getattr(request, "name", None)
+        if name != TASK_NAME:
+            logger.error("refused a message for task %r (id %s): celeriac workers run only "
+                         "%s; nothing is sent back", name, task_id, TASK_NAME)
+            return False
+        # A prefork pool process that died under a task: its parent never saw the frame.
+        return verified or isinstance(result, WorkerLostError)
+
+    def _failure_bytes(self, failure, exc, traceback, request=None) -> bytes:
         if failure is None:
             if isinstance(exc, WorkerLostError):
-                exc = WorkerLost(f"the worker process running it on {self._hostname} died: {exc}")
+                worker = getattr(request, "hostname", None) or self._hostname
+                exc = WorkerLost(f"a pool process of worker {worker} died while running it: "
+                                 f"{exc}")
             failure = Failure(exc, traceback or "").portable()
         try:
             return payload.dumps(failure, "app's exception")

@@ -14,7 +14,8 @@ from celeriac.errors import (
     BashExitFailure,
     MissingOutputs,
 )
-from celeriac.workers.execute import AppFailed, Call, Failure
+from celeriac.private_files import is_private_dir, private_dir, private_file
+from celeriac.workers.execute import AppFailed, Call, Failure, stops_the_worker
 
 
 def run_bash(func, call: Call) -> int:
@@ -28,7 +29,9 @@ def run_bash(func, call: Call) -> int:
     try:
         command = func(*call.args, **call.kwargs)
     except BaseException as e:
-        raise AppFailed(Failure.capture(e, skip_frames=1)) from None
+        if stops_the_worker(e):
+            raise
+        raise AppFailed(Failure.capture(e, skip_frames=1, app_name=call.name)) from None
     if not isinstance(command, str):
         raise AppFailed(Failure(BashAppNoReturn(
             f"bash_app {call.name} must return the command line as a str, "
@@ -84,13 +87,25 @@ def _open_stream(spec, name: str):
             f"{name} must be a path, a (path, mode) tuple or AUTO_LOGNAME, "
             f"not {type(spec).__name__}"), ""))
     try:
-        directory = os.path.dirname(spec)
-        if directory:
+        directory = os.path.dirname(os.path.abspath(spec))
+        if _under_private_dir(directory):  # e.g. AUTO_LOGNAME's files in the run directory
+            private_dir(directory)
+            if not os.path.exists(spec):
+                private_file(spec)
+        elif directory:
             os.makedirs(directory, exist_ok=True)
         return open(spec, mode)
     except (OSError, ValueError) as e:  # ValueError: an invalid mode
         raise AppFailed(Failure(
             BadStdStreamFile(f"cannot open {name} file {spec!r}: {e}"), "")) from None
+
+
+def _under_private_dir(directory: str) -> bool:
+    """Whether the nearest existing directory at or above ``directory`` is private (0700,
+    like a run directory): what is created in it stays private, whatever the umask."""
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)
+    return is_private_dir(directory)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

@@ -2,6 +2,10 @@
 
 A python app with a ``walltime`` runs in a forked child that is killed when the time is up,
 so even a call stuck in C code ends on time (Parsl only notices after the call returns).
+
+Whatever the app raises is its task's failure, even ``SystemExit`` or ``KeyboardInterrupt``:
+those become :class:`~celeriac.errors.AppExited`, an ordinary exception, so they never end
+the worker (or the user's process, for ThreadPoolExecutor) that ran the app.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
-from celeriac.errors import AppTimeout, SerializationError
+from celeriac.errors import AppExited, AppTimeout, SerializationError
 from celeriac.workers import payload
 
 
@@ -43,12 +47,19 @@ class Failure:
     traceback: str
 
     @classmethod
-    def capture(cls, exc: BaseException, skip_frames: int = 0) -> "Failure":
+    def capture(cls, exc: BaseException, skip_frames: int = 0, app_name: str = "") -> "Failure":
+        """The failure of app ``app_name`` that raised ``exc`` (its traceback kept as text).
+
+        An exception that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ...)
+        is replaced by :class:`AppExited` saying what the app did.
+        """
         tb = exc.__traceback__
         for _ in range(skip_frames):
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
         text = "".join(traceback.format_exception(type(exc), exc, tb))
+        if not isinstance(exc, Exception):
+            exc = exited(exc, app_name)
         return cls(exc, text)
 
     def portable(self) -> "Failure":
@@ -62,6 +73,29 @@ class Failure:
                 f"the app raised {type(exc).__module__}.{type(exc).__qualname__}: {exc}, "
                 "which could not be pickled to send back; its traceback is attached"),
                 self.traceback)
+
+
+def exited(exc: BaseException, app_name: str) -> AppExited:
+    """An :class:`AppExited` describing ``exc``, which is not an ``Exception``."""
+    if isinstance(exc, SystemExit):
+        code = exc.code
+        what = "called sys.exit()" if code is None else f"called sys.exit({code!r})"
+        return AppExited(app_name, what, code if isinstance(code, (int, str)) else None)
+    kind = type(exc)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__}.{kind.__qualname__}"
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return AppExited(app_name, f"raised {name}: {text}" if text else f"raised {name}")
+
+
+def stops_the_worker(exc: BaseException) -> bool:
+    """Whether ``exc`` is Celery telling the worker to stop (its signal handlers raise these
+    wherever the worker's main thread is, even inside an app), not something the app did."""
+    return type(exc).__name__ in ("WorkerShutdown", "WorkerTerminate") and \
+        type(exc).__module__ == "celery.exceptions"
 
 
 class AppFailed(Exception):
@@ -86,7 +120,9 @@ def run_call(func, call: Call, isolate_walltime: bool = True):
     try:
         return func(*call.args, **call.kwargs)
     except BaseException as e:
-        raise AppFailed(Failure.capture(e, skip_frames=1)) from None
+        if stops_the_worker(e):
+            raise
+        raise AppFailed(Failure.capture(e, skip_frames=1, app_name=call.name)) from None
 
 
 def _run_forked(func, call: Call):
@@ -101,7 +137,7 @@ def _run_forked(func, call: Call):
             try:
                 outcome = (True, func(*call.args, **call.kwargs))
             except BaseException as e:
-                outcome = (False, Failure.capture(e, skip_frames=1).portable())
+                outcome = (False, Failure.capture(e, 1, call.name).portable())
             try:
                 data = payload.dumps(outcome, "app's result")
             except SerializationError as e:
@@ -129,24 +165,33 @@ def _run_forked(func, call: Call):
                 chunks.append(chunk)
     finally:
         os.close(rfd)
-        _reap(pid)
+        status = _reap(pid)
     if not chunks:
+        from celeriac.workers.deaths import describe
+        how = "" if status is None else f": {describe(os.waitstatus_to_exitcode(status))}"
         raise AppFailed(Failure(RuntimeError(
-            f"[{call.name}] the process running the app died without a result "
-            "(killed, out of memory, or it called os._exit)"), ""))
+            f"[{call.name}] the process running the app (forked for its walltime) ended "
+            f"without a result{how}"), ""))
     ok, value = pickle.loads(b"".join(chunks))
     if ok:
         return value
     raise AppFailed(value)
 
 
-def _reap(pid: int) -> None:
-    """Kill the child's process group if it is still there, and collect it."""
+def _reap(pid: int) -> int | None:
+    """Kill the child's process group if it is still there, collect it, and return its
+    wait status (None if it was already collected)."""
+    try:  # a child that has exited already keeps the status it exited with
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+    except ChildProcessError:
+        return None
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     try:
-        os.waitpid(pid, 0)
+        return os.waitpid(pid, 0)[1]
     except ChildProcessError:
-        pass
+        return None

@@ -33,13 +33,19 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
                logfile: str | None = None, prefetch_multiplier: int = 4) -> None:
     """Run one Celery worker in this process until it is told to stop."""
     from celery import signals
+    from celery.worker.control import Panel
 
     from celeriac.workers.app import make_app, state
     from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
-    app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier)
+    app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier, run_id=run_id)
+    state.main_pid = os.getpid()
+    # Remote control runs no code but can decide a task's fate: anyone on the broker could
+    # send it, so the commands that end tasks are not served (inspection still is).
+    for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
+        Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
     heartbeat = HeldTasks(redis_client(broker_url), hostname).start()
     # Tells the supervisor this worker reached the broker: a block whose workers never do
@@ -49,7 +55,8 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
             "-n", hostname, "-E", "--without-gossip", "--without-mingle",
             "--loglevel", loglevel]
     if logfile:
-        argv += ["-f", logfile]
+        from celeriac.private_files import private_file
+        argv += ["-f", private_file(logfile)]  # 0600: Celery appends, keeping the mode
     try:
         app.worker_main(argv)
     finally:
@@ -57,7 +64,7 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
 
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
-              run_id: str, idle_timeout: float = 0) -> int:
+              run_id: str, idle_timeout: float = 0, key: bytes | None = None) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
     ``info`` (queue, block, slots) goes into each worker's alive key.
@@ -65,10 +72,13 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     A worker that dies within ``QUICK_EXIT`` seconds of starting, three times running, is
     broken (bad environment, unreachable broker): give up with exit code 1 rather than loop.
     With ``idle_timeout`` > 0, stop (exit code 0) once the run's orchestrator has not been
-    seen and no task has run for that many seconds.
+    seen and no task has run for that many seconds. A worker that dies when ``key`` is not
+    the run's key stops them all (exit code 2): the others would only die the same way.
     """
+    from celeriac.workers import deaths
     from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
+    from celeriac.workers.refusal import key_matches_run
 
     client = redis_client(broker_url)
     beat = AliveBeat(client, info)
@@ -117,13 +127,22 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         for i, (proc, started, name) in list(children.items()):
             if proc.poll() is None or stopping:
                 continue
+            beat.read(name, pipes[name])  # what it wrote before it died
+            deaths.record(client, name, proc.returncode, beat.running.get(name, ()))
             quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT else 0
+            if key is not None and key_matches_run(client, key, run_id) is False:
+                logger.error("worker %s exited, and the signing key given to `celeriac worker` "
+                             "is not run %s's key: stopping. Start it with the run's "
+                             "worker.json (--run-file) or its CELERIAC_KEY", name, run_id)
+                stop(signal.SIGTERM, None)
+                return 2  # the dead worker is not forgotten: the run takes its task back
             if quick_exits >= 3:
                 logger.error("workers keep exiting at start (last code %s); giving up",
                              proc.returncode)
                 stop(signal.SIGTERM, None)
                 return 1
-            logger.warning("worker %s exited with %s; restarting it", name, proc.returncode)
+            logger.warning("worker %s %s; restarting it", name,
+                           deaths.describe(proc.returncode))
             os.close(pipes.pop(name))
             start(i)
         if not alive and stopping:
@@ -140,6 +159,7 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
     name = f"{name}-{i}.{generation}@{socket.gethostname()}"
     cmd = [sys.executable, "-m", "celeriac", "worker", "--child", "--executor", args.executor,
            "--pool", args.pool, "--concurrency", str(args.concurrency),
+           "--prefetch-multiplier", str(args.prefetch_multiplier),
            "--loglevel", args.loglevel, "--hostname", name]
     if placement.accelerators:
         cmd += ["--accelerator", placement.accelerators[i]]

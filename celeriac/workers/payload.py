@@ -7,7 +7,11 @@ checked against the run's key. Frames on the wire::
     b"J" + json                             an unsigned notice (only ever parsed as JSON)
 
 A notice lets a worker that holds the wrong key say so (it cannot sign), without the
-orchestrator ever unpickling unsigned bytes.
+orchestrator ever unpickling unsigned bytes. Anyone on the broker can push one, so a notice
+decides nothing by itself (see ``CeleryLink._noticed``).
+
+A run publishes :func:`key_check` of its key, so a worker can tell whether a frame it cannot
+verify was forged or its own key is wrong (the check reveals nothing about the key).
 
 Code pickled by value (apps defined in ``__main__``, a script, a notebook cell) keeps its file
 name and carries the source lines it spans, which the receiving process registers in
@@ -62,6 +66,11 @@ def load_key(path: str | None = None) -> bytes:
 
 def sign(key: bytes, data: bytes) -> bytes:
     return b"S" + hmac.new(key, data, hashlib.sha256).digest() + data
+
+
+def key_check(key: bytes, run_id: str) -> str:
+    """A value that shows whether two processes hold the same key for ``run_id``."""
+    return hmac.new(key, b"celeriac key check " + run_id.encode(), hashlib.sha256).hexdigest()
 
 
 def verify(key: bytes, frame: bytes) -> bytes:

@@ -4,8 +4,10 @@ SSHChannel talks to a real private sshd on 127.0.0.1:2222 (tests/scripts/start_s
 login as root), so the "remote" files are on this machine and the tests can look at them.
 """
 
+import os
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +98,77 @@ def test_push_file_creates_the_directory_and_keeps_the_mode(channel, tmp_path):
     assert Path(dest).stat().st_mode & 0o777 == 0o751
 
 
+def test_push_file_onto_itself_leaves_it_intact(channel, tmp_path):
+    """On a host that shares this file system (a login node mounting the same home, or this
+    very machine) the destination can be the source: the push must not empty it."""
+    source = tmp_path / "worker.json"
+    source.write_text('{"secret": "s3cr3t"}\n')
+    source.chmod(0o600)
+    inode = source.stat().st_ino
+    assert channel.push_file(str(source), str(tmp_path)) == str(source)
+    assert source.read_text() == '{"secret": "s3cr3t"}\n'
+    assert source.stat().st_mode & 0o777 == 0o600
+    assert source.stat().st_ino == inode  # left in place, not replaced by a copy of itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["worker.json"]  # no temporary left
+
+
+def test_push_file_onto_itself_through_another_path_leaves_it_intact(channel, tmp_path):
+    """The same directory reached through a symbolic link is still the source's."""
+    (tmp_path / "real").mkdir()
+    source = tmp_path / "real" / "submit.sh"
+    source.write_text("#!/bin/bash\necho hi\n")
+    source.chmod(0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    dest = channel.push_file(str(source), str(tmp_path / "link"))
+    assert dest == str(tmp_path / "link" / "submit.sh")
+    assert source.read_text() == "#!/bin/bash\necho hi\n"
+    assert source.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["submit.sh"]
+
+
+def test_a_reader_never_sees_a_partly_pushed_file(channel, tmp_path):
+    """A push replaces the destination in one step, with its mode already set: a scheduler
+    (or anyone) reading it meanwhile finds the old file or the whole new one, never a part,
+    and never a secret file readable by others."""
+    old, new = b"o" * (8 << 20), b"n" * (8 << 20)
+    source = tmp_path / "local" / "worker.json"
+    source.parent.mkdir()
+    source.write_bytes(new)
+    source.chmod(0o600)
+    dest = tmp_path / "remote" / "worker.json"
+    dest.parent.mkdir()
+    dest.write_bytes(old)
+    dest.chmod(0o600)
+    seen, stop = [], threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            try:
+                with open(dest, "rb") as fh:
+                    mode = os.fstat(fh.fileno()).st_mode & 0o777
+                    data = fh.read()
+            except FileNotFoundError:
+                seen.append(("missing", 0, 0))
+                continue
+            seen.append(("old" if data == old else "new" if data == new else "partial",
+                         len(data), mode))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for _ in range(3):
+            channel.push_file(str(source), str(dest.parent))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join()
+    assert dest.read_bytes() == new and dest.stat().st_mode & 0o777 == 0o600
+    assert {what for what, _, _ in seen} <= {"old", "new"}, \
+        sorted({(what, size) for what, size, _ in seen if what not in ("old", "new")})[:5]
+    assert {mode for _, _, mode in seen} == {0o600}
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["worker.json"]
+
+
 def test_pull_file_brings_the_file_back(channel, tmp_path):
     remote = tmp_path / "remote" / "job.out"
     remote.parent.mkdir()
@@ -103,6 +176,16 @@ def test_pull_file_brings_the_file_back(channel, tmp_path):
     local = channel.pull_file(str(remote), str(tmp_path / "local" / "dir"))
     assert local == str(tmp_path / "local" / "dir" / "job.out")
     assert Path(local).read_bytes() == remote.read_bytes()
+
+
+def test_pull_file_onto_itself_leaves_it_intact(channel, tmp_path):
+    remote = tmp_path / "job.out"
+    remote.write_text("the job's output\n")
+    remote.chmod(0o640)
+    assert channel.pull_file(str(remote), str(tmp_path)) == str(remote)
+    assert remote.read_text() == "the job's output\n"
+    assert remote.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.out"]
 
 
 def test_missing_files_raise_file_copy_failed_and_leave_nothing(channel, tmp_path):

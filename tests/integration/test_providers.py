@@ -1,12 +1,18 @@
 """Providers against real schedulers.
 
 The conformance suite runs the same tests on every provider that has a real scheduler here
-(LocalProvider, SlurmProvider, GridEngineProvider); scheduler-specific tests follow. The
-schedulers are started by the session fixtures in ``services.py``.
+(LocalProvider, SlurmProvider, GridEngineProvider), and on Slurm driven over the SSH channel
+with no ``script_dir`` (the private sshd on 127.0.0.1 shares this file system, so every file
+is pushed onto itself, as on a login node that mounts the user's home); scheduler-specific
+tests follow. The schedulers and the sshd are started by the session fixtures in
+``services.py``.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import sys
 import threading
 import time
 
@@ -23,14 +29,27 @@ from celeriac.providers import (
     LocalProvider,
     SlurmProvider,
 )
-from celeriac.providers.channels import LocalChannel
+from celeriac.providers.channels import LocalChannel, SSHChannel
 from celeriac.providers.launchers import SimpleLauncher
 
-STATUS_TOOL = {"slurm": "squeue", "gridengine": "qstat"}
+STATUS_TOOL = {"slurm": "squeue", "slurm-ssh": "squeue", "gridengine": "qstat"}
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class RecordingChannel(LocalChannel):
     """LocalChannel that keeps the commands it ran, to count scheduler calls."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.commands: list[str] = []
+
+    def execute_wait(self, cmd, timeout=None, env=None):
+        self.commands.append(cmd)
+        return super().execute_wait(cmd, timeout=timeout, env=env)
+
+
+class RecordingSSHChannel(SSHChannel):
+    """SSHChannel that keeps the commands it ran, to count scheduler calls."""
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -49,6 +68,13 @@ def make_provider(kind, request, tmp_path, **options):
     elif kind == "slurm":
         env = request.getfixturevalue("slurm").env
         provider = SlurmProvider(exclusive=False, channel=RecordingChannel(envs=env), **options)
+    elif kind == "slurm-ssh":  # no script_dir: scripts go to their own path on the host
+        env = request.getfixturevalue("slurm").env
+        ssh = request.getfixturevalue("sshd")
+        channel = RecordingSSHChannel(hostname=ssh.host, username="root", port=ssh.port,
+                                      key_filename=ssh.key, host_keys_filename=ssh.known_hosts,
+                                      envs=env)
+        provider = SlurmProvider(exclusive=False, channel=channel, **options)
     else:
         env = request.getfixturevalue("gridengine").env
         provider = GridEngineProvider(channel=RecordingChannel(envs=env), **options)
@@ -77,7 +103,7 @@ def pid_gone(pid: int) -> bool:
         return True
 
 
-@pytest.fixture(params=["local", "slurm", "gridengine"])
+@pytest.fixture(params=["local", "slurm", "slurm-ssh", "gridengine"])
 def provider_factory(request, tmp_path):
     created = []
 
@@ -92,6 +118,8 @@ def provider_factory(request, tmp_path):
         jobs = list(getattr(provider, "_jobs", {}))
         if jobs:
             provider.cancel(jobs)
+        if getattr(provider, "channel", None) is not None:
+            provider.channel.close()
 
 
 # ---- conformance: every provider ------------------------------------------------------------
@@ -202,6 +230,24 @@ def test_slurm_two_node_block_runs_on_both_nodes(slurm, request, tmp_path):
     assert sorted(out.read_text().split()) == sorted(slurm.nodes)
 
 
+@pytest.mark.timeout(120)
+def test_slurm_over_ssh_with_script_dir_being_where_the_scripts_are_written(slurm, request,
+                                                                            tmp_path):
+    """A channel's script_dir on a shared file system may be the very directory the provider
+    writes its scripts in: each push is then onto itself, and the script stays whole."""
+    provider = make_provider("slurm-ssh", request, tmp_path)
+    provider.channel.script_dir = provider.script_dir
+    marker = tmp_path / "ran"
+    try:
+        job = provider.submit(f"echo ran > {marker}", 1, "scriptdir")
+        status = wait_for(provider, job, lambda s: s.terminal)
+    finally:
+        provider.channel.close()
+    assert (status.state, status.exit_code) == (JobState.COMPLETED, 0)
+    assert marker.read_text() == "ran\n"
+    assert status.stdout_path.startswith(provider.script_dir)
+
+
 # ---- Grid Engine ----------------------------------------------------------------------------
 
 @pytest.mark.timeout(120)
@@ -227,21 +273,31 @@ def double(x):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("kind", ["slurm", "gridengine"])
+@pytest.mark.parametrize("kind", ["slurm", "slurm-ssh", "gridengine"])
 def test_apps_run_on_workers_in_a_batch_job(kind, request, tmp_path):
     options = {}
-    if kind == "slurm":
+    if kind.startswith("slurm"):
         # the embedded broker listens on loopback: node 2's 127.0.0.1 is another host
         node = request.getfixturevalue("slurm").nodes[0]
         options["scheduler_options"] = f"#SBATCH --nodelist={node}"
+    if kind == "slurm-ssh":  # what a user's worker_init does on the remote host
+        options["worker_init"] = f"export PYTHONPATH={ROOT}"
     provider = make_provider(kind, request, tmp_path, launcher=None, **options)
-    executor = CeleryExecutor(label=kind, provider=provider, workers_per_node=1)
-    with celeriac.load(Config([executor], run_dir=str(tmp_path / "runinfo"))):
+    executor = CeleryExecutor(label=kind.replace("-", "_"), provider=provider,
+                              workers_per_node=1, worker_python=sys.executable)
+    with celeriac.load(Config([executor], run_dir=str(tmp_path / "runinfo"))) as dfk:
         assert double(21).result(timeout=120) == 42
         [job] = executor.blocks.values()
         assert provider.status([job])[0].state is JobState.RUNNING
+        run_files = {dfk._context.run_file, executor._run_file}
+        for path in run_files:  # the run's secrets stay the owner's alone
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        scripts = [p for p in os.listdir(provider.script_dir) if p.endswith(".submit")]
+        assert scripts and all(os.path.getsize(os.path.join(provider.script_dir, p))
+                               for p in scripts)
     status = wait_for(provider, job, lambda s: s.terminal)
     assert status.state is JobState.CANCELLED
+    assert len(run_files) == (2 if kind == "slurm-ssh" else 1)  # pushed over SSH, or not
 
 
 @pytest.mark.timeout(60)

@@ -24,6 +24,7 @@ EXAMPLES = {
                                         (KeyError("k"), "<Future at 0x1 state=finished>")], 5),
     "JoinError": lambda cls: cls([(RuntimeError("inner"), "task 8")], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),
+    "AppExited": lambda cls: cls("poison", "called sys.exit(3)", 3),
     "MissingOutputs": lambda cls: cls("exited 0 without them", ["/tmp/a", "/tmp/b"]),
     "RemoteTraceback": lambda cls: cls("Traceback (most recent call last):\n  ...\nValueError: x"),
 }
@@ -67,7 +68,7 @@ def test_remote_traceback_is_not_a_celeriac_error():
 
 
 @pytest.mark.parametrize("name", ["AppTimeout", "BashExitFailure", "BashAppNoReturn",
-                                  "BadStdStreamFile", "MissingOutputs"])
+                                  "BadStdStreamFile", "MissingOutputs", "AppExited"])
 def test_app_detected_failures_are_app_exceptions(name):
     assert issubclass(getattr(errors, name), errors.AppException)
 

@@ -57,7 +57,7 @@ def test_errors_module_exports():
         "WorkerLost", "InvalidTransition", "DependencyError", "JoinError", "AppException",
         "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
-        "RemoteTraceback",
+        "AppExited", "RemoteTraceback",
     ]
 
 

@@ -129,7 +129,7 @@ def test_child_that_exits_without_a_result_is_reported():
     with pytest.raises(AppFailed) as info:
         run_call(lambda: os._exit(3), call("quitter"))
     exc = info.value.failure.exception
-    assert "quitter" in str(exc) and "died without a result" in str(exc)
+    assert "quitter" in str(exc) and "ended without a result: exited with code 3" in str(exc)
 
 
 def test_without_walltime_the_call_runs_in_process():

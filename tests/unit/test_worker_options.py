@@ -67,9 +67,9 @@ def test_unknown_cpu_affinity_is_refused_by_worker_and_executor():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"cores_per_worker": 0}, "cores_per_worker must be > 0"),
-    ({"mem_per_worker": -1}, "mem_per_worker must be > 0"),
-    ({"max_workers_per_node": 0}, "max_workers_per_node must be an int >= 1"),
+    ({"cores_per_worker": 0}, "cores_per_worker must be a finite number > 0"),
+    ({"mem_per_worker": -1}, "mem_per_worker must be a finite number of GB > 0"),
+    ({"max_workers_per_node": 0}, "max_workers_per_node must be an integer >= 1"),
     ({"workers_per_node": 2, "max_workers_per_node": 3}, "the same option"),
     ({"worker_idle_timeout": -5}, "worker_idle_timeout must be"),
     ({"available_accelerators": ["0,1"]}, "without commas"),

@@ -21,10 +21,12 @@ import time
 import redis
 
 from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
+from celeriac.option_checks import OptionChecks
 from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator import strategy
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
+from celeriac.private_files import private_dir
 from celeriac.providers.base import JobState
 from celeriac.workers.main import CPU_AFFINITIES
 from celeriac.workers.runfile import queue_name
@@ -33,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 #: After this many blocks in a row fail to start, the executor's tasks fail.
 MAX_BLOCK_FAILURES = 3
+#: While tasks wait with no worker on the queue and no block to come, say so this often (s).
+UNSERVED_WARNING_EVERY = 60.0
+#: Celery pools a celeriac worker can run (gevent/eventlet need monkey-patching celeriac
+#: does not do, and are usually not installed).
+POOLS = ("solo", "prefork", "threads")
+#: Level names a Celery worker accepts for --loglevel.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 
 
 class CeleryExecutor(Executor):
@@ -93,7 +102,12 @@ class CeleryExecutor(Executor):
                 "workers_per_node and max_workers_per_node are the same option; give one")
         self.max_workers_per_node = (max_workers_per_node if max_workers_per_node is not None
                                      else workers_per_node)
-        if isinstance(available_accelerators, int):
+        if isinstance(available_accelerators, int) and not isinstance(available_accelerators,
+                                                                      bool):
+            if available_accelerators < 0:
+                raise ConfigurationError(
+                    f"CeleryExecutor {label!r}: available_accelerators must be a count >= 0 "
+                    f"or a list of ids, not {available_accelerators!r}")
             available_accelerators = [str(i) for i in range(available_accelerators)]
         self.available_accelerators = [str(a) for a in available_accelerators]
         self.cores_per_worker = cores_per_worker
@@ -102,7 +116,9 @@ class CeleryExecutor(Executor):
         self.pool = pool
         self.concurrency = concurrency
         self.prefetch_multiplier = prefetch_multiplier
-        self.worker_loglevel = worker_loglevel
+        # Celery takes level names in any case; give the workers the canonical one.
+        self.worker_loglevel = (worker_loglevel.upper() if isinstance(worker_loglevel, str)
+                                else worker_loglevel)
         self.worker_start_timeout = worker_start_timeout
         self.worker_idle_timeout = worker_idle_timeout
         self._validate()
@@ -120,33 +136,48 @@ class CeleryExecutor(Executor):
         self._busy_at = 0.0
         self._unobserved_since = None                 # since when status reads have failed
         self._other_slots = 0                         # slots of workers no block started
+        self._unserved_since = None                   # since when tasks wait with no worker
+        self._unserved_warned = None                  # when that was last logged
         self._loop = None
         self._link = None
         self._shut = False
 
     def _validate(self) -> None:
-        problems = []
-        if self.max_workers_per_node is not None and (
-                not isinstance(self.max_workers_per_node, int) or self.max_workers_per_node < 1):
-            problems.append(f"max_workers_per_node must be an int >= 1, not "
-                            f"{self.max_workers_per_node!r}")
-        if not isinstance(self.cores_per_worker, (int, float)) or self.cores_per_worker <= 0:
-            problems.append(f"cores_per_worker must be > 0, not {self.cores_per_worker!r}")
-        if self.mem_per_worker is not None and (
-                not isinstance(self.mem_per_worker, (int, float)) or self.mem_per_worker <= 0):
-            problems.append(f"mem_per_worker must be > 0 (GB), not {self.mem_per_worker!r}")
-        if self.cpu_affinity not in CPU_AFFINITIES:
-            problems.append(f"cpu_affinity must be one of {list(CPU_AFFINITIES)}, not "
-                            f"{self.cpu_affinity!r}")
+        """Every option, checked in one place: an impossible value fails here, naming the
+        option, rather than as blocks that fail to start (or never start) later."""
+        from celeriac.providers.base import ExecutionProvider
+        checks = OptionChecks(f"CeleryExecutor {self.label!r}")
+        checks.integer("max_workers_per_node", self.max_workers_per_node, minimum=1,
+                       none_ok=True)
+        checks.number("cores_per_worker", self.cores_per_worker, above=True)
+        checks.number("mem_per_worker", self.mem_per_worker, above=True, none_ok=True,
+                      unit="GB")
+        checks.choice("cpu_affinity", self.cpu_affinity, CPU_AFFINITIES)
         if any("," in a or not a.strip() for a in self.available_accelerators):
-            problems.append(f"available_accelerators must be ids without commas, not "
-                            f"{self.available_accelerators!r}")
-        for name in ("worker_start_timeout", "worker_idle_timeout"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                problems.append(f"{name} must be a number of seconds >= 0, not {value!r}")
-        if problems:
-            raise ConfigurationError(f"CeleryExecutor {self.label!r}: " + "; ".join(problems))
+            checks.problem(f"available_accelerators must be ids without commas, not "
+                           f"{self.available_accelerators!r}")
+        checks.choice("pool", self.pool, POOLS, hint=(
+            "gevent and eventlet pools are not supported: use 'threads' for I/O-bound apps"
+            if self.pool in ("gevent", "eventlet") else "solo, prefork or threads"))
+        checks.integer("concurrency", self.concurrency, minimum=1,
+                       meaning="pool size per worker process")
+        if self.pool == "solo" and isinstance(self.concurrency, int) and self.concurrency > 1:
+            checks.problem(f"concurrency={self.concurrency} needs pool='prefork' or "
+                           "'threads': the solo pool runs one task at a time")
+        checks.integer("prefetch_multiplier", self.prefetch_multiplier, minimum=1)
+        checks.choice("worker_loglevel", self.worker_loglevel, LOG_LEVELS)
+        checks.seconds("worker_start_timeout", self.worker_start_timeout,
+                       zero_means="waits for ever")
+        checks.seconds("worker_idle_timeout", self.worker_idle_timeout,
+                       zero_means="never exits")
+        checks.kind("worker_python", self.worker_python, str, "a path or command name",
+                    none_ok=True)
+        if self.provider is not None and not isinstance(self.provider, ExecutionProvider):
+            checks.problem(f"provider must be a provider (LocalProvider(), SlurmProvider(...)) "
+                           f"or None for workers started by hand, not {self.provider!r}")
+        checks.done()
+        if self.provider is not None:
+            self.provider.check_options()
 
     def start(self, context) -> None:
         if self._shut:  # loaded again with a new DFK: a new run, as in Parsl
@@ -155,17 +186,27 @@ class CeleryExecutor(Executor):
         self._link = context.celery_link()
         self.queue = queue_name(context.run_id, self.label)
         self._log_dir = os.path.join(context.run_dir, "workers")
-        os.makedirs(self._log_dir, exist_ok=True)
+        private_dir(self._log_dir)
         config = context.config
         self._strategy = getattr(config, "strategy", "simple")
         self._max_idletime = getattr(config, "max_idletime", 120.0)
         self._busy_at = time.monotonic()
-        if self.provider is not None:
+        if self.provider is None:
+            logger.info("executor %s has no provider: its tasks run on workers started by "
+                        "hand: %s", self.label, self._by_hand_command())
+        else:
             self.provider.script_dir = os.path.join(context.run_dir, "submit_scripts")
             self._place_run_file()
+            if self.provider.max_blocks == 0:
+                logger.warning(
+                    "executor %s: its provider has max_blocks=0, so it will never start a "
+                    "block; its tasks run only on workers started by hand (%s). Raise "
+                    "max_blocks, or give provider=None to say that workers come by hand",
+                    self.label, self._by_hand_command())
             self.scale_out(self.provider.init_blocks)
-            self._loop = ScalingLoop(self.strategize, getattr(config, "strategy_period", 5),
-                                     name=f"celeriac-scaling-{self.label}").start()
+        # Also without a provider: the loop watches for tasks that wait with no worker.
+        self._loop = ScalingLoop(self.strategize, getattr(config, "strategy_period", 5),
+                                 name=f"celeriac-scaling-{self.label}").start()
 
     # ----------------------------------------------------------------- blocks
 
@@ -204,6 +245,7 @@ class CeleryExecutor(Executor):
                 "--cpu-affinity", self.cpu_affinity,
                 "--idle-timeout", str(self.worker_idle_timeout),
                 "--pool", self.pool, "--concurrency", str(self.concurrency),
+                "--prefetch-multiplier", str(self.prefetch_multiplier),
                 "--loglevel", self.worker_loglevel, "--logfile", self._log_path(block),
                 "--die-with-parent"]
         if self.max_workers_per_node is not None:
@@ -300,8 +342,11 @@ class CeleryExecutor(Executor):
                 self._judge(record, now)
             if self._broken is not None or self._shut:
                 return
-            decision = strategy.decide(self._strategy, self._load(now),
-                                       Limits.of(self.provider), self._max_idletime)
+            load = self._load(now)
+            decision = (strategy.decide(self._strategy, load, Limits.of(self.provider),
+                                        self._max_idletime)
+                        if self.provider is not None else strategy.NOTHING)
+            self._warn_if_unserved(load, decision)
             if decision.scale_out:
                 logger.info("executor %s: starting %d blocks (%s)", self.label,
                             decision.scale_out, decision.why)
@@ -377,7 +422,8 @@ class CeleryExecutor(Executor):
         if path and self._remote:
             from celeriac.errors import ChannelError
             try:
-                path = self._channel.pull_file(path, os.path.join(self._log_dir, "fetched"))
+                path = self._channel.pull_file(
+                    path, private_dir(os.path.join(self._log_dir, "fetched")))
             except ChannelError:
                 return ""
         return _tail(path)
@@ -393,6 +439,35 @@ class CeleryExecutor(Executor):
             self._link.fail_all(self._broken, queue=self.queue)
             # nothing will run here any more: give back the blocks still queued or running
             self.scale_in(list(self._records))
+
+    def _warn_if_unserved(self, load: Load, decision) -> None:
+        """Log, every ``UNSERVED_WARNING_EVERY`` seconds, while tasks wait with no worker on
+        the queue and no block started or coming (max_blocks=0, no provider, strategy
+        'none' with init_blocks=0): such a run would otherwise wait in silence."""
+        if not load.outstanding or load.blocks or load.other_slots or decision.scale_out:
+            self._unserved_since = None
+            return
+        self._unserved_since = self._unserved_since or load.now
+        if self._unserved_warned is not None and \
+                load.now - self._unserved_warned < UNSERVED_WARNING_EVERY:
+            return
+        self._unserved_warned = load.now
+        if self.provider is None:
+            why = "it has no provider"
+        elif self.provider.max_blocks == 0:
+            why = "its provider has max_blocks=0"
+        else:
+            why = (f"strategy {self._strategy!r} starts no block "
+                   f"(init_blocks={self.provider.init_blocks}, "
+                   f"max_blocks={self.provider.max_blocks})")
+        logger.warning(
+            "executor %s: %d tasks have waited %.0fs with no worker serving its queue, and no "
+            "block will start (%s). Start workers by hand: %s", self.label, load.outstanding,
+            load.now - self._unserved_since, why, self._by_hand_command())
+
+    def _by_hand_command(self) -> str:
+        run_file = getattr(self, "_run_file", None) or self._context.run_file
+        return f"celeriac worker --run-file {shlex.quote(run_file)} --executor {self.label}"
 
     def _load(self, now: float) -> Load:
         outstanding = self._link.outstanding(self.queue)

@@ -7,9 +7,11 @@ import concurrent.futures as cf
 import threading
 from concurrent.futures import Future
 
-from celeriac.errors import AppTimeout, SubmitException
+from celeriac.errors import AppExited, AppTimeout, RemoteTraceback, SubmitException
+from celeriac.option_checks import OptionChecks
 from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator.executors.base import Executor
+from celeriac.orchestrator.runlog import carry
 from celeriac.workers.execute import AppFailed, Call, run_call
 
 
@@ -27,6 +29,9 @@ class ThreadPoolExecutor(Executor):
     def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = "",
                  **parsl_options):
         self.ignored_options = parsl.accept(ThreadPoolExecutor, parsl_options, parsl.THREADS)
+        checks = OptionChecks(f"ThreadPoolExecutor {label!r}")
+        checks.integer("max_threads", max_threads, minimum=1)
+        checks.done()
         self.label = label
         self.max_threads = max_threads
         self._prefix = thread_name_prefix or f"celeriac-{label}"
@@ -38,7 +43,8 @@ class ThreadPoolExecutor(Executor):
         with self._lock:
             self._shut = False  # loaded again with a new DFK, as in Parsl
             if self._pool is None:
-                self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix)
+                self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix,
+                                                   initializer=carry())  # the run's log
 
     def submit(self, func, call: Call, resource_specification: dict) -> Future:
         if self._shut:
@@ -73,7 +79,10 @@ def _run_local(func, call: Call):
     try:
         return run_call(func, call, isolate_walltime=False)
     except AppFailed as e:
-        raise e.failure.exception from None
+        exc = e.failure.exception
+        if isinstance(exc, AppExited):  # stands for a SystemExit etc.: keep where it was raised
+            raise exc from RemoteTraceback(e.failure.traceback)
+        raise exc from None
 
 
 def _settle(fut: Future, result, exc) -> None:

@@ -2,9 +2,11 @@
 
 The contract: :meth:`execute_wait` runs one shell command and returns ``(exit code, stdout,
 stderr)`` (a non-zero exit is an answer, not an error); :meth:`push_file` and :meth:`pull_file`
-copy one file and return where it landed; :meth:`makedirs` creates a directory (and its
-parents). Failures of the channel itself (host unreachable, key refused, unknown host key,
-copy failed) raise a :class:`~celeriac.errors.ChannelError` subclass that says what to fix.
+copy one file and return where it landed (written under a temporary name and renamed into place,
+so a scheduler never reads half a file, and never emptying a file copied onto itself);
+:meth:`makedirs` creates a directory (and its parents). Failures of the channel itself (host
+unreachable, key refused, unknown host key, copy failed) raise a
+:class:`~celeriac.errors.ChannelError` subclass that says what to fix.
 A channel is a context manager; :meth:`close` is safe to call twice.
 """
 
@@ -37,7 +39,30 @@ class Channel(ABC):
 
     @abstractmethod
     def push_file(self, source: str, dest_dir: str) -> str:
-        """Copy the local file ``source`` into ``dest_dir`` on the host; return its path there."""
+        """Copy the local file ``source`` into ``dest_dir`` on the host; return its path there.
+
+        Guarantees, which every channel keeps:
+
+        - The copy is written under a temporary name and renamed into place in one step: a
+          reader (the scheduler reading a submit script) finds the old file or the whole new
+          one, never a part of it.
+        - The copy has the source's permission bits before any byte is written, and no other
+          user can open it meanwhile: a 0600 file (the run file, which holds the run's
+          secrets) is never readable by others, not even for a moment.
+        - If the destination *is* the source (the host shares this file system, as a login
+          node mounting the user's home does, and ``dest_dir`` is the source's directory),
+          the file is left as it is, never truncated.
+
+        Args:
+            source: a local file.
+            dest_dir: a directory on the host, created (mode 0700) if missing.
+
+        Returns:
+            The path of the copy on the host.
+
+        Raises:
+            FileCopyFailed: the source is unreadable or the host refused the copy.
+        """
 
     @abstractmethod
     def pull_file(self, remote_source: str, local_dir: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import tempfile
 import time
 from typing import Optional
 
@@ -51,12 +53,30 @@ class LocalChannel(Channel):
         return result.exited, result.stdout, result.stderr
 
     def push_file(self, source: str, dest_dir: str) -> str:
+        """Copy ``source`` into ``dest_dir`` (created if missing), keeping its permission
+        bits; see :class:`Channel` for the guarantees. Returns the new path.
+
+        Raises:
+            FileCopyFailed: ``source`` is unreadable or ``dest_dir`` refused the copy.
+        """
         dest = os.path.join(dest_dir, os.path.basename(source))
-        if os.path.abspath(source) == os.path.abspath(dest):
-            return dest
         try:
             os.makedirs(dest_dir, exist_ok=True)
-            shutil.copy2(source, dest)
+            if os.path.exists(dest) and os.path.samefile(source, dest):
+                return dest  # the same file, whatever the path: copying would empty it
+            mode = stat.S_IMODE(os.stat(source).st_mode)
+            # mkstemp creates the file 0600, and it gets its own mode before any byte is
+            # written; the rename replaces the destination in one step
+            fd, temporary = tempfile.mkstemp(dir=dest_dir, prefix=f".{os.path.basename(dest)}.")
+            try:
+                with os.fdopen(fd, "wb") as dst, open(source, "rb") as src:
+                    os.fchmod(dst.fileno(), mode)
+                    shutil.copyfileobj(src, dst, 1 << 16)
+                shutil.copystat(source, temporary)
+                os.replace(temporary, dest)
+            finally:
+                if os.path.exists(temporary):
+                    os.unlink(temporary)
         except OSError as exc:
             raise FileCopyFailed(self.hostname, f"cannot copy {source} to {dest_dir}: {exc}") \
                 from exc

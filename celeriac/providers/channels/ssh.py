@@ -9,12 +9,15 @@ only, when a connection is first opened.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import posixpath
+import secrets
 import shutil
 import stat
+import tempfile
 import threading
 import time
 from typing import Optional
@@ -236,24 +239,36 @@ class SSHChannel(Channel):
     @_serialized
     def push_file(self, source: str, dest_dir: str) -> str:
         """Copy the local ``source`` into ``dest_dir`` on the host (created if missing),
-        keeping its permission bits. Returns the remote path.
+        keeping its permission bits; see :class:`Channel` for the guarantees (the copy is
+        renamed into place whole, is never readable by others while written, and a push onto
+        the source itself leaves the source untouched). Returns the remote path.
 
         Raises:
             FileCopyFailed: the local file is unreadable or the remote side refused it.
         """
+        from paramiko import SSHException
+
         dest = posixpath.join(dest_dir, os.path.basename(source))
         if not os.path.isfile(source):
             raise FileCopyFailed(self.hostname, f"cannot push {source}: no such local file")
         sftp = self._sftp()
         try:
             self._sftp_makedirs(sftp, _sftp_path(dest_dir), 0o700)
-            # The mode is set before any byte is written, so a secret (the run file) is never
-            # readable by others on the host, not even for a moment.
-            with open(source, "rb") as src, sftp.open(_sftp_path(dest), "wb") as dst:
-                dst.chmod(stat.S_IMODE(os.stat(source).st_mode))
-                dst.set_pipelined(True)
-                shutil.copyfileobj(src, dst, 1 << 16)
-        except (OSError, ChannelError) as exc:
+            with _private_dir(sftp, _sftp_path(dest_dir)) as private:
+                if _same_file_here(sftp, private, source):
+                    return dest
+                temporary = posixpath.join(private, os.path.basename(source))
+                # SFTP creates the file with the server's default mode; in the 0700 private
+                # directory nobody else can open it before its own mode is set, which happens
+                # before any byte is written.
+                with open(source, "rb") as src, sftp.open(temporary, "wbx") as dst:
+                    dst.chmod(stat.S_IMODE(os.stat(source).st_mode))
+                    dst.set_pipelined(True)
+                    shutil.copyfileobj(src, dst, 1 << 16)
+                # OpenSSH's atomic rename, which replaces an existing file (plain SFTP rename
+                # refuses to): a reader sees the old file or the new one, never a part
+                sftp.posix_rename(temporary, _sftp_path(dest))
+        except (OSError, EOFError, SSHException, ChannelError) as exc:
             raise FileCopyFailed(self.hostname, f"cannot copy {source} to "
                                                 f"{self._where}:{dest_dir}: {_describe(exc)}") \
                 from None
@@ -262,24 +277,27 @@ class SSHChannel(Channel):
     @_serialized
     def pull_file(self, remote_source: str, local_dir: str) -> str:
         """Copy ``remote_source`` from the host into the local ``local_dir`` (created if
-        missing), keeping its permission bits. Returns the local path.
+        missing), keeping its permission bits. Like a push, the copy is written under a
+        temporary name (mode 0600 until it has its own) and renamed into place, so pulling a
+        file onto itself on a shared file system never empties it. Returns the local path.
 
         Raises:
             FileCopyFailed: the remote file is unreadable or the local side refused it;
                 no partial file is left behind.
         """
+        from paramiko import SSHException
+
         local = os.path.join(local_dir, posixpath.basename(remote_source))
         sftp = self._sftp()
-        writing = False
         try:
             os.makedirs(local_dir, exist_ok=True)
-            mode = sftp.stat(_sftp_path(remote_source)).st_mode
-            writing = True
-            sftp.get(_sftp_path(remote_source), local)
-            os.chmod(local, stat.S_IMODE(mode))
-        except OSError as exc:
-            if writing and os.path.isfile(local):
-                os.unlink(local)
+            mode = stat.S_IMODE(sftp.stat(_sftp_path(remote_source)).st_mode)
+            with _local_temporary(local) as (fd, temporary):
+                os.fchmod(fd, mode)
+                with os.fdopen(fd, "wb", closefd=False) as dst:
+                    sftp.getfo(_sftp_path(remote_source), dst)
+                os.replace(temporary, local)
+        except (OSError, EOFError, SSHException) as exc:
             raise FileCopyFailed(self.hostname, f"cannot copy {self._where}:{remote_source} "
                                                 f"to {local_dir}: {_describe(exc)}") from None
         return local
@@ -393,6 +411,51 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return (str(exc) or type(exc).__name__).rstrip(".")
+
+
+@contextlib.contextmanager
+def _private_dir(sftp, parent: str):
+    """A new directory of mode 0700 in ``parent`` on the host, removed (with anything left in
+    it) on the way out. Its random name also tells whether the host shares our files."""
+    path = posixpath.join(parent, f".celeriac-push-{secrets.token_hex(8)}")
+    sftp.mkdir(path, 0o700)
+    try:
+        yield path
+    finally:
+        try:
+            for name in sftp.listdir(path):
+                sftp.remove(posixpath.join(path, name))
+            sftp.rmdir(path)
+        except Exception:  # a dead link raises paramiko's own errors, not only OSError
+            logger.warning("could not remove the temporary directory %s", path)
+
+
+def _same_file_here(sftp, private: str, source: str) -> bool:
+    """Whether the host's ``private`` directory is visible here under the same path (it has
+    a fresh random name, so then the host shares this file system) and its sibling named
+    like ``source`` is ``source`` itself."""
+    where = sftp.normalize(private)  # absolute, as the host resolves it
+    if not os.path.isdir(where):
+        return False
+    dest = os.path.join(os.path.dirname(where), os.path.basename(source))
+    try:
+        return os.path.samefile(source, dest)
+    except OSError:  # no such file here
+        return False
+
+
+@contextlib.contextmanager
+def _local_temporary(path: str):
+    """A new local file (mode 0600) next to ``path``, as (fd, name); closed on the way out,
+    and removed unless it was renamed to ``path``."""
+    directory, name = os.path.split(path)
+    fd, temporary = tempfile.mkstemp(dir=directory or ".", prefix=f".{name}.")
+    try:
+        yield fd, temporary
+    finally:
+        os.close(fd)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def _sftp_path(path: str) -> str:
