@@ -53,6 +53,16 @@ class Config:
             ``skip`` (do nothing).
         initialize_logging: write the orchestrator log under the run directory.
         internal_tasks_max_threads: threads for join apps and other in-process work.
+        std_autopath: ``f(task_record, "stdout" | "stderr") -> path`` choosing where
+            ``AUTO_LOGNAME`` streams go (Parsl's); default ``<run dir>/task_logs/...``.
+        memoizer: ``celeriac.memoization.BasicMemoizer(...)``, Parsl's newer way to give
+            ``app_cache`` (its ``memoize``) and the ``checkpoint_*`` options.
+        usage_tracking, project_name, garbage_collect, monitoring: Parsl's; accepted so
+            that Parsl configs load, and ignored (the run log says so).
+        dependency_resolver: which futures in an app call's arguments are dependencies:
+            None (Parsl's shallow rule: futures passed directly, or in ``inputs=``), or a
+            ``celeriac.dependency_resolvers.DependencyResolver`` such as
+            ``DEEP_DEPENDENCY_RESOLVER`` (also futures inside lists, tuples, sets, dicts).
 
     Raises:
         ConfigurationError: an option has an impossible value.
@@ -78,7 +88,31 @@ class Config:
         exit_mode: str = "cleanup",
         initialize_logging: bool = True,
         internal_tasks_max_threads: int = 10,
+        dependency_resolver=None,
+        std_autopath: Optional[Callable] = None,
+        memoizer=None,
+        **parsl_options,
     ):
+        from celeriac.orchestrator import parsl_options as parsl
+        self.ignored_options = parsl.accept(Config, parsl_options, parsl.CONFIG)
+        if memoizer is not None:
+            from celeriac.orchestrator.memo import BasicMemoizer
+            if not isinstance(memoizer, BasicMemoizer):
+                raise ConfigurationError(
+                    f"memoizer must be a celeriac.memoization.BasicMemoizer, not "
+                    f"{type(memoizer).__name__}")
+            if app_cache is not True or checkpoint_files or checkpoint_mode or \
+                    checkpoint_period:
+                raise ConfigurationError(
+                    "give the memoization options either as memoizer=BasicMemoizer(...) or "
+                    "as Config's app_cache/checkpoint_* options, not both")
+            app_cache, checkpoint_files = memoizer.memoize, memoizer.checkpoint_files
+            checkpoint_mode, checkpoint_period = (memoizer.checkpoint_mode,
+                                                  memoizer.checkpoint_period)
+        if std_autopath is not None and not callable(std_autopath):
+            raise ConfigurationError(
+                "std_autopath must be a function (task_record, 'stdout' or 'stderr') -> path")
+        self.std_autopath = std_autopath
         self.executors = list(executors or [])
         _check_executors(self.executors)
         _check_options(locals())
@@ -101,6 +135,13 @@ class Config:
         self.exit_mode = exit_mode
         self.initialize_logging = initialize_logging
         self.internal_tasks_max_threads = internal_tasks_max_threads
+        from celeriac.orchestrator.dependencies import DependencyResolver
+        if dependency_resolver is not None and not isinstance(dependency_resolver,
+                                                              DependencyResolver):
+            raise ConfigurationError(
+                "dependency_resolver must be a celeriac.dependency_resolvers.DependencyResolver "
+                f"(e.g. DEEP_DEPENDENCY_RESOLVER), not {type(dependency_resolver).__name__}")
+        self.dependency_resolver = dependency_resolver
 
     def __repr__(self):
         return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"

@@ -19,6 +19,7 @@
     │   ├── BadHostKey                    the host key is unknown or does not match known_hosts
     │   └── FileCopyFailed                push_file/pull_file could not copy the file
     ├── WorkerLost                    the task's worker died under it, more times than allowed
+    ├── InvalidTransition             a task was asked to make an illegal move (a celeriac bug)
     ├── DependencyError               an upstream task failed, so this one never ran
     ├── JoinError                     a future returned by a join_app failed
     └── AppException                  the app itself failed in a way celeriac detected
@@ -45,6 +46,7 @@ __all__ = [
     "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
     "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
+    "InvalidTransition",
     "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
     "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "AppExited", "RemoteTraceback",
 ]
@@ -164,11 +166,30 @@ class WorkerLost(CeleriacError):
     """The task's worker died while it held the task, more often than allowed."""
 
 
+class InvalidTransition(CeleriacError):
+    """A task was asked to make a move that its state does not allow: a bug in celeriac.
+
+    Attributes:
+        task_id: the task's id; start, finish: the state names of the refused move;
+        history: the names of the states the task went through, ending with ``start``.
+    """
+
+    def __init__(self, task_id, start: str, finish: str, history: list):
+        super().__init__(task_id, start, finish, history)
+        self.task_id, self.start, self.finish, self.history = task_id, start, finish, history
+
+    def __str__(self):
+        return (f"task {self.task_id}: illegal move {self.start} -> {self.finish}; history "
+                f"{self.history}. This is a bug in celeriac: please report it with this message")
+
+
 class DependencyError(CeleriacError):
     """A task was not run because one or more of its dependencies failed.
 
     Attributes:
-        dependent_exceptions_tids: ``[(exception, task id or None), ...]`` of failed inputs.
+        dependent_exceptions_tids: ``[(exception, description), ...]`` of the failed inputs,
+            each described as Parsl does: ``"task N"``, ``"DataFuture from task N"``, or the
+            repr of a plain future.
         task_id: the id of the task that was not run.
     """
 
@@ -178,10 +199,8 @@ class DependencyError(CeleriacError):
         self.task_id = task_id
 
     def __str__(self):
-        tids = [tid if tid is not None else "<non-app future>"
-                for _, tid in self.dependent_exceptions_tids]
-        return (f"Dependency failure for task {self.task_id}: "
-                f"failed dependencies from tasks {tids}")
+        return (f"Dependency failure for task {self.task_id} with failed dependencies from "
+                f"{_described(self.dependent_exceptions_tids)}")
 
 
 class JoinError(CeleriacError):
@@ -193,8 +212,12 @@ class JoinError(CeleriacError):
         self.task_id = task_id
 
     def __str__(self):
-        tids = [tid for _, tid in self.dependent_exceptions_tids]
-        return f"Join failure for task {self.task_id}: failed joined futures from tasks {tids}"
+        return (f"Join failure for task {self.task_id} with failed join dependencies from "
+                f"{_described(self.dependent_exceptions_tids)}")
+
+
+def _described(exceptions_tids) -> str:
+    return ", ".join(str(d) for _, d in exceptions_tids)
 
 
 class AppException(CeleriacError):

@@ -1,9 +1,11 @@
 """The DataFlowKernel: turns app calls into tasks and runs each when its inputs are ready.
 
-Decisions (ready? dependency failed? retry? relaunch after a lost worker?) are plain code over
-task records; the only I/O is ``executor.submit`` and setting futures. State changes go through
-``TaskRecord.move`` under one lock; futures are completed outside it, because completing a
-future runs callbacks that may submit more tasks.
+This module is the driver: the decisions are the :mod:`.kernel`'s (a pure state machine over
+task records); the driver feeds it events and carries out the instructions it returns
+(``executor.submit``, completing futures, timers, checkpoints). Each thread handles the
+events it raises itself from a queue of its own, so completing a future whose callbacks make
+more tasks ready adds to that queue instead of recursing: chains of any length take constant
+stack.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import logging
 import os
 import random
 import threading
-import time
-from concurrent.futures import CancelledError, Future
+from collections import deque
+from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Optional
 
@@ -23,18 +25,19 @@ from celeriac.config import Config
 from celeriac.errors import (
     CeleriacError,
     ConfigurationError,
-    DependencyError,
-    JoinError,
+    InvalidResourceSpecification,
+    SerializationError,
 )
-from celeriac.orchestrator import retries
+from celeriac.orchestrator import kernel as k
+from celeriac.orchestrator import parsl_options, retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext, new_run_id
-from celeriac.orchestrator.dependencies import find_futures, resolve, root_cause
+from celeriac.orchestrator.dependencies import find_futures, nested_future
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
-from celeriac.orchestrator.memo import MemoTable, make_hash
+from celeriac.orchestrator.memo import MemoTable
 from celeriac.orchestrator.runlog import in_run
-from celeriac.orchestrator.states import FINAL_STATES, States, TaskRecord
+from celeriac.orchestrator.states import TaskRecord
 from celeriac.workers.execute import Call
 
 logger = logging.getLogger(__name__)
@@ -60,9 +63,9 @@ class DataFlowKernel:
     @in_run
     def _start(self, config: Optional[Config]) -> None:
         self.config = config if config is not None else Config()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()      # held while the kernel handles an event
+        self._local = threading.local()      # .queue: events this thread is handling
         self._ids = itertools.count()
-        self.tasks: dict[int, TaskRecord] = {}
         self._cleaned = False
         executors = self.config.executors
         if not executors:  # the default, made per DFK so a Config can be loaded again
@@ -71,8 +74,12 @@ class DataFlowKernel:
         self.executors = {e.label: e for e in executors}
         if INTERNAL in self.executors:  # before RunContext, which opens the run's log file
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
-        self._memo = (MemoTable(load_checkpoints(self.config.checkpoint_files))
-                      if self.config.app_cache else None)
+        memo = (MemoTable(load_checkpoints(self.config.checkpoint_files))
+                if self.config.app_cache else None)
+        self._kernel = k.Kernel(retries=self.config.retries,
+                                retry_handler=self.config.retry_handler,
+                                worker_lost_retries=self.config.worker_lost_retries, memo=memo,
+                                dependency_resolver=self.config.dependency_resolver)
         self._context = RunContext(self.config, self.run_id)
         self.run_dir = self._context.run_dir
         self.checkpoint_dir = os.path.join(self.run_dir, "checkpoint")
@@ -91,6 +98,11 @@ class DataFlowKernel:
         atexit.register(self.atexit_cleanup)
         logger.info("DFK started: run %s in %s, executors %s", self.run_id, self.run_dir,
                     list(self.executors))
+        for owner, ignored in [("Config", self.config.ignored_options)] + [
+                (f"executor {e.label!r}", getattr(e, "ignored_options", {}))
+                for e in self.executors.values()]:
+            if ignored:
+                logger.info(parsl_options.describe(owner, ignored))
 
     # ----------------------------------------------------------------- submission
 
@@ -100,10 +112,12 @@ class DataFlowKernel:
                accepts=None, retry_policy=None) -> AppFuture:
         """Make a task for one app call and return its future at once.
 
+        A resource specification the executor rejects fails the future with
+        ``InvalidResourceSpecification``, as in Parsl.
+
         Raises:
             ConfigurationError: the app names executors this DFK does not have, or the
                 call's walltime is not a positive number.
-            InvalidResourceSpecification: the executor rejects the resource specification.
         """
         if self._cleaned:
             raise CeleriacError("this DataFlowKernel has been cleaned up; load a new one")
@@ -118,35 +132,44 @@ class DataFlowKernel:
         spec = kwargs.get("parsl_resource_specification") or {}
         if not isinstance(spec, dict):
             raise ConfigurationError("parsl_resource_specification must be a dict")
-        self._executor(label).validate_resource_spec(spec)
+        try:
+            self._executor(label).validate_resource_spec(spec)
+            rejected = None
+        except InvalidResourceSpecification as e:
+            rejected = e
         tid = next(self._ids)
-        for stream in _STD_STREAMS:
-            if kwargs.get(stream) == AUTO_LOGNAME:
-                kwargs[stream] = os.path.join(
-                    self.run_dir, "task_logs", f"{tid // 10000:04d}",
-                    f"task_{tid:04d}_{func_name}.{stream}")
         record = TaskRecord(id=tid, func=func, func_name=func_name, kind="join" if join else kind,
                             args=tuple(app_args), kwargs=kwargs, executor=label,
                             resource_specification=spec, walltime=walltime,
                             cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
                             dfk=self, accepts=accepts,
                             retry_policy=retry_policy or self.config.retry_policy)
+        for stream in _STD_STREAMS:
+            if kwargs.get(stream) == AUTO_LOGNAME:
+                kwargs[stream] = self._std_autopath(record, stream)
         fut = AppFuture(record)
         record.app_fu = fut
         fut._outputs = tuple(DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ())
-        deps = find_futures(record.args, kwargs)
-        record.depends = deps
-        record.waiting = len(deps)
-        with self._lock:
-            self.tasks[tid] = record
+        if rejected is not None:
+            self._post(k.Rejected(record, rejected))
+            return fut
+        record.depends = find_futures(record.args, kwargs, self.config.dependency_resolver)
         logger.debug("task %s %s submitted to %s with %d dependencies", tid, func_name, label,
-                     len(deps))
-        if not deps:
-            self._launch(record)
-        else:
-            for dep in deps:
-                dep.add_done_callback(partial(self._dependency_done, record))
+                     len(record.depends))
+        self._post(k.Submitted(record))
         return fut
+
+    def _std_autopath(self, record: TaskRecord, stream: str) -> str:
+        """Where ``stdout=AUTO_LOGNAME`` (or stderr) goes: ``Config(std_autopath=)``'s choice,
+        or Parsl's layout under the run dir, with the call's ``label=`` keyword argument in
+        the name when it has one."""
+        if self.config.std_autopath is not None:
+            return self.config.std_autopath(record, stream)
+        label = record.kwargs.get("label")
+        return os.path.join(
+            self.run_dir, "task_logs", f"{record.id // 10000:04d}",
+            f"task_{record.id:04d}_{record.func_name}{'' if label is None else f'_{label}'}"
+            f".{stream}")
 
     def deferred(self, func, *args) -> AppFuture:
         """A future of ``func(*args)`` run in-process once its future arguments are done."""
@@ -173,76 +196,120 @@ class DataFlowKernel:
     def _executor(self, label: str):
         return self._internal if label == INTERNAL else self.executors[label]
 
-    def _dependency_done(self, record: TaskRecord, _fut: Future) -> None:
+    @property
+    def tasks(self) -> dict[int, TaskRecord]:
+        """The unfinished tasks, by id."""
+        return self._kernel.tasks
+
+    @property
+    def task_state_counts(self) -> dict:
+        """How many of this DFK's tasks are in each state now (``{States.x: n}``), as Parsl's."""
         with self._lock:
-            record.waiting -= 1
-            ready = record.waiting == 0
-        if ready:
-            self._launch(record)
+            return dict(self._kernel.state_counts)
 
-    # ----------------------------------------------------------------- launching
+    @property
+    def cleanup_called(self) -> bool:
+        """Whether :meth:`cleanup` has been called, as Parsl's ``dfk.cleanup_called``."""
+        return self._cleaned
 
-    def _launch(self, record: TaskRecord) -> None:
-        # Runs in dependency callbacks, where an exception would only be logged: whatever
-        # goes wrong fails this task instead of leaving its future unresolved.
+    @in_run
+    def add_executors(self, executors) -> None:
+        """Start more executors on this running DFK (Parsl's ``dfk.add_executors``).
+
+        Raises:
+            ConfigurationError: a label is already in use, or is reserved.
+        """
+        executors = list(executors)
+        labels = [e.label for e in executors]
+        taken = sorted({lb for lb in labels if lb in self.executors or lb == INTERNAL
+                        or labels.count(lb) > 1})
+        if taken:
+            raise ConfigurationError(
+                f"executor labels {taken} are already in use in this DataFlowKernel (or "
+                "repeated); give each executor a label of its own")
+        for executor in executors:
+            executor.start(self._context)
+            self.executors[executor.label] = executor
+            logger.info("executor %s added", executor.label)
+
+    # ----------------------------------------------------------------- the driver
+
+    def _post(self, event) -> None:
+        """Have the kernel handle ``event`` and carry out its instructions.
+
+        A thread already handling events queues it (a future completed by an instruction
+        runs its callbacks here, and they post more events): the loop below picks it up, so
+        the stack stays flat however many tasks complete one another.
+        """
+        queue = getattr(self._local, "queue", None)
+        if queue is not None:
+            queue.append(event)
+            return
+        self._local.queue = queue = deque([event])
         try:
-            self._resolve_and_launch(record)
-        except Exception as e:
-            logger.exception("task %s could not be launched", record.id)
-            self._finish(record, States.failed, exception=e)
+            while queue:
+                event = queue.popleft()
+                try:
+                    with self._lock:
+                        instructions = self._kernel.handle(event)
+                except Exception as e:  # a celeriac bug: fail the task, never leave it hanging
+                    logger.exception("handling %s failed", type(event).__name__)
+                    record = getattr(event, "record", None)
+                    instructions = [] if record is None else [k.SetException(record, e)]
+                for instruction in instructions:
+                    self._carry_out(instruction)
+        finally:
+            self._local.queue = None
 
-    def _resolve_and_launch(self, record: TaskRecord) -> None:
-        args, kwargs, failures = resolve(record.args, record.kwargs)
-        record.depends = []
-        if failures:
-            exc = DependencyError(failures, record.id)
-            exc.__cause__ = root_cause(failures[0][0])
-            self._finish(record, States.dep_fail, exception=exc)
-            return
-        if self._memo is not None and record.cache:
-            try:  # keyed on the dependencies' results, now that they are known
-                record.hashsum = make_hash(record.func, record.func_name, args, kwargs,
-                                           record.ignore_for_cache, record.kind)
-            except Exception as e:  # ValueError for a type id_for_memo does not know
-                self._finish(record, States.failed, exception=e)
-                return
-            self._memo_lookup(record, args, kwargs)
-            return
-        self._send(record, args, kwargs)
-
-    def _memo_lookup(self, record: TaskRecord, args, kwargs, _other=None) -> None:
-        try:
-            verdict, value = self._memo.claim(record.hashsum, record.app_fu)
-        except Exception as e:
-            self._finish(record, States.failed, exception=e)
-            return
-        if verdict == "hit":
-            logger.debug("task %s: result from the memo table", record.id)
-            self._finish(record, States.memo_done, result=value)
-        elif verdict == "wait":  # an identical call is in flight: take its result, or run
-            value.add_done_callback(partial(self._memo_lookup, record, args, kwargs))
+    def _carry_out(self, instruction) -> None:
+        kind = type(instruction)
+        record = getattr(instruction, "record", None)
+        if kind is k.Send:
+            self._send(instruction)
+        elif kind is k.SetResult or kind is k.SetException:
+            try:
+                if kind is k.SetResult:
+                    record.app_fu.set_result(instruction.value)
+                else:
+                    record.app_fu.set_exception(instruction.exception)
+            except InvalidStateError:  # only after a kernel bug already failed it
+                logger.error("task %s was completed twice", record.id)
+        elif kind is k.Watch:
+            done = partial(self._post_for, instruction.event, record)
+            for fut in instruction.futures:
+                fut.add_done_callback(done)
+        elif kind is k.ScheduleRetry:
+            self._timers.call_later(instruction.delay, self._post, k.RetryDue(record))
+        elif kind is k.Checkpoint:
+            self._checkpoint_entry(record, instruction.result)
         else:
-            self._send(record, args, kwargs)
+            raise TypeError(f"unknown instruction {instruction!r}")
 
-    def _send(self, record: TaskRecord, args, kwargs) -> None:
-        with self._lock:
-            if record.status in FINAL_STATES:
-                return
-            record.move(States.launched)
-            record.try_id += 1
-            try_id = record.try_id
-            if record.started is None:
-                record.started = time.monotonic()
-        executor = self._executor(record.executor)
-        call = self._make_call(record, args, kwargs, try_id)
+    def _post_for(self, event_type, record: TaskRecord, _fut) -> None:
+        self._post(event_type(record))
+
+    def _send(self, send: k.Send) -> None:
+        record = send.record
+        call = self._make_call(record, send.args, send.kwargs, send.try_id)
         try:
-            exec_fu = executor.submit(record.func, call, record.resource_specification)
+            exec_fu = self._executor(record.executor).submit(record.func, call,
+                                                             record.resource_specification)
         except Exception as e:
-            logger.info("task %s could not be submitted: %s", record.id, e)
-            self._finish(record, States.failed, exception=e)
+            where = (nested_future(send.args, send.kwargs)
+                     if isinstance(e, SerializationError) else None)
+            if where is not None:
+                e = SerializationError(
+                    f"{record.func_name}'s {where} holds a Future inside a list, tuple, set or "
+                    "dict. Only futures passed directly (or in inputs=) are waited for, so "
+                    "this one would be sent unresolved, and a future cannot be sent. Pass it "
+                    "directly, or load Config(dependency_resolver=DEEP_DEPENDENCY_RESOLVER) "
+                    "to wait for futures inside containers too")
+            self._post(k.SubmitFailed(record, send.try_id, e))
             return
-        record.resolved = (args, kwargs)
-        exec_fu.add_done_callback(partial(self._executor_done, record, try_id))
+        exec_fu.add_done_callback(partial(self._executor_done, record, send.try_id))
+
+    def _executor_done(self, record: TaskRecord, try_id: int, fut) -> None:
+        self._post(k.ExecutorDone(record, try_id, fut))
 
     def _make_call(self, record: TaskRecord, args, kwargs, try_id: int) -> Call:
         accepts = record.accepts
@@ -253,120 +320,6 @@ class DataFlowKernel:
                     args=args, kwargs=kwargs, walltime=record.walltime,
                     stdout=record.kwargs.get("stdout"), stderr=record.kwargs.get("stderr"),
                     outputs=tuple(record.kwargs.get("outputs", ()) or ()))
-
-    # ----------------------------------------------------------------- outcomes
-
-    def _executor_done(self, record: TaskRecord, try_id: int, fut: Future) -> None:
-        if try_id != record.try_id or record.status is not States.launched:
-            return  # an outcome for a try that was already superseded
-        if fut.cancelled():
-            # Executors drop queued work when they shut down, and cleanup() then fails the
-            # task saying why; any other cancellation fails it here rather than leave it hanging.
-            if not self._cleaned:
-                self._finish(record, States.failed, exception=CeleriacError(
-                    f"task {record.id} ({record.func_name}) was cancelled by executor "
-                    f"{record.executor!r}"))
-            return
-        exc = fut.exception()
-        if exc is None:
-            result = fut.result()
-            if record.kind == "join":
-                self._join(record, result)
-            else:
-                self._finish(record, States.exec_done, result=result)
-            return
-        try:
-            decision = retries.decide(
-                record, exc, retries=self.config.retries, retry_handler=self.config.retry_handler,
-                policy=record.retry_policy, worker_lost_retries=self.config.worker_lost_retries)
-        except Exception as handler_exc:
-            logger.exception("the retry handler or policy failed for task %s", record.id)
-            self._finish(record, States.failed, exception=handler_exc)
-            return
-        if decision.lost_free:
-            logger.warning("task %s (%s): %s; relaunching it (lost-worker relaunch %d of %d, "
-                           "no retry spent)", record.id, record.func_name, exc,
-                           record.lost_count, self.config.worker_lost_retries)
-        elif decision.retry:
-            logger.info("task %s (%s) failed on try %d (%r); retrying in %.3g s", record.id,
-                        record.func_name, record.try_id, exc, decision.delay)
-        if decision.retry:
-            self._retry(record, decision.delay)
-            return
-        if record.try_id > 1:
-            _add_note(exc, f"celeriac: task {record.id} ({record.func_name}) failed after "
-                           f"{record.try_id} tries; this is the error of the last one")
-        logger.info("task %s (%s) failed after %d tries: %r", record.id, record.func_name,
-                    record.try_id, exc)
-        self._finish(record, States.failed, exception=exc)
-
-    def _retry(self, record: TaskRecord, delay: float = 0.0) -> None:
-        with self._lock:
-            if record.status in FINAL_STATES:  # cleanup ended it meanwhile
-                return
-            record.move(States.pending)
-        args, kwargs = record.resolved
-        if delay > 0:  # on the timer thread: a backoff blocks neither the DFK nor other tasks
-            self._timers.call_later(delay, self._send, record, args, kwargs)
-        else:
-            self._send(record, args, kwargs)
-
-    def _join(self, record: TaskRecord, inner) -> None:
-        futures = inner if isinstance(inner, (list, tuple)) else [inner]
-        if not all(isinstance(f, Future) for f in futures):
-            self._finish(record, States.failed, exception=TypeError(
-                f"join_app {record.func_name} must return a Future or a list of Futures, "
-                f"not {type(inner).__name__}"))
-            return
-        with self._lock:
-            record.move(States.joining)
-            record.waiting = len(futures)
-        if not futures:
-            self._finish(record, States.exec_done, result=[])
-            return
-
-        def inner_done(_):
-            with self._lock:
-                record.waiting -= 1
-                if record.waiting:
-                    return
-            failures = [(CancelledError() if f.cancelled() else f.exception(),
-                         getattr(f, "tid", None)) for f in futures
-                        if f.cancelled() or f.exception() is not None]
-            if failures:
-                exc = JoinError(failures, record.id)
-                exc.__cause__ = failures[0][0]
-                self._finish(record, States.failed, exception=exc)
-            elif isinstance(inner, (list, tuple)):
-                self._finish(record, States.exec_done, result=[f.result() for f in futures])
-            else:
-                self._finish(record, States.exec_done, result=futures[0].result())
-
-        for f in futures:
-            f.add_done_callback(inner_done)
-
-    def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> None:
-        with self._lock:
-            if record.status in FINAL_STATES:
-                return
-            record.move(state)
-            self.tasks.pop(record.id, None)
-        if record.hashsum is not None:
-            if state is States.failed:  # failures are not memoized: the next call runs
-                self._memo.release(record.hashsum, record.app_fu)
-            elif state in (States.exec_done, States.memo_done):
-                self._checkpoint_entry(record, result)
-        # Keep a finished record small: drop what only running needed, so memory stays flat.
-        record.args = ()
-        record.depends = []
-        record.resolved = None
-        record.kwargs = {k: record.kwargs[k] for k in _STD_STREAMS if k in record.kwargs}
-        if exception is not None:
-            logger.debug("task %s %s: %s", record.id, state.name, exception)
-            record.app_fu.set_exception(exception)
-        else:
-            logger.debug("task %s %s", record.id, state.name)
-            record.app_fu.set_result(result)
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -431,8 +384,9 @@ class DataFlowKernel:
             if self._cleaned:
                 return
             self._cleaned = True
-            leftover = list(self.tasks.values())
-        logger.info("DFK cleanup: %d tasks unfinished", len(leftover))
+            unfinished = len(self.tasks)
+        logger.info("DFK cleanup: %d tasks unfinished", unfinished)
+        self._post(k.Closing())
         self._timers.close()
         for executor in reversed(list(self.executors.values())):
             try:
@@ -441,19 +395,12 @@ class DataFlowKernel:
                 logger.exception("executor %s failed to shut down", executor.label)
         self._internal.shutdown()
         try:
-            # Outcomes may still arrive on other threads meanwhile: decide under the lock
-            # which tasks cleanup ends, so that each future is completed exactly once.
-            with self._lock:
-                doomed = [r for r in leftover if r.status not in FINAL_STATES]
-                for record in doomed:
-                    record.history.append(record.status)
-                    record.status = States.failed
-                self.tasks.clear()
-            for record in doomed:
-                record.app_fu.set_exception(CeleriacError(
-                    f"task {record.id} ({record.func_name}) had not finished when the "
-                    "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
-                    "exit_mode='wait'"))
+            # Outcomes may still arrive on other threads meanwhile: the kernel decides under
+            # the lock which tasks cleanup ends, so that each future is completed once.
+            self._post(k.Closed())
+            summary = ", ".join(f"{state.name} {n}" for state, n in
+                                self.task_state_counts.items() if n)
+            logger.info("Summary of tasks in DFK: %s", summary or "no tasks")
             if self.config.checkpoint_mode is not None:
                 self._flush_checkpoints()
         finally:
@@ -483,14 +430,6 @@ class DataFlowKernel:
 
 _SPECIAL = frozenset({"walltime", "stdout", "stderr", "inputs", "outputs",
                       "parsl_resource_specification"})
-
-
-def _add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``, also on Python 3.10 (no add_note; notes kept all the same)."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def _special(name: str) -> bool:

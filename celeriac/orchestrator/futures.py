@@ -1,5 +1,8 @@
 """AppFuture and DataFuture: what calling an app gives back.
 
+Both are ``concurrent.futures.Future`` objects, generic in their result type for type checkers
+(``AppFuture[int]``), and awaitable in asyncio code (``await fut``).
+
 A finished AppFuture costs its result plus a few hundred bytes, however long the user holds
 it: on completion it lets go of the task record (and with it the function, the arguments,
 the retry state, the DFK), of its done-callbacks (which hold the dependents' records), and of
@@ -12,7 +15,9 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 from types import MappingProxyType
-from typing import Optional
+from typing import Optional, TypeVar
+
+T = TypeVar("T")
 
 _NO_KWARGS = MappingProxyType({})
 
@@ -92,11 +97,18 @@ class FinishedTask:
         return f"<FinishedTask {self.id} {self.func_name} {self.status.name}>"
 
 
-class AppFuture(Future):
+class _Awaitable:
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self).__await__()
+
+
+class AppFuture(_Awaitable, Future[T]):
     """The future of one app call: a ``concurrent.futures.Future`` with Parsl's extras.
 
     ``fut['key']`` and ``fut.attr`` return new futures of the item/attribute of the result,
-    without blocking; they are dependencies like any other future.
+    without blocking; they are dependencies like any other future. ``await fut`` waits
+    without blocking an asyncio event loop.
     """
 
     def __init__(self, task_record):
@@ -169,7 +181,7 @@ def _getitem(obj, key):
     return obj[key]
 
 
-class DataFuture(Future):
+class DataFuture(_Awaitable, Future):
     """A future for a File an app produces: resolves to the File when the app succeeds."""
 
     def __init__(self, app_fut: Future, file_obj, tid: Optional[int] = None):

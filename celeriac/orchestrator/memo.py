@@ -186,6 +186,32 @@ def make_hash(func, name: str, args: tuple, kwargs: dict, ignore_for_cache=(),
     return digest.hexdigest()
 
 
+class BasicMemoizer:
+    """Parsl's ``BasicMemoizer`` options, for ``Config(memoizer=...)``: the same meaning as
+    Config's ``app_cache`` (``memoize``), ``checkpoint_files``, ``checkpoint_mode`` and
+    ``checkpoint_period``."""
+
+    def __init__(self, *, checkpoint_files=None, checkpoint_period=None, checkpoint_mode=None,
+                 memoize: bool = True):
+        self.checkpoint_files = checkpoint_files
+        self.checkpoint_period = checkpoint_period
+        self.checkpoint_mode = checkpoint_mode
+        self.memoize = memoize
+
+    def __repr__(self):
+        return (f"BasicMemoizer(checkpoint_mode={self.checkpoint_mode!r}, "
+                f"memoize={self.memoize!r})")
+
+
+class Verdict(enum.Enum):
+    """What :meth:`MemoTable.claim` says of a call."""
+
+    hit = "hit"          # the result is known
+    failed = "failed"    # an identical call failed in this run: its exception
+    wait = "wait"        # an identical call is in flight
+    run = "run"          # run it: the caller now owns the key
+
+
 class MemoTable:
     """Results by key: finished ones (this run's, and those loaded from checkpoints), and the
     future of the one call in flight for each key, so identical calls at once run once.
@@ -202,36 +228,30 @@ class MemoTable:
         """Look ``key`` up for a task whose future is ``future``.
 
         Returns:
-            ``("hit", value)`` for a known result; ``("wait", other_future)`` while an
-            identical call is in flight; ``("run", None)`` if this task must run (it now
+            ``(Verdict.hit, value)`` for a known result; ``(Verdict.failed, exception)`` when
+            an identical call failed in this run (exceptions are memoized within a run, as in
+            Parsl; they are never checkpointed); ``(Verdict.wait, other_future)`` while an
+            identical call is in flight; ``(Verdict.run, None)`` if this task must run (it now
             owns the key until :meth:`release`).
         """
         with self._lock:
             pickled = self._pickled.get(key)
             if pickled is None:
                 other = self._futures.get(key)
-                if other is None or (other.done() and not _succeeded(other)):
+                if other is None or other.cancelled():
                     self._futures[key] = future
-                    return "run", None
+                    return Verdict.run, None
                 if not other.done():
-                    return "wait", other
-                return "hit", other.result()
+                    return Verdict.wait, other
+                if other.exception() is not None:
+                    return Verdict.failed, other.exception()
+                return Verdict.hit, other.result()
         import cloudpickle
         try:
-            return "hit", cloudpickle.loads(pickled)
+            return Verdict.hit, cloudpickle.loads(pickled)
         except Exception as e:  # e.g. its class was renamed since: a miss, so it runs again
             logger.warning("checkpointed result %s cannot be loaded (%r); running the task "
                            "again", key, e)
             with self._lock:
                 self._pickled.pop(key, None)
             return self.claim(key, future)
-
-    def release(self, key: str, future: Future) -> None:
-        """The owner of ``key`` failed: the key is free for the next identical call."""
-        with self._lock:
-            if self._futures.get(key) is future:
-                del self._futures[key]
-
-
-def _succeeded(fut: Future) -> bool:
-    return fut.done() and not fut.cancelled() and fut.exception() is None

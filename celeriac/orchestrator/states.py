@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from celeriac.errors import InvalidTransition
+
 
 class States(enum.Enum):
     """A task's state, named as in Parsl."""
@@ -39,15 +41,6 @@ TRANSITIONS = frozenset({
     (States.joining, States.exec_done),
     (States.joining, States.failed),
 })
-
-
-class InvalidTransition(RuntimeError):
-    """A task was asked to make a move that is not in ``TRANSITIONS`` (a celeriac bug)."""
-
-    def __init__(self, tid, start, finish, history):
-        super().__init__(
-            f"task {tid}: illegal move {start.name} -> {finish.name}; history "
-            f"{[s.name for s in history]}")
 
 
 @dataclass(eq=False)
@@ -89,7 +82,8 @@ class TaskRecord:
         """Change state, refusing moves that are not in ``TRANSITIONS``."""
         start = self.status
         if (start, finish) not in TRANSITIONS:
-            raise InvalidTransition(self.id, start, finish, self.history + [start])
+            raise InvalidTransition(self.id, start.name, finish.name,
+                                    [s.name for s in self.history + [start]])
         self.history.append(start)
         self.status = finish
         if finish in FINAL_STATES:

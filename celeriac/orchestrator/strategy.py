@@ -9,8 +9,10 @@ nothing). :func:`judge_block` is pure too: it says whether a block has failed to
 Strategies (Parsl's names):
 
 - ``simple``: start blocks while the outstanding tasks (times ``parallelism``) exceed the
-  task slots, never above ``max_blocks``; cancel blocks once the executor has had no task
-  outstanding for ``max_idletime`` seconds, never below ``min_blocks``.
+  task slots, never above ``max_blocks``, and one block whenever tasks wait with no slot at
+  all, so ``parallelism=0`` means "as few blocks as possible", not "none" (Parsl #97);
+  cancel blocks once the executor has had no task outstanding for ``max_idletime`` seconds,
+  never below ``min_blocks``.
 - ``none`` (or ``None``): keep ``init_blocks`` (a block that ends is replaced); no scaling.
 
 Why it cannot loop (Parsl #704, #3696): a block counts as capacity from the moment it is
@@ -136,10 +138,12 @@ def decide(strategy: Optional[str], load: Load, limits: Limits,
     if active < limits.min_blocks and room > 0:
         return Decision(scale_out=min(limits.min_blocks - active, room), why="below min_blocks")
     if load.outstanding > 0:
-        if limits.parallelism <= 0 or room <= 0:
+        if room <= 0:
             return NOTHING
-        wanted = math.ceil(load.outstanding * limits.parallelism)
+        wanted = math.ceil(load.outstanding * max(limits.parallelism, 0))
         have = capacity(load, limits)
+        if have == 0:  # tasks wait with no slot at all: at least one block (Parsl #97)
+            wanted = max(wanted, 1)
         if have >= wanted:
             return NOTHING
         per_block = max(1, load.slots_per_node) * max(1, limits.nodes_per_block)

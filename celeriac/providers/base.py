@@ -60,6 +60,27 @@ class JobStatus:
     def terminal(self) -> bool:
         return self.state.terminal
 
+    @property
+    def stdout(self) -> Optional[str]:
+        """The block's standard output (Parsl's ``JobStatus.stdout``), if its file is readable
+        here; None otherwise (no file known, or on another host's file system)."""
+        return _read_text(self.stdout_path)
+
+    @property
+    def stderr(self) -> Optional[str]:
+        """The block's standard error, like :attr:`stdout`."""
+        return _read_text(self.stderr_path)
+
+
+def _read_text(path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
 
 _WALLTIME = re.compile(r"^(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)$")
 

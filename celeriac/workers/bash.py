@@ -95,7 +95,7 @@ def _open_stream(spec, name: str):
         elif directory:
             os.makedirs(directory, exist_ok=True)
         return open(spec, mode)
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: an invalid mode
         raise AppFailed(Failure(
             BadStdStreamFile(f"cannot open {name} file {spec!r}: {e}"), "")) from None
 

@@ -100,6 +100,18 @@ def test_unpicklable_argument_fails_the_future_with_serialization_error(dfk):
         fut.result(timeout=60)
 
 
+@pytest.mark.parametrize("wrap", [lambda f: [f], lambda f: (1, f), lambda f: {"k": [f]}],
+                         ids=["list", "tuple", "dict"])
+def test_a_future_nested_in_a_container_fails_with_an_error_naming_dependency_resolver(
+        dfk, wrap):
+    fut = take(wrap(double(1)))
+    with pytest.raises(SerializationError) as info:
+        fut.result(timeout=60)
+    text = str(info.value)
+    assert "argument 0 holds a Future" in text and "dependency_resolver" in text
+    assert "RLock" not in text
+
+
 def test_unpicklable_result_fails_with_serialization_error(dfk):
     with pytest.raises(SerializationError, match="result"):
         give_lock().result(timeout=60)

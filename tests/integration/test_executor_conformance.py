@@ -114,7 +114,7 @@ def test_failed_dependency_fails_dependent_without_running_it(dfk):
     downstream = double(upstream)
     with pytest.raises(DependencyError) as info:
         downstream.result(timeout=60)
-    assert [tid for _e, tid in info.value.dependent_exceptions_tids] == [upstream.tid]
+    assert [d for _e, d in info.value.dependent_exceptions_tids] == [f"task {upstream.tid}"]
     assert isinstance(info.value.__cause__, CustomError)
 
 

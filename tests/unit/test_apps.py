@@ -159,9 +159,11 @@ def test_bad_walltime_is_a_configuration_error(dfk, walltime):
         plain(1, walltime=walltime)
 
 
-def test_resource_specification_the_executor_rejects_fails_at_call_time(dfk):
+def test_resource_specification_the_executor_rejects_fails_the_future(dfk):
+    fut = plain(1, parsl_resource_specification={"gpus": 1})   # as in Parsl: no raise here
     with pytest.raises(InvalidResourceSpecification) as info:
-        plain(1, parsl_resource_specification={"gpus": 1})
+        fut.result(timeout=5)
+    assert fut.task_status() == "failed"
     assert info.value.invalid_keys == {"gpus"}
     assert "gpus" in str(info.value) and "threads" in str(info.value)
 
@@ -271,3 +273,19 @@ def test_app_future_cannot_be_cancelled_and_still_delivers(manual_dfk, manual):
     manual.wait_for(2)[1].run()
     assert fut.result(timeout=5) == 6
     assert dependent.result(timeout=5) == 12
+
+
+def test_an_app_future_can_be_awaited_in_asyncio_code(dfk):
+    import asyncio
+
+    async def main():
+        first = await plain(20)
+        return first, await asyncio.gather(plain(first), plain(1))
+
+    assert asyncio.run(main()) == (40, [80, 2])
+
+
+def test_app_future_is_generic_in_its_result_type_for_type_checkers():
+    from celeriac import AppFuture
+    alias = AppFuture[int]
+    assert alias.__origin__ is AppFuture and alias.__args__ == (int,)

@@ -124,6 +124,24 @@ def test_auto_logname_as_signature_default(dfk):
     assert first.stdout.startswith(dfk.run_dir)
 
 
+def test_auto_logname_names_the_log_after_the_calls_label_as_parsl_does(dfk):
+    @bash_app
+    def step(label=None, stdout=AUTO_LOGNAME):
+        return "echo labelled"
+
+    fut = step(label="calibration")
+    assert fut.result(timeout=10) == 0
+    assert os.path.basename(fut.stdout) == f"task_{fut.tid:04d}_step_calibration.stdout"
+    unlabelled = step()
+    unlabelled.result(timeout=10)
+    assert os.path.basename(unlabelled.stdout) == f"task_{unlabelled.tid:04d}_step.stdout"
+
+
+def test_an_invalid_stream_mode_is_bad_std_stream_file(dfk, tmp_path):
+    with pytest.raises(BadStdStreamFile, match="stdout"):
+        run("true", stdout=(str(tmp_path / "out"), "bogus")).result(timeout=10)
+
+
 @pytest.mark.parametrize("bad", [123, 4.5, ["a", "list"], ("path", "w", "extra")])
 def test_unusable_stdout_is_bad_std_stream_file(dfk, bad):
     with pytest.raises(BadStdStreamFile, match="stdout"):

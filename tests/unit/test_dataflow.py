@@ -94,9 +94,10 @@ def test_failed_dependency_gives_dependency_error_naming_upstream_tid(dfk):
     with pytest.raises(DependencyError) as info:
         dependent.result(timeout=5)
     err = info.value
-    assert [tid for _, tid in err.dependent_exceptions_tids] == [bad.tid]
+    assert [d for _, d in err.dependent_exceptions_tids] == [f"task {bad.tid}"]
     assert err.task_id == dependent.tid
-    assert str(bad.tid) in str(err) and str(dependent.tid) in str(err)
+    assert str(err) == (f"Dependency failure for task {dependent.tid} with failed "
+                        f"dependencies from task {bad.tid}")
     assert isinstance(err.__cause__, ValueError) and str(err.__cause__) == "boom"
 
 
@@ -115,7 +116,7 @@ def test_dependency_error_two_levels_down_names_direct_upstream_and_root_cause(d
     with pytest.raises(DependencyError) as info:
         bottom.result(timeout=5)
     err = info.value
-    assert [tid for _, tid in err.dependent_exceptions_tids] == [middle.tid]
+    assert [d for _, d in err.dependent_exceptions_tids] == [f"task {middle.tid}"]
     assert isinstance(err.dependent_exceptions_tids[0][0], DependencyError)
     assert isinstance(err.__cause__, ValueError)
     assert str(err.__cause__) == "root failure"
@@ -130,18 +131,18 @@ def test_dependency_error_names_only_the_failed_inputs(dfk):
     with pytest.raises(DependencyError) as info:
         fut.result(timeout=5)
     failed = info.value.dependent_exceptions_tids
-    assert sorted(tid for _, tid in failed) == sorted([bad1.tid, bad2.tid])
+    assert sorted(d for _, d in failed) == sorted([f"task {bad1.tid}", f"task {bad2.tid}"])
     assert {str(exc) for exc, _ in failed} == {"one", "two"}
     assert "total" not in ran
 
 
-def test_failed_plain_future_is_reported_without_a_tid(dfk):
+def test_failed_plain_future_is_described_by_its_repr(dfk):
     upstream = Future()
     upstream.set_exception(KeyError("gone"))
     with pytest.raises(DependencyError) as info:
         double(upstream).result(timeout=5)
-    assert info.value.dependent_exceptions_tids[0][1] is None
-    assert "<non-app future>" in str(info.value)
+    assert info.value.dependent_exceptions_tids[0][1] == repr(upstream)
+    assert repr(upstream) in str(info.value) and "raised KeyError" in str(info.value)
     assert isinstance(info.value.__cause__, KeyError)
     assert ran == []
 
@@ -174,7 +175,7 @@ def test_cancelled_plain_future_fails_the_dependent_instead_of_hanging(dfk):
     assert upstream.cancel()
     with pytest.raises(DependencyError) as info:
         dependent.result(timeout=5)
-    assert info.value.dependent_exceptions_tids[0][1] is None
+    assert info.value.dependent_exceptions_tids[0][1] == repr(upstream)
     assert ran == []
 
 

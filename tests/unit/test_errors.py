@@ -18,8 +18,11 @@ EXAMPLES = {
     "AuthenticationFailed": lambda cls: cls("node1", "key refused"),
     "BadHostKey": lambda cls: cls("node1", "not in known_hosts"),
     "FileCopyFailed": lambda cls: cls("node1", "no such file"),
-    "DependencyError": lambda cls: cls([(ValueError("up"), 3), (KeyError("k"), None)], 5),
-    "JoinError": lambda cls: cls([(RuntimeError("inner"), 8)], 9),
+    "InvalidTransition": lambda cls: cls(4, "exec_done", "launched",
+                                         ["pending", "launched", "exec_done"]),
+    "DependencyError": lambda cls: cls([(ValueError("up"), "task 3"),
+                                        (KeyError("k"), "<Future at 0x1 state=finished>")], 5),
+    "JoinError": lambda cls: cls([(RuntimeError("inner"), "task 8")], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),
     "AppExited": lambda cls: cls("poison", "called sys.exit(3)", 3),
     "MissingOutputs": lambda cls: cls("exited 0 without them", ["/tmp/a", "/tmp/b"]),
@@ -91,5 +94,6 @@ def test_messages_say_what_failed():
     assert "celery" in str(errors.ExecutorError("celery", "no workers"))
     assert "no workers" in str(errors.ExecutorError("celery", "no workers"))
     assert "['gpus']" in str(errors.InvalidResourceSpecification({"gpus"}))
-    dep = errors.DependencyError([(ValueError(), 3), (ValueError(), None)], 5)
-    assert "task 5" in str(dep) and "3" in str(dep) and "<non-app future>" in str(dep)
+    dep = errors.DependencyError([(ValueError(), "task 3"), (ValueError(), "<Future at 0x1>")], 5)
+    assert str(dep) == ("Dependency failure for task 5 with failed dependencies from task 3, "
+                        "<Future at 0x1>")

@@ -11,7 +11,8 @@ import celeriac.launchers
 PUBLIC = [
     "python_app", "bash_app", "join_app", "AppFuture", "DataFuture", "File", "AUTO_LOGNAME",
     "Config", "DataFlowKernel", "load", "clear", "dfk", "wait_for_current_tasks",
-    "id_for_memo", "get_all_checkpoints", "get_last_checkpoint", "__version__",
+    "id_for_memo", "get_all_checkpoints", "get_last_checkpoint", "set_stream_logger",
+    "set_file_logger", "__version__",
 ]
 
 
@@ -53,7 +54,8 @@ def test_errors_module_exports():
         "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
         "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
-        "WorkerLost", "DependencyError", "JoinError", "AppException", "AppTimeout",
+        "WorkerLost", "InvalidTransition", "DependencyError", "JoinError", "AppException",
+        "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
         "AppExited", "RemoteTraceback",
     ]

@@ -74,9 +74,10 @@ def test_failing_inner_future_gives_join_error_with_its_tid_and_cause(dfk):
     with pytest.raises(JoinError) as info:
         fut.result(timeout=5)
     err = info.value
-    assert [tid for _, tid in err.dependent_exceptions_tids] == [inner[0].tid]
+    assert [d for _, d in err.dependent_exceptions_tids] == [f"task {inner[0].tid}"]
     assert err.task_id == fut.tid
-    assert str(inner[0].tid) in str(err)
+    assert str(err) == (f"Join failure for task {fut.tid} with failed join dependencies from "
+                        f"task {inner[0].tid}")
     assert isinstance(err.__cause__, ValueError) and str(err.__cause__) == "inner broke"
 
 

@@ -273,13 +273,44 @@ def test_a_config_without_executors_can_be_loaded_twice(tmp_path, monkeypatch):
     assert config.executors == []
 
 
-def test_reusing_a_shut_down_executor_is_a_clear_error(tmp_path):
-    pool = ThreadPoolExecutor(label="once")
-    with celeriac.load(Config([pool], run_dir=str(tmp_path))):
-        pass
-    with pytest.raises(ConfigurationError, match="cannot be restarted"):
-        celeriac.load(Config([pool], run_dir=str(tmp_path)))
-    celeriac.clear()
+def test_a_config_can_be_loaded_again_on_the_same_executors_as_in_parsl(tmp_path):
+    config = Config([ThreadPoolExecutor(label="again")], run_dir=str(tmp_path))
+    for expected in (2, 4):
+        with celeriac.load(config):
+            assert double(expected // 2).result(timeout=5) == expected
+
+
+def test_task_state_counts_and_the_summary_at_cleanup(load_dfk, manual, caplog):
+    dfk = load_dfk(manual)
+    done, failing, waiting = double(1), double(2), double(3)
+    subs = manual.wait_for(3)
+    subs[0].run()
+    subs[1].fail(OSError("no"))
+    done.result(timeout=5)
+    failing.exception(timeout=5)
+    counts = {state.name: n for state, n in dfk.task_state_counts.items() if n}
+    assert counts == {"exec_done": 1, "failed": 1, "launched": 1}
+    assert not dfk.cleanup_called
+    with caplog.at_level(logging.INFO, logger="celeriac"):
+        dfk.cleanup()
+    assert dfk.cleanup_called
+    assert "Summary of tasks in DFK: exec_done 1, failed 2" in caplog.text
+    assert waiting.exception(timeout=5) is not None
+
+
+def test_executors_can_be_added_to_a_running_dfk(load_dfk):
+    dfk = load_dfk()
+
+    @python_app(executors=["extra"])
+    def there():
+        return threading.current_thread().name
+
+    with pytest.raises(ConfigurationError, match="extra"):
+        there()
+    dfk.add_executors([ThreadPoolExecutor(label="extra")])
+    assert there().result(timeout=5).startswith("celeriac-extra")
+    with pytest.raises(ConfigurationError, match="already in use"):
+        dfk.add_executors([ThreadPoolExecutor(label="extra")])
 
 
 class _LateExecutor(ManualExecutor):

@@ -5,6 +5,7 @@ import threading
 import numpy
 import pytest
 
+import celeriac
 from celeriac import File, bash_app, id_for_memo, python_app
 from celeriac.orchestrator.memo import function_identity, make_hash
 from celeriac.orchestrator.states import States
@@ -115,16 +116,36 @@ def test_identical_calls_in_flight_at_once_run_once(load_dfk, manual):
     assert len(manual.submissions) == 1
 
 
-def test_a_failed_call_is_not_memoized_and_a_waiting_twin_runs_itself(load_dfk, manual):
+def test_a_failed_call_is_memoized_within_the_run_as_in_parsl(load_dfk, manual):
     load_dfk(manual)
     first, twin = cached_double(7), cached_double(7)
     manual.wait_for(1)[0].fail(OSError("node went away"))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="node went away"):
         first.result(timeout=5)
-    manual.wait_for(2)[1].run()
-    assert twin.result(timeout=5) == 14
-    assert cached_double(7).result(timeout=5) == 14
-    assert len(manual.submissions) == 2
+    with pytest.raises(OSError, match="node went away"):
+        twin.result(timeout=5)
+    with pytest.raises(OSError, match="node went away"):
+        cached_double(7).result(timeout=5)
+    assert len(manual.submissions) == 1
+    assert twin.task_status() == "failed"
+
+
+def test_a_memoized_failure_is_not_checkpointed(load_dfk, manual, tmp_path):
+    dfk = load_dfk(manual, checkpoint_mode="task_exit")
+    ok, bad = cached_double(1), cached_double(9)
+    first, second = manual.wait_for(2)
+    first.run()
+    second.fail(OSError("no"))
+    assert ok.result(timeout=5) == 2
+    with pytest.raises(OSError):
+        bad.result(timeout=5)
+    dfk.cleanup()
+    celeriac.clear()
+    load_dfk(manual, checkpoint_files=[dfk.checkpoint_dir])
+    assert cached_double(1).result(timeout=5) == 2       # from the checkpoint
+    again = cached_double(9)                              # not: it runs again
+    manual.wait_for(3)[2].run()
+    assert again.result(timeout=5) == 18
 
 
 def test_calls_depending_on_futures_are_keyed_on_their_results(load_dfk, manual):
@@ -214,7 +235,7 @@ def test_a_checkpointed_result_that_cannot_be_loaded_is_a_miss(load_dfk, manual,
     from celeriac.orchestrator.memo import MemoTable
     dfk = load_dfk(manual)
     key = make_hash(cached_double.func, "cached_double", (8,), {}, (), "python")
-    dfk._memo = MemoTable({key: b"not a pickle"})
+    dfk._kernel.memo = MemoTable({key: b"not a pickle"})
     fut = cached_double(8)
     manual.wait_for(1)[0].run()
     assert fut.result(timeout=5) == 16

@@ -84,3 +84,15 @@ def test_local_provider_runs_tasks_per_node_copies_through_its_launcher(tmp_path
     assert provider.status([job])[0].state is JobState.COMPLETED
     assert sorted((tmp_path / "log").read_text().split()) == ["copy", "copy", "init"]
     assert provider.cancel([job, "123"]) == [False, False]
+
+
+def test_job_status_reads_the_blocks_output_as_in_parsl(tmp_path):
+    provider = LocalProvider()
+    provider.script_dir = str(tmp_path)
+    job = provider.submit("echo said-out; echo said-err >&2", 1, "talk")
+    deadline = time.monotonic() + 10
+    while not provider.status([job])[0].terminal:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    [status] = provider.status([job])
+    assert "said-out" in status.stdout and "said-err" in status.stderr

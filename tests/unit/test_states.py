@@ -2,10 +2,10 @@
 
 import pytest
 
+from celeriac.errors import InvalidTransition
 from celeriac.orchestrator.states import (
     FINAL_STATES,
     TRANSITIONS,
-    InvalidTransition,
     States,
     TaskRecord,
 )

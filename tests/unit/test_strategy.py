@@ -71,10 +71,19 @@ def test_nodes_per_block_multiplies_the_slots_of_a_block():
     assert decide("simple", Load(outstanding=7, slots_per_node=2), limits, 60).scale_out == 2
 
 
-@pytest.mark.parametrize("parallelism, expected", [(1, 10), (0.5, 5), (0.1, 1), (0, 0)])
+@pytest.mark.parametrize("parallelism, expected", [(1, 10), (0.5, 5), (0.1, 1), (0, 1)])
 def test_parallelism_is_the_ratio_of_slots_to_tasks(parallelism, expected):
     limits = Limits(0, 0, 100, 1, parallelism)
     assert decide("simple", Load(outstanding=10), limits, 60).scale_out == expected
+
+
+def test_parallelism_0_starts_one_block_for_waiting_tasks_and_no_more():
+    # Parsl's documented meaning (its issue #97): as few resources as possible, not none.
+    limits = Limits(0, 0, 100, 1, parallelism=0)
+    assert decide("simple", Load(outstanding=500), limits, 60).scale_out == 1
+    one_block = (BlockView("0", JobState.PENDING, 0, 0.0),)
+    assert not decide("simple", Load(outstanding=500, blocks=one_block), limits, 60)
+    assert not decide("simple", Load(outstanding=0), limits, 60)
 
 
 def test_below_min_blocks_scales_up_to_min_blocks_even_without_tasks():

@@ -23,7 +23,10 @@ class Executor(ABC):
     resource_keys: frozenset = frozenset()
 
     def start(self, context) -> None:
-        """Get ready to run tasks. ``context`` is the DFK's :class:`RunContext`."""
+        """Get ready to run tasks. ``context`` is the DFK's :class:`RunContext`.
+
+        An executor that was shut down may be started again by a new DFK (a Config loaded a
+        second time, as in Parsl): it then starts a new run."""
 
     @abstractmethod
     def submit(self, func, call, resource_specification: dict) -> Future:
@@ -31,13 +34,6 @@ class Executor(ABC):
 
     def shutdown(self) -> None:
         """Stop everything this executor started. Safe to call more than once."""
-
-    def _refuse_restart(self) -> None:
-        """Executors are single-use: say so when one is started again after shutdown."""
-        from celeriac.errors import ConfigurationError
-        raise ConfigurationError(
-            f"executor {self.label!r} was shut down with the DataFlowKernel that used it; "
-            "executors cannot be restarted, so give the new Config new executor objects")
 
     def validate_resource_spec(self, spec: dict) -> None:
         """Raise InvalidResourceSpecification for keys this executor does not accept."""

@@ -22,6 +22,7 @@ import redis
 
 from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
 from celeriac.option_checks import OptionChecks
+from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator import strategy
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
@@ -69,6 +70,9 @@ class CeleryExecutor(Executor):
             before it counts as failed (0: wait forever).
         worker_idle_timeout: seconds a worker stays without its orchestrator and without a
             task before it exits (0: never), so a killed run does not hold allocations.
+        **parsl_options: options of Parsl's HighThroughputExecutor that mean nothing here
+            (``address``, ``worker_debug``, ``encrypted``, ``start_method``, ...): accepted
+            so that Parsl configs load, and logged as ignored.
         worker_python: the Python that runs ``celeriac worker`` in a block. Default: this
             interpreter when the provider's channel is local; ``python3`` (as found after
             ``worker_init``, e.g. an activated environment) when it is remote.
@@ -83,7 +87,8 @@ class CeleryExecutor(Executor):
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
                  worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0,
-                 worker_python=None):
+                 worker_python=None, **parsl_options):
+        self.ignored_options = parsl.accept(CeleryExecutor, parsl_options, parsl.HTEX)
         self.label = label
         self.worker_python = worker_python
         self._remote_dir = None                       # the blocks' file dir on a remote host
@@ -117,6 +122,11 @@ class CeleryExecutor(Executor):
         self.worker_start_timeout = worker_start_timeout
         self.worker_idle_timeout = worker_idle_timeout
         self._validate()
+        self._lock = threading.RLock()
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """Forget the blocks and state of a previous run (a Config may be loaded again)."""
         self.blocks: dict[str, str] = {}              # block id -> job id, every block started
         self._records: dict[str, BlockRecord] = {}
         self._block_ids = itertools.count()
@@ -130,7 +140,6 @@ class CeleryExecutor(Executor):
         self._unserved_warned = None                  # when that was last logged
         self._loop = None
         self._link = None
-        self._lock = threading.RLock()
         self._shut = False
 
     def _validate(self) -> None:
@@ -171,8 +180,8 @@ class CeleryExecutor(Executor):
             self.provider.check_options()
 
     def start(self, context) -> None:
-        if self._shut:
-            self._refuse_restart()
+        if self._shut:  # loaded again with a new DFK: a new run, as in Parsl
+            self._new_run()
         self._context = context
         self._link = context.celery_link()
         self.queue = queue_name(context.run_id, self.label)

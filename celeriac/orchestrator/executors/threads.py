@@ -9,6 +9,7 @@ from concurrent.futures import Future
 
 from celeriac.errors import AppExited, AppTimeout, RemoteTraceback, SubmitException
 from celeriac.option_checks import OptionChecks
+from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.runlog import carry
 from celeriac.workers.execute import AppFailed, Call, run_call
@@ -25,7 +26,9 @@ class ThreadPoolExecutor(Executor):
     itself runs on (Python cannot stop a thread); bash apps are killed.
     """
 
-    def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = ""):
+    def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = "",
+                 **parsl_options):
+        self.ignored_options = parsl.accept(ThreadPoolExecutor, parsl_options, parsl.THREADS)
         checks = OptionChecks(f"ThreadPoolExecutor {label!r}")
         checks.integer("max_threads", max_threads, minimum=1)
         checks.done()
@@ -37,9 +40,8 @@ class ThreadPoolExecutor(Executor):
         self._lock = threading.Lock()
 
     def start(self, context=None) -> None:
-        if self._shut:
-            self._refuse_restart()
         with self._lock:
+            self._shut = False  # loaded again with a new DFK, as in Parsl
             if self._pool is None:
                 self._pool = cf.ThreadPoolExecutor(self.max_threads, self._prefix,
                                                    initializer=carry())  # the run's log

@@ -1,0 +1,407 @@
+"""The dataflow kernel: a pure state machine over task records, events in, instructions out.
+
+:meth:`Kernel.handle` takes one event (a task was submitted, a dependency finished, an
+executor reported a try's outcome, a retry is due, the run is closing), changes the task
+records, only ever through :meth:`TaskRecord.move`, and returns the instructions that carry the
+change out: send a try to an executor, resolve or fail a future, wait for other futures,
+schedule a retry, checkpoint a result. It does no I/O, starts no thread and never blocks, so a
+test can feed it events and read its instructions. The driver (:mod:`.dflow`) carries the
+instructions out and turns what happens outside (a future finishing, a timer firing) back into
+events, which it handles from a queue, never by recursion: a chain of any length that
+completes synchronously (memo hits, failed dependencies, joins) takes constant stack.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from celeriac.errors import CeleriacError, DependencyError, JoinError
+from celeriac.orchestrator import retries
+from celeriac.orchestrator.dependencies import describe, resolve, root_cause
+from celeriac.orchestrator.memo import MemoTable, Verdict, make_hash
+from celeriac.orchestrator.states import States, TaskRecord
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Kernel",
+    "Submitted", "Rejected", "DependencyDone", "MemoOwnerDone", "ExecutorDone", "SubmitFailed",
+    "RetryDue", "JoinedDone", "Closing", "Closed",
+    "Send", "SetResult", "SetException", "Watch", "ScheduleRetry", "Checkpoint",
+]
+
+_STD_STREAMS = ("stdout", "stderr")
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A new task record; its ``depends`` lists the futures it waits for."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A new task that cannot run at all (its executor refused its resource specification)."""
+
+    record: TaskRecord
+    exception: BaseException
+
+
+@dataclass(frozen=True)
+class DependencyDone:
+    """One of the futures the task waits for has finished."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class MemoOwnerDone:
+    """The identical call whose result the task was waiting for has finished."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class ExecutorDone:
+    """The executor's future for try ``try_id`` of the task has finished."""
+
+    record: TaskRecord
+    try_id: int
+    future: Future
+
+
+@dataclass(frozen=True)
+class SubmitFailed:
+    """The executor refused try ``try_id`` of the task."""
+
+    record: TaskRecord
+    try_id: int
+    exception: BaseException
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    """A retry's wait is over."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class JoinedDone:
+    """One of the futures a join app returned has finished."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class Closing:
+    """Cleanup has begun: executors are shutting down, and cancel what they still hold."""
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Executors are shut down: every unfinished task fails."""
+
+
+# ----------------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True)
+class Send:
+    """Hand try ``try_id`` of the task, with these resolved arguments, to its executor."""
+
+    record: TaskRecord
+    try_id: int
+    args: tuple
+    kwargs: dict
+
+
+@dataclass(frozen=True)
+class SetResult:
+    record: TaskRecord
+    value: Any
+
+
+@dataclass(frozen=True)
+class SetException:
+    record: TaskRecord
+    exception: BaseException
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Post ``event(record)`` once for each of ``futures`` when it finishes."""
+
+    record: TaskRecord
+    futures: tuple
+    event: type
+
+
+@dataclass(frozen=True)
+class ScheduleRetry:
+    """Post ``RetryDue(record)`` after ``delay`` seconds."""
+
+    record: TaskRecord
+    delay: float
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The task's result is final: record it in the run's checkpoint (per checkpoint_mode)."""
+
+    record: TaskRecord
+    result: Any
+
+
+# ----------------------------------------------------------------------------- the kernel
+
+
+class Kernel:
+    """The DFK's decisions over its task records.
+
+    Args:
+        retries, retry_handler, worker_lost_retries: Parsl's retry budget (see
+            :func:`retries.decide`).
+        memo: the memo table, or None when ``app_cache`` is off.
+        dependency_resolver: where futures are found in arguments (None: Parsl's shallow
+            rule, see :mod:`.dependencies`).
+    """
+
+    def __init__(self, *, retries: int = 0, retry_handler=None, worker_lost_retries: int = 3,
+                 memo: Optional[MemoTable] = None, dependency_resolver=None):
+        self.retries = retries
+        self.resolver = dependency_resolver
+        self.retry_handler = retry_handler
+        self.worker_lost_retries = worker_lost_retries
+        self.memo = memo
+        self.tasks: dict[int, TaskRecord] = {}   # unfinished tasks, by id
+        self.state_counts = {state: 0 for state in States}  # tasks in each state now
+        self.closing = False
+        self._handlers = {
+            Submitted: self._submitted, Rejected: self._rejected,
+            DependencyDone: self._dependency_done,
+            MemoOwnerDone: self._memo_owner_done, ExecutorDone: self._executor_done,
+            SubmitFailed: self._submit_failed, RetryDue: self._retry_due,
+            JoinedDone: self._joined_done, Closing: self._closing, Closed: self._closed,
+        }
+
+    def handle(self, event) -> list:
+        """Apply one event; return the instructions that carry it out, in order.
+
+        Raises:
+            InvalidTransition: a task was asked to make an illegal move (a celeriac bug).
+        """
+        return self._handlers[type(event)](event)
+
+    # ------------------------------------------------------------------ waiting to run
+
+    def _move(self, record: TaskRecord, state: States) -> None:
+        start = record.status
+        record.move(state)
+        self.state_counts[start] -= 1
+        self.state_counts[state] += 1
+
+    def _submitted(self, event: Submitted) -> list:
+        record = event.record
+        self.state_counts[record.status] += 1
+        self.tasks[record.id] = record
+        waiting = tuple(f for f in record.depends if not f.done())
+        record.waiting = len(waiting)
+        if waiting:
+            return [Watch(record, waiting, DependencyDone)]
+        return self._ready(record)
+
+    def _rejected(self, event: Rejected) -> list:
+        self.state_counts[event.record.status] += 1
+        return self._finish(event.record, States.failed, exception=event.exception)
+
+    def _dependency_done(self, event: DependencyDone) -> list:
+        record = event.record
+        record.waiting -= 1
+        if record.waiting or record.status is not States.pending:
+            return []
+        return self._ready(record)
+
+    def _ready(self, record: TaskRecord) -> list:
+        """Every dependency is done: fail for a failed one, answer from the memo, or send."""
+        args, kwargs, failures = resolve(record.args, record.kwargs, self.resolver)
+        record.depends = []
+        if failures:
+            exc = DependencyError(failures, record.id)
+            exc.__cause__ = root_cause(failures[0][0])
+            return self._finish(record, States.dep_fail, exception=exc)
+        record.resolved = (args, kwargs)
+        if self.memo is not None and record.cache:
+            try:  # keyed on the dependencies' results, now that they are known
+                record.hashsum = make_hash(record.func, record.func_name, args, kwargs,
+                                           record.ignore_for_cache, record.kind)
+            except Exception as e:  # ValueError for a type id_for_memo does not know
+                return self._finish(record, States.failed, exception=e)
+            return self._claim(record)
+        return self._send(record)
+
+    def _claim(self, record: TaskRecord) -> list:
+        try:
+            verdict, value = self.memo.claim(record.hashsum, record.app_fu)
+        except Exception as e:
+            return self._finish(record, States.failed, exception=e)
+        if verdict is Verdict.hit:
+            return self._finish(record, States.memo_done, result=value)
+        if verdict is Verdict.failed:  # as in Parsl, an identical call's failure is reused
+            return self._finish(record, States.failed, exception=value)
+        if verdict is Verdict.wait:  # an identical call is in flight: take its result, or run
+            return [Watch(record, (value,), MemoOwnerDone)]
+        return self._send(record)
+
+    def _memo_owner_done(self, event: MemoOwnerDone) -> list:
+        if event.record.status is not States.pending:
+            return []
+        return self._claim(event.record)
+
+    def _send(self, record: TaskRecord) -> list:
+        self._move(record, States.launched)
+        record.try_id += 1
+        if record.started is None:
+            record.started = time.monotonic()
+        args, kwargs = record.resolved
+        return [Send(record, record.try_id, args, kwargs)]
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _current(self, record: TaskRecord, try_id: int) -> bool:
+        """Whether an outcome is for the task's latest try, still running."""
+        return try_id == record.try_id and record.status is States.launched
+
+    def _submit_failed(self, event: SubmitFailed) -> list:
+        if not self._current(event.record, event.try_id):
+            return []
+        logger.info("task %s could not be submitted: %s", event.record.id, event.exception)
+        return self._finish(event.record, States.failed, exception=event.exception)
+
+    def _executor_done(self, event: ExecutorDone) -> list:
+        record, fut = event.record, event.future
+        if not self._current(record, event.try_id):
+            return []  # an outcome for a try that was already superseded
+        if fut.cancelled():
+            if self.closing:  # the executor dropped it while shutting down; Closed fails it
+                return []
+            return self._finish(record, States.failed, exception=CeleriacError(
+                f"task {record.id} ({record.func_name}) was cancelled by executor "
+                f"{record.executor!r}"))
+        exc = fut.exception()
+        if exc is None:
+            if record.kind == "join":
+                return self._join(record, fut.result())
+            return self._finish(record, States.exec_done, result=fut.result())
+        return self._failed_try(record, exc)
+
+    def _failed_try(self, record: TaskRecord, exc: BaseException) -> list:
+        try:
+            decision = retries.decide(
+                record, exc, retries=self.retries, retry_handler=self.retry_handler,
+                policy=record.retry_policy, worker_lost_retries=self.worker_lost_retries)
+        except Exception as handler_exc:
+            logger.exception("the retry handler or policy failed for task %s", record.id)
+            return self._finish(record, States.failed, exception=handler_exc)
+        if decision.lost_free:
+            logger.warning("task %s (%s): %s; relaunching it (lost-worker relaunch %d of %d, "
+                           "no retry spent)", record.id, record.func_name, exc,
+                           record.lost_count, self.worker_lost_retries)
+        elif decision.retry:
+            logger.info("task %s (%s) failed on try %d (%r); retrying in %.3g s", record.id,
+                        record.func_name, record.try_id, exc, decision.delay)
+        if decision.retry:
+            self._move(record, States.pending)
+            if decision.delay > 0:  # a timer posts RetryDue: nothing blocks meanwhile
+                return [ScheduleRetry(record, decision.delay)]
+            return self._send(record)
+        if record.try_id > 1:
+            _add_note(exc, f"celeriac: task {record.id} ({record.func_name}) failed after "
+                           f"{record.try_id} tries; this is the error of the last one")
+        logger.info("task %s (%s) failed after %d tries: %r", record.id, record.func_name,
+                    record.try_id, exc)
+        return self._finish(record, States.failed, exception=exc)
+
+    def _retry_due(self, event: RetryDue) -> list:
+        if event.record.status is not States.pending:  # cleanup ended it meanwhile
+            return []
+        return self._send(event.record)
+
+    def _join(self, record: TaskRecord, inner) -> list:
+        futures = tuple(inner) if isinstance(inner, (list, tuple)) else (inner,)
+        if not all(isinstance(f, Future) for f in futures):
+            return self._finish(record, States.failed, exception=TypeError(
+                f"join_app {record.func_name} must return a Future or a list of Futures, "
+                f"not {type(inner).__name__}"))
+        self._move(record, States.joining)
+        record.resolved = (inner,)
+        if not futures:
+            return self._finish(record, States.exec_done, result=[])
+        record.waiting = len(futures)
+        return [Watch(record, futures, JoinedDone)]
+
+    def _joined_done(self, event: JoinedDone) -> list:
+        record = event.record
+        record.waiting -= 1
+        if record.waiting or record.status is not States.joining:
+            return []
+        (inner,) = record.resolved
+        futures = inner if isinstance(inner, (list, tuple)) else [inner]
+        failures = [(CancelledError() if f.cancelled() else f.exception(), describe(f))
+                    for f in futures if f.cancelled() or f.exception() is not None]
+        if failures:
+            exc = JoinError(failures, record.id)
+            exc.__cause__ = failures[0][0]
+            return self._finish(record, States.failed, exception=exc)
+        result = [f.result() for f in futures] if futures is inner else futures[0].result()
+        return self._finish(record, States.exec_done, result=result)
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> list:
+        self._move(record, state)
+        self.tasks.pop(record.id, None)
+        out = []
+        if record.hashsum is not None and state in (States.exec_done, States.memo_done):
+            out.append(Checkpoint(record, result))
+        # Keep a finished record small: drop what only running needed, so memory stays flat.
+        record.args = ()
+        record.depends = []
+        record.resolved = None
+        record.kwargs = {k: record.kwargs[k] for k in _STD_STREAMS if k in record.kwargs}
+        if exception is not None:
+            logger.debug("task %s %s: %s", record.id, state.name, exception)
+            out.append(SetException(record, exception))
+        else:
+            logger.debug("task %s %s", record.id, state.name)
+            out.append(SetResult(record, result))
+        return out
+
+    def _closing(self, _event: Closing) -> list:
+        self.closing = True
+        return []
+
+    def _closed(self, _event: Closed) -> list:
+        out = []
+        for record in list(self.tasks.values()):
+            out += self._finish(record, States.failed, exception=CeleriacError(
+                f"task {record.id} ({record.func_name}) had not finished when the "
+                "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
+                "exit_mode='wait'"))
+        return out
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``, also on Python 3.10 (no add_note; notes kept all the same)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
