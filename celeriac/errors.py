@@ -18,6 +18,7 @@
     │   ├── AuthenticationFailed          the host refused the key or password
     │   ├── BadHostKey                    the host key is unknown or does not match known_hosts
     │   └── FileCopyFailed                push_file/pull_file could not copy the file
+    ├── StagingError                  a File could not be staged in or out (.url, password hidden)
     ├── WorkerLost                    the task's worker died under it, more times than allowed
     ├── InvalidTransition             a task was asked to make an illegal move (a celeriac bug)
     ├── DependencyError               an upstream task failed, so this one never ran
@@ -45,7 +46,8 @@ __all__ = [
     "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
     "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
     "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
-    "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "WorkerLost",
+    "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "StagingError",
+    "WorkerLost",
     "InvalidTransition",
     "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
     "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "AppExited", "RemoteTraceback",
@@ -160,6 +162,39 @@ class BadHostKey(ChannelError):
 
 class FileCopyFailed(ChannelError):
     """push_file or pull_file could not copy a file."""
+
+
+class StagingError(CeleriacError):
+    """A File could not be staged in or out: unreachable host, refused login, 404, size or
+    checksum mismatch, full disk. ``url`` is the file's URL with any password hidden."""
+
+    def __init__(self, url, reason):
+        hidden = hide_password(url)
+        if hidden != url:  # never repeat the password, even where the cause quotes the URL
+            password = url.partition("://")[2].split("@")[0].split(":", 1)[1]
+            reason = str(reason).replace(url, hidden)
+            if len(password) >= 4:  # a shorter one would garble the message
+                reason = reason.replace(password, "***")
+        url = hidden
+        super().__init__(url, reason)
+        self.url = url
+        self.reason = reason
+
+    def __str__(self):
+        return f"staging {self.url} failed: {self.reason}"
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    userinfo, host = netloc.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0]
+    return f"{head}://{user}:***@{host}{slash}{path}" if ":" in userinfo else url
 
 
 class WorkerLost(CeleriacError):

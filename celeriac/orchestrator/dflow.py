@@ -38,6 +38,7 @@ from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable
 from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import TaskRecord
+from celeriac.staging.data_manager import INHIBIT, DataManager
 from celeriac.workers.execute import Call
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class DataFlowKernel:
         self._timers = retries.DelayedCalls()
         if self.config.checkpoint_mode == "periodic":
             self._timers.call_later(self.config.checkpoint_seconds, self._periodic_checkpoint)
+        self.data_manager = DataManager(self, INTERNAL)
         self._internal = ThreadPoolExecutor(INTERNAL, self.config.internal_tasks_max_threads)
         self._internal.start()
         try:
@@ -137,9 +139,15 @@ class DataFlowKernel:
             rejected = None
         except InvalidResourceSpecification as e:
             rejected = e
+        staging = kind != "internal" and not kwargs.get(INHIBIT)
+        stage_ins = ()
+        if staging:  # Files become the DataFutures of their stage-in tasks
+            app_args, kwargs, func, stage_ins = self.data_manager.stage_inputs(
+                label, func, tuple(app_args), kwargs)
         tid = next(self._ids)
         record = TaskRecord(id=tid, func=func, func_name=func_name, kind="join" if join else kind,
                             args=tuple(app_args), kwargs=kwargs, executor=label,
+                            stage_ins=tuple(stage_ins),
                             resource_specification=spec, walltime=walltime,
                             cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
                             dfk=self, accepts=accepts,
@@ -149,7 +157,12 @@ class DataFlowKernel:
                 kwargs[stream] = self._std_autopath(record, stream)
         fut = AppFuture(record)
         record.app_fu = fut
-        fut._outputs = tuple(DataFuture(fut, f, tid) for f in kwargs.get("outputs", ()) or ())
+        if staging:  # outputs resolve once staged out
+            record.func, fut._outputs, fut._streams = self.data_manager.stage_outputs(
+                label, record.func, kwargs, fut, tid)
+        else:
+            fut._outputs = tuple(DataFuture(fut, f, tid)
+                                 for f in kwargs.get("outputs", ()) or ())
         if rejected is not None:
             self._post(k.Rejected(record, rejected))
             return fut

@@ -234,6 +234,9 @@ class Kernel:
         """Every dependency is done: fail for a failed one, answer from the memo, or send."""
         args, kwargs, failures = resolve(record.args, record.kwargs, self.resolver)
         record.depends = []
+        for staged in record.stage_ins:  # its own input could not be staged: its own failure
+            if staged.exception() is not None:
+                return self._finish(record, States.failed, exception=staged.exception())
         if failures:
             exc = DependencyError(failures, record.id)
             exc.__cause__ = root_cause(failures[0][0])

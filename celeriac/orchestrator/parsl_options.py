@@ -13,13 +13,13 @@ import inspect
 CONFIG = frozenset({"usage_tracking", "project_name", "garbage_collect", "monitoring"})
 HTEX = frozenset({
     "launch_cmd", "interchange_launch_cmd", "address", "loopback_address", "worker_ports",
-    "worker_port_range", "interchange_port_range", "storage_access", "working_dir",
+    "worker_port_range", "interchange_port_range",
     "worker_debug", "start_method", "prefetch_capacity", "heartbeat_threshold",
     "heartbeat_period", "drain_period", "poll_period", "address_probe_timeout",
     "worker_logdir_root", "manager_selector", "block_error_handler", "encrypted",
     "remote_monitoring_radio", "enable_mpi_mode", "mpi_launcher",
 })
-THREADS = frozenset({"storage_access", "working_dir", "remote_monitoring_radio"})
+THREADS = frozenset({"remote_monitoring_radio"})
 
 
 def accept(owner, given: dict, ignorable: frozenset) -> dict:

@@ -77,6 +77,7 @@ class TaskRecord:
     accepts: Optional[frozenset] = None    # parameter names the function takes (None: **kwargs)
     waiting: int = 0                       # dependencies (or joined futures) not yet done
     resolved: Optional[tuple] = None       # (args, kwargs) with futures replaced, for retries
+    stage_ins: tuple = ()                  # DataFutures of this call's stage-in tasks
 
     def move(self, finish: States) -> None:
         """Change state, refusing moves that are not in ``TRANSITIONS``."""

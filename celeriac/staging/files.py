@@ -10,9 +10,10 @@ class File:
     """A file an app reads or writes.
 
     Args:
-        url: a plain path, or ``file://``, ``http(s)://``, ``ftp://`` URL.
+        url: a plain path, or a ``file://``, ``http(s)://``, ``ftp://`` or ``zip:`` URL.
 
-    ``filepath`` is where an app should open it; for local files that is the path itself.
+    ``filepath`` is where an app should open it: for local files the path itself, for
+    staged files ``local_path``, the path on the worker that staging set.
     """
 
     def __init__(self, url):
@@ -36,8 +37,9 @@ class File:
         if self.scheme == "file":
             return self.path
         raise ValueError(
-            f"File {self.url!r} has no local path: {self.scheme}:// files are staged in "
-            "before an app runs, which this version of celeriac does not do yet")
+            f"File {self.url!r} has no local path here: a {self.scheme}: file gets one when "
+            "it is staged for an app; pass the File to the app (as an argument, in inputs= "
+            "or outputs=) and use .filepath inside it")
 
     def cleancopy(self) -> "File":
         return File(self.url)

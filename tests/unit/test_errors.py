@@ -18,6 +18,7 @@ EXAMPLES = {
     "AuthenticationFailed": lambda cls: cls("node1", "key refused"),
     "BadHostKey": lambda cls: cls("node1", "not in known_hosts"),
     "FileCopyFailed": lambda cls: cls("node1", "no such file"),
+    "StagingError": lambda cls: cls("ftp://me:secret@host/data.txt", "530 Login incorrect"),
     "InvalidTransition": lambda cls: cls(4, "exec_done", "launched",
                                          ["pending", "launched", "exec_done"]),
     "DependencyError": lambda cls: cls([(ValueError("up"), "task 3"),

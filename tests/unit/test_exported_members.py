@@ -54,8 +54,8 @@ def test_errors_module_exports():
         "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
         "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
-        "WorkerLost", "InvalidTransition", "DependencyError", "JoinError", "AppException",
-        "AppTimeout",
+        "StagingError", "WorkerLost", "InvalidTransition", "DependencyError", "JoinError",
+        "AppException", "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
         "AppExited", "RemoteTraceback",
     ]
@@ -72,3 +72,10 @@ def test_providers_module_exports():
         "SlurmProvider", "GridEngineProvider", "PBSProProvider", "TorqueProvider",
         "LSFProvider", "CondorProvider",
     ]
+
+
+def test_staging_module_exports():
+    import celeriac.staging
+    assert celeriac.staging.__all__ == [
+        "File", "Staging", "NoOpFileStaging", "HTTPStaging", "FTPStaging", "RSyncStaging",
+        "ZipFileStaging", "HTTPSeparateTaskStaging", "FTPSeparateTaskStaging"]

@@ -14,7 +14,7 @@ from celeriac.memoization import BasicMemoizer
 
 
 def test_parsl_only_options_are_accepted_and_the_run_log_names_them(tmp_path, caplog):
-    config = Config([ThreadPoolExecutor(label="threads", storage_access=[], working_dir=None)],
+    config = Config([ThreadPoolExecutor(label="threads", remote_monitoring_radio=None)],
                     run_dir=str(tmp_path), usage_tracking=3, project_name="climate")
     with caplog.at_level(logging.INFO, logger="celeriac"):
         with celeriac.load(config):
@@ -22,7 +22,7 @@ def test_parsl_only_options_are_accepted_and_the_run_log_names_them(tmp_path, ca
     assert ("Config: ignoring Parsl options that mean nothing in celeriac: project_name, "
             "usage_tracking") in caplog.text
     assert "executor 'threads': ignoring Parsl options that mean nothing in celeriac: " \
-        "storage_access, working_dir" in caplog.text
+        "remote_monitoring_radio" in caplog.text
 
 
 def test_an_htex_config_ports_to_celery_executor_with_its_extra_options():

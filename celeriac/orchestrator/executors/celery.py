@@ -28,6 +28,7 @@ from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
 from celeriac.private_files import private_dir
 from celeriac.providers.base import JobState
+from celeriac.staging.base import check_storage_options
 from celeriac.workers.main import CPU_AFFINITIES
 from celeriac.workers.runfile import queue_name
 
@@ -70,6 +71,10 @@ class CeleryExecutor(Executor):
             before it counts as failed (0: wait forever).
         worker_idle_timeout: seconds a worker stays without its orchestrator and without a
             task before it exits (0: never), so a killed run does not hold allocations.
+        storage_access: staging providers for this executor's Files, tried in order (see
+            ``celeriac.staging``); default file, FTP, HTTP(S) and zip, as in Parsl.
+        working_dir: where staged files go on the worker (default: the worker's current
+            directory).
         **parsl_options: options of Parsl's HighThroughputExecutor that mean nothing here
             (``address``, ``worker_debug``, ``encrypted``, ``start_method``, ...): accepted
             so that Parsl configs load, and logged as ignored.
@@ -87,9 +92,12 @@ class CeleryExecutor(Executor):
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
                  worker_start_timeout: float = 120.0, worker_idle_timeout: float = 120.0,
-                 worker_python=None, **parsl_options):
+                 worker_python=None, storage_access=None, working_dir=None,
+                 **parsl_options):
         self.ignored_options = parsl.accept(CeleryExecutor, parsl_options, parsl.HTEX)
         self.label = label
+        self.storage_access, self.working_dir = check_storage_options(
+            f"CeleryExecutor {label!r}", storage_access, working_dir)
         self.worker_python = worker_python
         self._remote_dir = None                       # the blocks' file dir on a remote host
         if provider == "default":

@@ -12,6 +12,7 @@ from celeriac.option_checks import OptionChecks
 from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.runlog import carry
+from celeriac.staging.base import check_storage_options
 from celeriac.workers.execute import AppFailed, Call, run_call
 
 
@@ -21,14 +22,18 @@ class ThreadPoolExecutor(Executor):
     Args:
         label: the executor's name, for ``@python_app(executors=[...])``.
         max_threads: how many apps run at once.
+        storage_access: staging providers for Files (default file, FTP, HTTP(S), zip).
+        working_dir: where staged files go (default: the current directory).
 
     A python app's ``walltime`` fails its future with AppTimeout on time, but the thread
     itself runs on (Python cannot stop a thread); bash apps are killed.
     """
 
     def __init__(self, label: str = "threads", max_threads: int = 2, thread_name_prefix: str = "",
-                 **parsl_options):
+                 storage_access=None, working_dir=None, **parsl_options):
         self.ignored_options = parsl.accept(ThreadPoolExecutor, parsl_options, parsl.THREADS)
+        self.storage_access, self.working_dir = check_storage_options(
+            f"ThreadPoolExecutor {label!r}", storage_access, working_dir)
         checks = OptionChecks(f"ThreadPoolExecutor {label!r}")
         checks.integer("max_threads", max_threads, minimum=1)
         checks.done()

@@ -1,0 +1,182 @@
+"""DataManager: finds the Files of an app call and has the executor's providers stage them.
+
+It runs in the DFK's ``submit``: each File argument a provider stages in is replaced by the
+DataFuture of its stage-in task, and each output File a provider stages out gets a stage-out
+task that depends on the app, whose completion resolves the output's DataFuture.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from celeriac.errors import ConfigurationError, StagingError, hide_password
+from celeriac.orchestrator.futures import DataFuture
+from celeriac.staging.files import File
+
+logger = logging.getLogger(__name__)
+
+STAGE_IN = "_celeriac_stage_in"
+STAGE_OUT = "_celeriac_stage_out"
+INHIBIT = "_parsl_staging_inhibit"   # Parsl's keyword: this call is itself a staging task
+
+
+def default_staging() -> list:
+    """Parsl's default ``storage_access``: local files as they are, FTP, HTTP(S), zip."""
+    from celeriac.staging.file_noop import NoOpFileStaging
+    from celeriac.staging.ftp import FTPStaging
+    from celeriac.staging.http import HTTPStaging
+    from celeriac.staging.zip import ZipFileStaging
+    return [NoOpFileStaging(), FTPStaging(), HTTPStaging(), ZipFileStaging()]
+
+
+class DataManager:
+    """Stages the Files of app calls for one DFK (``dm.dfk``)."""
+
+    def __init__(self, dfk, internal_label: str):
+        self.dfk = dfk
+        self._internal = internal_label
+        self._default = default_staging()
+
+    def providers(self, executor: str) -> list:
+        storage = getattr(self.dfk._executor(executor), "storage_access", None)
+        return self._default if storage is None else storage
+
+    def working_dir(self, executor: str, provider) -> Optional[str]:
+        """The executor's ``working_dir``; for transfers in the orchestrator without one, an
+        absolute directory under the run directory (so the app's worker finds it on a shared
+        or local file system)."""
+        working_dir = getattr(self.dfk._executor(executor), "working_dir", None)
+        if working_dir is None and provider.transfers_run_on == "orchestrator":
+            working_dir = os.path.join(self.dfk.run_dir, "staging")
+        return working_dir
+
+    def _provider(self, executor: str, file: File, direction: str):
+        can = "can_stage_in" if direction == "in" else "can_stage_out"
+        providers = self.providers(executor)
+        for provider in providers:
+            if getattr(provider, can)(file):
+                return provider
+        raise ConfigurationError(
+            f"executor {executor!r} cannot stage {direction} {file.url!r}: none of its "
+            f"storage_access providers {providers} takes {file.scheme}: files; add one that "
+            "does to the executor's storage_access=[...]")
+
+    # ------------------------------------------------------------------ inputs
+
+    def stage_inputs(self, executor: str, func, args: tuple, kwargs: dict):
+        """Stage in the Files (and DataFutures of Files) in ``args``, keyword arguments and
+        ``inputs=``. Returns ``(args, kwargs, func, stage_in_futures)``."""
+        futures = []
+
+        def one(value):
+            nonlocal func
+            if isinstance(value, DataFuture) and isinstance(value.file_obj, File):
+                file, parent = value.file_obj.cleancopy(), value
+            elif isinstance(value, File):
+                file, parent = value.cleancopy(), None
+            else:
+                return value
+            provider = self._provider(executor, file, "in")
+            staged = provider.stage_in(self, executor, file, parent)
+            func = provider.replace_task(self, executor, file, func) or func
+            if staged is not None:
+                futures.append(staged)
+                return staged
+            return file if parent is None else value
+
+        args = tuple(one(a) for a in args)
+        for key, value in list(kwargs.items()):
+            if key in ("stdout", "stderr", "outputs"):
+                continue
+            if key == "inputs" and isinstance(value, (list, tuple)):
+                kwargs[key] = type(value)(one(v) for v in value)
+            else:
+                kwargs[key] = one(value)
+        return args, kwargs, func, futures
+
+    # ------------------------------------------------------------------ outputs
+
+    def stage_outputs(self, executor: str, func, kwargs: dict, app_fu, tid: int):
+        """Stage out ``outputs=`` Files and ``stdout=``/``stderr=`` Files: their copies go to
+        the app (with ``local_path`` set), their DataFutures resolve once staged out.
+
+        Returns ``(func, output DataFutures, {stream: DataFuture})``."""
+        def one(file):
+            nonlocal func
+            copy = file.cleancopy()
+            provider = self._provider(executor, copy, "out")
+            done = provider.stage_out(self, executor, copy, app_fu)
+            func = provider.replace_task_stage_out(self, executor, copy, func) or func
+            if done is None:
+                return copy if copy.local_path is not None else file, DataFuture(app_fu, file, tid)
+            return copy, DataFuture(done, file, tid)
+
+        outputs = []
+        staged = []
+        for f in kwargs.get("outputs", ()) or ():
+            if isinstance(f, File):
+                given, fut = one(f)
+            else:
+                given, fut = f, DataFuture(app_fu, f, tid)
+            staged.append(given)
+            outputs.append(fut)
+        if "outputs" in kwargs:
+            kwargs["outputs"] = type(kwargs["outputs"])(staged) if isinstance(
+                kwargs["outputs"], (list, tuple)) else staged
+        streams = {}
+        for stream in ("stdout", "stderr"):
+            if isinstance(kwargs.get(stream), File):
+                kwargs[stream], streams[stream] = one(kwargs[stream])
+        return func, tuple(outputs), streams
+
+    # ------------------------------------------------------------------ transfer tasks
+
+    def transfer(self, provider, direction: str, executor: str, file: File, parent):
+        """Submit one transfer of ``provider`` as a task (see :class:`Staging`): a stage-in
+        returns the DataFuture of ``file``, a stage-out the task's AppFuture."""
+        label = executor if provider.transfers_run_on == "worker" else self._internal
+        working_dir = self.working_dir(executor, provider)
+        if direction == "out" and working_dir:  # the app writes there: local or shared fs
+            os.makedirs(os.path.dirname(os.path.abspath(file.local_path)), exist_ok=True)
+        name = STAGE_IN if direction == "in" else STAGE_OUT
+        task = run_transfer_in if direction == "in" else run_transfer_out
+        fut = self.dfk.submit(task, (provider, file, working_dir, parent), executors=[label],
+                              func_name=name, app_kwargs={INHIBIT: True})
+        logger.info("task %s %s: %s on %s", fut.tid, name, hide_password(file.url), label)
+        return DataFuture(fut, file, fut.tid) if direction == "in" else fut
+
+
+def run_transfer_in(provider, file, working_dir, parent=None, _parsl_staging_inhibit=True):
+    """The body of a stage-in task: ``provider.transfer_in``, any failure a StagingError."""
+    _prepare(file)
+    _transfer(provider.transfer_in, file, working_dir)
+    return file
+
+
+def run_transfer_out(provider, file, working_dir, app_result=None,
+                     _parsl_staging_inhibit=True):
+    """The body of a stage-out task (it runs once the app succeeded)."""
+    if not os.path.exists(file.local_path):
+        raise StagingError(file.url, f"the app did not write {file.local_path} "
+                           f"(on {os.uname().nodename})")
+    _transfer(provider.transfer_out, file, working_dir)
+    return file
+
+
+def _prepare(file) -> None:
+    directory = os.path.dirname(os.path.abspath(file.local_path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise StagingError(file.url, f"cannot make directory {directory}: {e}") from None
+
+
+def _transfer(method, file, working_dir) -> None:
+    try:
+        method(file, working_dir)
+    except StagingError:
+        raise
+    except Exception as e:
+        raise StagingError(file.url, f"{type(e).__name__}: {e}") from None
