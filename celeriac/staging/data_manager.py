@@ -138,8 +138,11 @@ class DataManager:
         returns the DataFuture of ``file``, a stage-out the task's AppFuture."""
         label = executor if provider.transfers_run_on == "worker" else self._internal
         working_dir = self.working_dir(executor, provider)
-        if direction == "out" and working_dir:  # the app writes there: local or shared fs
-            os.makedirs(os.path.dirname(os.path.abspath(file.local_path)), exist_ok=True)
+        if direction == "out" and working_dir:  # the app writes there: on a local or shared fs
+            try:                                # this makes it; elsewhere the worker's must exist
+                os.makedirs(os.path.dirname(os.path.abspath(file.local_path)), exist_ok=True)
+            except OSError as e:
+                logger.debug("cannot make %s here (%s): the worker's must exist", working_dir, e)
         name = STAGE_IN if direction == "in" else STAGE_OUT
         task = run_transfer_in if direction == "in" else run_transfer_out
         fut = self.dfk.submit(task, (provider, file, working_dir, parent), executors=[label],

@@ -180,6 +180,17 @@ def test_a_provider_travels_to_workers_and_takes_only_its_own_files(site):
     assert not copy.can_stage_in(File("s3://bucket/a.txt"))
 
 
+def test_zip_staging_without_a_working_dir_uses_the_run_directory(load, tmp_path):
+    archive = tmp_path / "no-wd.zip"
+    executor = ThreadPoolExecutor(label="threads", storage_access=[ZipFileStaging()])
+    dfk = load(None, executor=executor)
+    out = write("zipped\n", outputs=[File(f"zip:{archive}/deep/out.txt")])
+    out.outputs[0].result()
+    assert zipfile.ZipFile(archive).read("deep/out.txt") == b"zipped\n"
+    path, text = read(inputs=[File(f"zip:{archive}/deep/out.txt")]).result()
+    assert text == "zipped\n" and path.startswith(os.path.join(dfk.run_dir, "staging"))
+
+
 # ------------------------------------------------------------------ failures
 
 
