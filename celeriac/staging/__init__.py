@@ -8,9 +8,14 @@ from celeriac.staging.http import HTTPStaging
 from celeriac.staging.rsync import RSyncStaging
 from celeriac.staging.zip import ZipFileStaging
 
-# Parsl's names: celeriac's providers run each transfer as a task of its own
-HTTPSeparateTaskStaging = HTTPStaging
-FTPSeparateTaskStaging = FTPStaging
+# Parsl's names. celeriac's providers run each transfer as a task of its own on the app's
+# executor, so Parsl's in-task variants are the same providers here (see the README).
+HTTPSeparateTaskStaging = HTTPInTaskStaging = HTTPStaging
+FTPSeparateTaskStaging = FTPInTaskStaging = FTPStaging
+
+#: Parsl's default storage_access, for ``storage_access=default_staging + [...]``
+default_staging = [NoOpFileStaging(), FTPStaging(), HTTPStaging(), ZipFileStaging()]
 
 __all__ = ["File", "Staging", "NoOpFileStaging", "HTTPStaging", "FTPStaging", "RSyncStaging",
-           "ZipFileStaging", "HTTPSeparateTaskStaging", "FTPSeparateTaskStaging"]
+           "ZipFileStaging", "default_staging", "HTTPSeparateTaskStaging", "HTTPInTaskStaging",
+           "FTPSeparateTaskStaging", "FTPInTaskStaging"]

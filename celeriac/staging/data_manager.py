@@ -22,22 +22,14 @@ STAGE_OUT = "_celeriac_stage_out"
 INHIBIT = "_parsl_staging_inhibit"   # Parsl's keyword: this call is itself a staging task
 
 
-def default_staging() -> list:
-    """Parsl's default ``storage_access``: local files as they are, FTP, HTTP(S), zip."""
-    from celeriac.staging.file_noop import NoOpFileStaging
-    from celeriac.staging.ftp import FTPStaging
-    from celeriac.staging.http import HTTPStaging
-    from celeriac.staging.zip import ZipFileStaging
-    return [NoOpFileStaging(), FTPStaging(), HTTPStaging(), ZipFileStaging()]
-
-
 class DataManager:
     """Stages the Files of app calls for one DFK (``dm.dfk``)."""
 
     def __init__(self, dfk, internal_label: str):
         self.dfk = dfk
         self._internal = internal_label
-        self._default = default_staging()
+        from celeriac.staging import default_staging
+        self._default = list(default_staging)
 
     def providers(self, executor: str) -> list:
         storage = getattr(self.dfk._executor(executor), "storage_access", None)

@@ -191,6 +191,27 @@ def test_zip_staging_without_a_working_dir_uses_the_run_directory(load, tmp_path
     assert text == "zipped\n" and path.startswith(os.path.join(dfk.run_dir, "staging"))
 
 
+def test_parsls_documented_ftp_example_runs_with_only_its_imports_changed(servers, load,
+                                                                          tmp_path):
+    from celeriac.staging import default_staging
+    (servers["root"] / "ARIN-STATS-FORMAT-CHANGE.txt").write_text("arin stats\n")
+    load(None, executor=ThreadPoolExecutor(storage_access=default_staging,
+                                           working_dir=str(tmp_path / "wd")))
+
+    @python_app
+    def convert(inputs=(), outputs=()):
+        with open(inputs[0].filepath, 'r') as inp:
+            content = inp.read()
+            with open(outputs[0].filepath, 'w') as out:
+                out.write(content.upper())
+
+    inp = File(f"{servers['ftp'].url}/ARIN-STATS-FORMAT-CHANGE.txt")
+    out = File(f"file://{tmp_path}/ARIN-STATS-FORMAT-CHANGE.txt")
+    f = convert(inputs=[inp], outputs=[out])
+    f.result()
+    assert (tmp_path / "ARIN-STATS-FORMAT-CHANGE.txt").read_text() == "ARIN STATS\n"
+
+
 # ------------------------------------------------------------------ failures
 
 

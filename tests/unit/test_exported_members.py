@@ -78,4 +78,5 @@ def test_staging_module_exports():
     import celeriac.staging
     assert celeriac.staging.__all__ == [
         "File", "Staging", "NoOpFileStaging", "HTTPStaging", "FTPStaging", "RSyncStaging",
-        "ZipFileStaging", "HTTPSeparateTaskStaging", "FTPSeparateTaskStaging"]
+        "ZipFileStaging", "default_staging", "HTTPSeparateTaskStaging", "HTTPInTaskStaging",
+        "FTPSeparateTaskStaging", "FTPInTaskStaging"]
