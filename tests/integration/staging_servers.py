@@ -13,9 +13,21 @@ from pathlib import Path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves its directory; ``/short/<n>`` announces 1000 bytes and sends ``n``."""
+    """Serves its directory; ``/short/<n>`` announces 1000 bytes and sends ``n``;
+    ``/flaky/<key>`` answers 503 the first time, then ``ok``."""
+
+    seen: set = set()
 
     def do_GET(self):
+        if self.path.startswith("/flaky/"):
+            first = self.path not in self.seen
+            self.seen.add(self.path)
+            body = b"busy" if first else b"ok"
+            self.send_response(503 if first else 200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/short/"):
             sent = int(self.path.rsplit("/", 1)[1])
             self.send_response(200)

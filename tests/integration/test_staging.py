@@ -9,11 +9,13 @@ import os
 import pickle
 import shutil
 import socket
+import time
 import zipfile
 from pathlib import Path
 
 import cloudpickle
 import pytest
+from services import flower, get_json
 from staging_servers import FTPFiles, HTTPFiles, self_signed_cert
 
 import celeriac
@@ -117,12 +119,13 @@ def site(request, servers, tmp_path):
 def load(tmp_path):
     loaded = []
 
-    def make(storage_access, working_dir=None, executor=None):
+    def make(storage_access, working_dir=None, executor=None, retries=0):
         executor = executor or ThreadPoolExecutor(
             label="threads", max_threads=2, storage_access=storage_access,
             working_dir=str(tmp_path / "worker") if working_dir is None else working_dir)
         celeriac.clear()
-        dfk = celeriac.load(Config([executor], run_dir=str(tmp_path / "runinfo")))
+        dfk = celeriac.load(Config([executor], run_dir=str(tmp_path / "runinfo"),
+                                   retries=retries))
         loaded.append(dfk)
         return dfk
     yield make
@@ -221,6 +224,12 @@ def test_http_404_names_the_url_and_the_status(servers, load):
     with pytest.raises(StagingError, match=r"staging .*/absent.txt failed: the server "
                                            r"answered 404"):
         read(inputs=[File(url)]).result()
+
+
+def test_a_stage_in_is_retried_like_any_task(servers, load):
+    load([HTTPStaging()], retries=1)
+    fut = read(inputs=[File(f"{servers['http'].url}/flaky/{os.getpid()}")])
+    assert fut.result()[1] == "ok"    # the first try got 503, the retry the file
 
 
 def test_an_unreachable_server_is_a_staging_error(load):
@@ -330,15 +339,30 @@ def test_a_workflow_downloads_over_http_runs_on_a_celery_worker_and_rsyncs_outpu
     scratch = tmp_path / "scratch"        # the worker's own directory, not the results'
     rsync = RSyncStaging("root@127.0.0.1", port=sshd.port, key_filename=sshd.key,
                          known_hosts=sshd.known_hosts)
-    load(None, executor=CeleryExecutor(label="celery", workers_per_node=1,
-                                       storage_access=[rsync, HTTPStaging()],
-                                       working_dir=str(scratch)))
-    fut = count_lines(inputs=[File(f"{servers['http'].url}/a.txt"),
-                              File(f"{servers['http'].url}/b.txt")],
-                      outputs=[File(str(results / "count.txt"))])
-    done = fut.outputs[0].result(timeout=50)
-    assert done.filepath == str(results / "count.txt")
-    assert (results / "count.txt").read_text().strip() == "5"
-    assert (scratch / "a.txt").exists()            # downloaded where the worker runs
-    log = (Path(celeriac.dfk().run_dir) / "celeriac.log").read_text()
-    assert "_celeriac_stage_in" in log and "_celeriac_stage_out" in log
+    dfk = load(None, executor=CeleryExecutor(label="celery", workers_per_node=1,
+                                             storage_access=[rsync, HTTPStaging()],
+                                             working_dir=str(scratch)))
+    with flower(os.path.join(dfk.run_dir, "worker.json")) as base:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:   # Flower sees only the tasks after it connects
+            try:
+                if get_json(f"{base}/api/workers?refresh=1"):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        fut = count_lines(inputs=[File(f"{servers['http'].url}/a.txt"),
+                                  File(f"{servers['http'].url}/b.txt")],
+                          outputs=[File(str(results / "count.txt"))])
+        done = fut.outputs[0].result(timeout=40)
+        assert done.filepath == str(results / "count.txt")
+        assert (results / "count.txt").read_text().strip() == "5"
+        assert (scratch / "a.txt").exists()            # downloaded where the worker runs
+        names = []
+        while time.monotonic() < deadline and names.count("_celeriac_stage_in") < 2:
+            names = sorted(t.get("name") for t in get_json(f"{base}/api/tasks").values())
+            time.sleep(0.5)
+    assert names == ["_celeriac_stage_in", "_celeriac_stage_in", "_celeriac_stage_out",
+                     "count_lines"]
+    log = (Path(dfk.run_dir) / "celeriac.log").read_text()
+    assert "_celeriac_stage_in: http://127.0.0.1" in log and "_celeriac_stage_out" in log
