@@ -226,6 +226,22 @@ def test_http_404_names_the_url_and_the_status(servers, load):
         read(inputs=[File(url)]).result()
 
 
+def test_an_output_staged_out_feeds_the_next_app_through_a_stage_in(servers, tmp_path):
+    here, there = tmp_path / "here", tmp_path / "there"   # two sites sharing nothing
+    celeriac.clear()
+    with celeriac.load(Config([
+            ThreadPoolExecutor(label="here", storage_access=[FTPStaging()], working_dir=here),
+            ThreadPoolExecutor(label="there", storage_access=[FTPStaging()], working_dir=there)],
+            run_dir=str(tmp_path / "runinfo"))):
+        url = f"{servers['ftp'].url}/chain-{os.getpid()}.txt"
+        first = python_app(executors=["here"])(write.func)("passed along\n",
+                                                           outputs=[File(url)])
+        second = python_app(executors=["there"])(read.func)(inputs=[first.outputs[0]])
+        path, text = second.result()
+    celeriac.clear()
+    assert text == "passed along\n" and path == str(there / f"chain-{os.getpid()}.txt")
+
+
 def test_a_stage_in_is_retried_like_any_task(servers, load):
     load([HTTPStaging()], retries=1)
     fut = read(inputs=[File(f"{servers['http'].url}/flaky/{os.getpid()}")])
