@@ -28,8 +28,9 @@ class DataManager:
     def __init__(self, dfk, internal_label: str):
         self.dfk = dfk
         self._internal = internal_label
-        from celeriac.staging import default_staging
+        from celeriac.staging import NoOpFileStaging, default_staging
         self._default = list(default_staging)
+        self._noop = NoOpFileStaging()
 
     def providers(self, executor: str) -> list:
         storage = getattr(self.dfk._executor(executor), "storage_access", None)
@@ -50,6 +51,8 @@ class DataManager:
         for provider in providers:
             if getattr(provider, can)(file):
                 return provider
+        if file.scheme == "file":  # unlike Parsl, a local file nobody takes stays where it is
+            return self._noop
         raise ConfigurationError(
             f"executor {executor!r} cannot stage {direction} {file.url!r}: none of its "
             f"storage_access providers {providers} takes {file.scheme}: files; add one that "

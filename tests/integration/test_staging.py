@@ -294,10 +294,13 @@ def test_a_refused_ftp_login_names_the_user_and_never_the_password(servers, load
     assert "wrong-password-77" not in message and "alice:***@" in message
 
 
-def test_a_file_no_provider_takes_is_refused_at_call_time(load):
+def test_a_file_no_provider_takes_is_refused_at_call_time_but_local_files_stay_usable(
+        load, tmp_path):
     load([HTTPStaging()])
     with pytest.raises(ConfigurationError, match="cannot stage in 's3://b/k.txt'.*storage_acc"):
         read(inputs=[File("s3://b/k.txt")])
+    (tmp_path / "local.txt").write_text("here")
+    assert read(inputs=[File(str(tmp_path / "local.txt"))]).result()[1] == "here"
 
 
 def test_a_parsl_style_provider_subclass_stages_through_its_own_app(load, tmp_path):
