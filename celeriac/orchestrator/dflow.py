@@ -32,13 +32,13 @@ from celeriac.orchestrator import kernel as k
 from celeriac.orchestrator import parsl_options, retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext, new_run_id
+from celeriac.orchestrator.data_manager import INHIBIT, DataManager
 from celeriac.orchestrator.dependencies import find_futures, nested_future
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable
 from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import TaskRecord
-from celeriac.staging.data_manager import INHIBIT, DataManager
 from celeriac.workers.execute import Call
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class DataFlowKernel:
             rejected = None
         except InvalidResourceSpecification as e:
             rejected = e
-        staging = kind != "internal" and not kwargs.get(INHIBIT)
+        staging = rejected is None and kind != "internal" and not kwargs.get(INHIBIT)
         stage_ins = ()
         if staging:  # Files become the DataFutures of their stage-in tasks
             app_args, kwargs, func, stage_ins = self.data_manager.stage_inputs(

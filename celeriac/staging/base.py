@@ -16,7 +16,7 @@ Outputs (``outputs=[File(...)]`` and ``stdout=``/``stderr=`` Files) go the same 
 ``can_stage_out``, ``stage_out(dm, executor, file, app_fu)`` (which returns a Future that
 completes when the file is at its destination, or None) and ``replace_task_stage_out``; the
 output's DataFuture resolves from that Future. ``dm`` is the DFK's
-:class:`~celeriac.staging.data_manager.DataManager`: ``dm.dfk.executors[executor]
+:class:`~celeriac.orchestrator.data_manager.DataManager`: ``dm.dfk.executors[executor]
 .working_dir`` and ``dm.stage_task(...)`` are there.
 
 celeriac's own providers are simpler to write: override ``can_stage_in``/``can_stage_out``
