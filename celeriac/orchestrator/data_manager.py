@@ -58,6 +58,27 @@ class DataManager:
             f"storage_access providers {providers} takes {file.scheme}: files; add one that "
             "does to the executor's storage_access=[...]")
 
+    def check(self, executor: str, args: tuple, kwargs: dict) -> None:
+        """Raise ConfigurationError, before anything is submitted, for a File of this call
+        that no provider of ``executor`` stages."""
+        def file_of(value):
+            if isinstance(value, DataFuture):
+                value = value.file_obj
+            return value if isinstance(value, File) else None
+
+        inputs = kwargs.get("inputs")
+        found = [(a, "in") for a in args] + [
+            (v, "in") for key, v in kwargs.items()
+            if key not in ("stdout", "stderr", "outputs", "inputs")]
+        if isinstance(inputs, (list, tuple)):
+            found += [(v, "in") for v in inputs]
+        found += [(v, "out") for v in kwargs.get("outputs", ()) or ()]
+        found += [(kwargs.get(stream), "out") for stream in ("stdout", "stderr")]
+        for value, direction in found:
+            file = file_of(value)
+            if file is not None:
+                self._provider(executor, file, direction)
+
     # ------------------------------------------------------------------ inputs
 
     def stage_inputs(self, executor: str, func, args: tuple, kwargs: dict):

@@ -142,6 +142,7 @@ class DataFlowKernel:
         staging = rejected is None and kind != "internal" and not kwargs.get(INHIBIT)
         stage_ins = ()
         if staging:  # Files become the DataFutures of their stage-in tasks
+            self.data_manager.check(label, tuple(app_args), kwargs)
             app_args, kwargs, func, stage_ins = self.data_manager.stage_inputs(
                 label, func, tuple(app_args), kwargs)
         tid = next(self._ids)

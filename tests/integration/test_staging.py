@@ -299,6 +299,9 @@ def test_a_file_no_provider_takes_is_refused_at_call_time_but_local_files_stay_u
     load([HTTPStaging()])
     with pytest.raises(ConfigurationError, match="cannot stage in 's3://b/k.txt'.*storage_acc"):
         read(inputs=[File("s3://b/k.txt")])
+    with pytest.raises(ConfigurationError, match="cannot stage out 's3://b/out.txt'"):
+        read(inputs=[File("http://127.0.0.1:1/in.txt")], outputs=[File("s3://b/out.txt")])
+    assert celeriac.dfk().tasks == {}   # refused before any stage task was started
     (tmp_path / "local.txt").write_text("here")
     assert read(inputs=[File(str(tmp_path / "local.txt"))]).result()[1] == "here"
 
