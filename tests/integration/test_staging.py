@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import socket
+import subprocess
 import time
 import zipfile
 from pathlib import Path
@@ -263,6 +264,22 @@ def test_a_body_shorter_than_its_content_length_fails_and_leaves_no_file(servers
     with pytest.raises(StagingError, match="broke off|size mismatch"):
         read(inputs=[File(f"{servers['http'].url}/short/10")]).result()
     assert not any((tmp_path / "worker").iterdir())   # no partial file, under any name
+
+
+def test_a_full_disk_is_a_staging_error_and_leaves_no_partial_file(servers, load, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as a full disk needs root")
+    (servers["root"] / "big.bin").write_bytes(b"x" * 200_000)
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        load([HTTPStaging()], working_dir=str(disk))
+        with pytest.raises(StagingError, match=r"cannot write .*No space left on device"):
+            read(inputs=[File(f"{servers['http'].url}/big.bin")]).result()
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_sha256_fragment_is_checked(servers, load):
