@@ -17,6 +17,8 @@ from celeriac.staging.files import File
 
 logger = logging.getLogger(__name__)
 
+_FILE_TYPES = (File, DataFuture)
+
 STAGE_IN = "_celeriac_stage_in"
 STAGE_OUT = "_celeriac_stage_out"
 INHIBIT = "_parsl_staging_inhibit"   # Parsl's keyword: this call is itself a staging task
@@ -57,6 +59,20 @@ class DataManager:
             f"executor {executor!r} cannot stage {direction} {file.url!r}: none of its "
             f"storage_access providers {providers} takes {file.scheme}: files; add one that "
             "does to the executor's storage_access=[...]")
+
+    @staticmethod
+    def involved(args: tuple, kwargs: dict) -> bool:
+        """Whether a call has any File (or DataFuture of one) to stage: the quick test that
+        spares calls without files everything else here."""
+        for value in args:
+            if isinstance(value, _FILE_TYPES):
+                return True
+        for key, value in kwargs.items():
+            if isinstance(value, _FILE_TYPES):
+                return True
+            if key in ("inputs", "outputs") and value:
+                return True
+        return False
 
     def check(self, executor: str, args: tuple, kwargs: dict) -> None:
         """Raise ConfigurationError, before anything is submitted, for a File of this call

@@ -139,7 +139,8 @@ class DataFlowKernel:
             rejected = None
         except InvalidResourceSpecification as e:
             rejected = e
-        staging = rejected is None and kind != "internal" and not kwargs.get(INHIBIT)
+        staging = (rejected is None and kind != "internal" and not kwargs.get(INHIBIT)
+                   and DataManager.involved(app_args, kwargs))
         stage_ins = ()
         if staging:  # Files become the DataFutures of their stage-in tasks
             self.data_manager.check(label, tuple(app_args), kwargs)

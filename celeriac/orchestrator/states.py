@@ -26,6 +26,10 @@ class States(enum.Enum):
     failed = "failed"            # finished with an error, no retries left
     dep_fail = "dep_fail"        # never ran: a dependency failed
 
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum's
+    # own __hash__ is Python code, and the kernel hashes states several times per task).
+    __hash__ = object.__hash__
+
 
 FINAL_STATES = frozenset({States.exec_done, States.memo_done, States.failed, States.dep_fail})
 
