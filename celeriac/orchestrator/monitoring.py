@@ -6,11 +6,16 @@ kernel's observers); the database turns each into a small tuple appended to a de
 all the DFK's threads pay. A feeder thread sends the queued tuples every half second (sooner
 past :data:`BATCH_ROWS`), pickled, down a pipe to a writer process
 (:mod:`.monitoring_writer`), which commits each batch in one transaction. SQLite's work thus
-never competes with the DFK for the GIL. The writer exits when the pipe closes, so it never outlives the run, even a killed one.
+never competes with the DFK for the GIL. The writer exits when the pipe closes, so it never
+outlives the run, even a killed one. Each flush also carries the kernel's state counts, so
+``celeriac status`` of a live run is exact without reading every task.
 
 The file is ``<run dir>/monitoring.sqlite3`` in WAL mode, so ``celeriac status`` and
-``celeriac report`` can read it while the run writes. Its tables are indexed on what those
-read (state, app, task id), so a run of a million tasks stays queryable.
+``celeriac report`` can read it while the run writes. A plain task (one try, no join) is one
+row of ``tasks``; its transitions and try are derived by the views ``all_transitions`` and
+``all_tries`` (see :mod:`.monitoring_writer`). The indexes on what the readers use (state, app,
+task id) are built when the run ends, so a run of a million tasks stays queryable without
+slowing the run.
 
 ``Config(monitoring=...)``: True (the default) or a Parsl ``MonitoringHub(...)`` (whose
 options, a hub address and ports for Parsl's own database server, mean nothing here) turn it
@@ -36,7 +41,7 @@ from typing import Optional
 from celeriac.orchestrator import monitoring_writer
 from celeriac.orchestrator.monitoring_writer import SCHEMA
 from celeriac.orchestrator.runlog import carry
-from celeriac.orchestrator.states import States
+from celeriac.orchestrator.states import FINAL_STATES, States
 from celeriac.private_files import private_file
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,10 @@ FLUSH_SECONDS = 0.5
 BATCH_ROWS = 1000
 #: longest error text stored per try or task (tracebacks can be long)
 ERROR_CHARS = 20_000
+#: a live run writes its state counts at least this often (seconds)
+HEARTBEAT_SECONDS = 2.0
+
+_LAUNCHED = States.launched
 
 
 
@@ -99,6 +108,8 @@ class RunDatabase:
             if os.path.exists(self.path + suffix):
                 os.chmod(self.path + suffix, 0o600)
         self._run_id = run_id
+        #: () -> {States: n}, the kernel's counts, written each flush for a live status
+        self.state_counts = None
         self._writer = subprocess.Popen(
             [sys.executable, "-I", monitoring_writer.__file__, self.path],
             stdin=subprocess.PIPE, close_fds=True)
@@ -109,18 +120,22 @@ class RunDatabase:
     # ------------------------------------------------------------------ observer (hot path)
 
     def submitted(self, record) -> None:
-        deps = []
-        for fut in record.depends:
-            tid = getattr(fut, "tid", None)
-            if tid is not None:
-                deps.append(tid)
         self._rows.append(("s", record.id, record.func_name, record.kind, record.executor,
-                           deps, time.time()))
+                           [f.tid for f in record.depends if getattr(f, "tid", None) is not None],
+                           record.time_invoked))
 
     def moved(self, record, start: States, finish: States, exception) -> None:
+        # Three short tuples for a plain task (submitted, launched, finished); the writer
+        # folds them into one row. The submission and end times are the record's own.
         rows = self._rows
-        rows.append(("m", record.id, start.value, finish.value, time.time(), record.try_id,
-                     record.executor, None if exception is None else error_text(exception)))
+        if finish is _LAUNCHED:
+            rows.append(("l", record.id, record.try_id, time.time()))
+        elif finish in FINAL_STATES:
+            rows.append(("f", record.id, start.value, finish.value, record.time_returned,
+                         record.try_id, None if exception is None else error_text(exception)))
+        else:
+            rows.append(("m", record.id, start.value, finish.value, time.time(),
+                         record.try_id, None if exception is None else error_text(exception)))
         if len(rows) >= BATCH_ROWS:
             self._wake.set()
 
@@ -154,13 +169,21 @@ class RunDatabase:
 
     def _feed_loop(self) -> None:
         pipe = self._writer.stdin
+        last_counts = 0.0
         try:
             while True:
                 closing = self._closed
                 rows = self._rows
                 n = len(rows)
-                if n:
-                    data = pickle.dumps([rows.popleft() for _ in range(n)], protocol=5)
+                batch = [rows.popleft() for _ in range(n)]
+                now = time.time()
+                if self.state_counts is not None and (n or now - last_counts
+                                                      >= HEARTBEAT_SECONDS):
+                    last_counts = now
+                    batch.append(("c", {s.value: c for s, c in self.state_counts().items()},
+                                  now))
+                if batch:
+                    data = pickle.dumps(batch, protocol=5)
                     pipe.write(struct.pack("!Q", len(data)) + data)
                     pipe.flush()
                 if closing:

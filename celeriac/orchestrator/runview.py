@@ -5,6 +5,7 @@ Only reads: the run writes on while ``celeriac status`` looks (SQLite's WAL lets
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sqlite3
@@ -13,10 +14,13 @@ from typing import Optional
 
 from celeriac.errors import ConfigurationError
 from celeriac.orchestrator.monitoring import DB_NAME
+from celeriac.orchestrator.monitoring_writer import create_indexes
 
 __all__ = ["find_run", "connect", "status_text", "STATE_ORDER"]
 
 STATE_ORDER = ("pending", "launched", "joining", "exec_done", "memo_done", "failed", "dep_fail")
+#: a run not heard from for this long (seconds) is taken as dead (its writer flushes often)
+LIVE_SECONDS = 10.0
 _NUMBERED = re.compile(r"^\d{3,}$")
 
 
@@ -42,11 +46,33 @@ def find_run(path: Optional[str] = None) -> str:
 
 
 def connect(run_dir: str) -> sqlite3.Connection:
-    """A read-only connection to the run database of ``run_dir``."""
+    """A read-only connection to the run database of ``run_dir``; first builds its indexes
+    when they are missing and no run is writing it (a killed run's writer never built
+    them; a live run's writer builds them when it ends)."""
     path = os.path.join(run_dir, DB_NAME)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        indexed = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND "
+                               "name = 'tasks_state'").fetchone()
+        live = _live(conn)
+    finally:
+        conn.close()
+    if not indexed and not live:
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as rw:
+                create_indexes(rw)
+        except sqlite3.Error:  # read-only copy, say: reading works, just slower
+            pass
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _live(conn) -> bool:
+    """Whether a run is writing this database now: not ended, and heard from lately."""
+    row = conn.execute("SELECT time_ended, time_seen FROM run").fetchone()
+    return bool(row and row[0] is None and row[1] is not None
+                and time.time() - row[1] < LIVE_SECONDS)
 
 
 def _when(t: Optional[float]) -> str:
@@ -59,9 +85,13 @@ def status_text(run_dir: str) -> str:
     conn = connect(run_dir)
     try:
         run = conn.execute("SELECT * FROM run").fetchone()
-        counts = dict(conn.execute("SELECT state, count(*) FROM tasks GROUP BY state"))
+        live = _live(conn)
+        # a live run's counts: the kernel's own, as of its last flush (exact, and cheap)
+        counts = dict(conn.execute("SELECT state, n FROM live_counts WHERE n > 0") if live
+                      else conn.execute("SELECT state, count(*) FROM tasks GROUP BY state"))
         per_app = conn.execute(
             "SELECT app, state, count(*) AS n FROM tasks GROUP BY app, state").fetchall()
+        # only a retried task has rows in tries (a plain task's one try is derived)
         retries = conn.execute("SELECT count(*) FROM tries WHERE outcome = 'failed' AND "
                                "try < (SELECT tries FROM tasks WHERE task_id = tries.task_id)"
                                ).fetchone()[0]
@@ -76,7 +106,8 @@ def status_text(run_dir: str) -> str:
     total = sum(counts.values())
     lines = [f"run {run['run_id'] if run else '?'} in {run_dir}",
              f"began {_when(began)}, " + (f"ended {_when(ended)} ({ended - began:.1f} s)"
-                                          if ended else "still running (or was killed)"),
+                                          if ended else "still running" if live
+                                          else "still running (or was killed)"),
              f"tasks {total}: " + ", ".join(f"{s} {counts[s]}" for s in STATE_ORDER
                                              if counts.get(s)) + f"; {retries} retries"]
     apps: dict = {}

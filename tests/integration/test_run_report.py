@@ -158,7 +158,7 @@ def test_the_database_of_a_celery_run_has_the_retry_the_dep_fail_the_memo_hit_an
     conn = sqlite3.connect(db)
     tasks = conn.execute("SELECT task_id, app, executor, state, tries FROM tasks "
                          "ORDER BY task_id").fetchall()
-    tries = conn.execute("SELECT task_id, try, outcome FROM tries ORDER BY task_id, try"
+    tries = conn.execute("SELECT task_id, try, outcome FROM all_tries ORDER BY task_id, try"
                          ).fetchall()
     blocks = conn.execute("SELECT executor, block, job_id IS NOT NULL, state, "
                           "time_submitted <= time_ended FROM blocks").fetchall()

@@ -4,6 +4,8 @@ the ThreadPoolExecutor: a retry, a dependency failure, a memo hit."""
 import itertools
 import os
 import sqlite3
+import threading
+import time
 
 import pytest
 
@@ -74,12 +76,12 @@ def test_the_database_holds_each_task_its_transitions_and_tries(load_dfk):
     assert tasks[flaky][:4] == ("flaky", "threads", "exec_done", 2)
     # the retry: two tries, the first failed with the app's error, the second ok
     tries = rows(db, "SELECT try, executor, outcome, error, time_sent <= time_ended "
-                     "FROM tries WHERE task_id = ? ORDER BY try", flaky)
+                     "FROM all_tries WHERE task_id = ? ORDER BY try", flaky)
     assert [(t[0], t[1], t[2], t[4]) for t in tries] == [(1, "threads", "failed", 1),
                                                          (2, "threads", "ok", 1)]
     assert "ValueError: try 1 failed" in tries[0][3]
-    assert [s for (s,) in rows(db, "SELECT state FROM transitions WHERE task_id = ? "
-                                   "ORDER BY rowid", flaky)] == [
+    assert [s for (s,) in rows(db, "SELECT state FROM all_transitions WHERE task_id = ? "
+                                   "ORDER BY n", flaky)] == [
         "pending", "launched", "pending", "launched", "exec_done"]
     # boom failed (after its one retry); double never ran: dep_fail, naming its dependency
     assert tasks[boom_tid][2:4] == ("failed", 2)
@@ -90,12 +92,58 @@ def test_the_database_holds_each_task_its_transitions_and_tries(load_dfk):
         (boom_tid,)]
     # the memo hit: never launched
     assert tasks[hit][:4] == ("cached", "threads", "memo_done", 0)
-    assert rows(db, "SELECT count(*) FROM tries WHERE task_id = ?", hit) == [(0,)]
+    assert rows(db, "SELECT count(*) FROM all_tries WHERE task_id = ?", hit) == [(0,)]
+    # the plain tasks' paths and tries, derived from their rows by the views
+    first = hit - 1
+    for tid, path in ((first, ["pending", "launched", "exec_done"]),
+                      (hit, ["pending", "memo_done"]), (bad, ["pending", "dep_fail"])):
+        assert [s for (s,) in rows(db, "SELECT state FROM all_transitions WHERE task_id = ? "
+                                       "ORDER BY n", tid)] == path
+    assert rows(db, "SELECT try, executor, outcome, time_sent <= time_ended FROM all_tries "
+                    "WHERE task_id = ?", first) == [(1, "threads", "ok", 1)]
+    # ... so only the retried tasks have rows of their own in transitions and tries
+    assert rows(db, "SELECT DISTINCT task_id FROM transitions ORDER BY task_id") == [
+        (flaky,), (boom_tid,)]
+    assert rows(db, "SELECT DISTINCT task_id FROM tries ORDER BY task_id") == [
+        (flaky,), (boom_tid,)]
+    # the indexes were built when the run ended
+    assert {n for (n,) in rows(db, "SELECT name FROM sqlite_master WHERE type = 'index' "
+                                   "AND name NOT LIKE 'sqlite_%'")} == {
+        "tasks_state", "tasks_app_state", "dependencies_task", "dependencies_on",
+        "transitions_task"}
     # every finished task has its times, in order
     assert rows(db, "SELECT count(*) FROM tasks WHERE time_finished IS NULL OR "
                     "time_finished < time_submitted") == [(0,)]
     (run_id, began, ended), = rows(db, "SELECT run_id, time_began, time_ended FROM run")
     assert run_id == dfk.run_id and began <= ended
+
+
+def test_status_of_a_live_run_shows_its_running_and_waiting_tasks(load_dfk):
+    from celeriac.orchestrator.runview import status_text
+    dfk = load_dfk()
+    gate = threading.Event()
+
+    @python_app
+    def held():
+        gate.wait(30)
+        return 1
+
+    first = held()
+    second = double(first)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # the feeder flushes every half second
+            text = status_text(dfk.run_dir)
+            if "launched 1" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert text.splitlines()[1].endswith(", still running")
+        assert "tasks 2: pending 1, launched 1; 0 retries" in text
+    finally:
+        gate.set()
+    assert second.result(timeout=10) == 2
+    dfk.cleanup()
+    assert "tasks 2: exec_done 2; 0 retries" in status_text(dfk.run_dir)
 
 
 def test_the_summary_is_logged_at_cleanup(load_dfk):
@@ -142,3 +190,21 @@ def test_the_database_is_private_to_its_user(dfk):
 def test_progress_must_be_true_or_false():
     with pytest.raises(celeriac.errors.ConfigurationError, match="progress"):
         Config(progress="yes")
+
+
+def test_status_of_a_killed_run_builds_the_missing_indexes(dfk):
+    from celeriac.orchestrator.runview import status_text
+    assert double(1).result(timeout=5) == 2
+    dfk.cleanup()
+    db = os.path.join(dfk.run_dir, "monitoring.sqlite3")
+    conn = sqlite3.connect(db)  # as a killed run leaves it: no indexes, no end, silent
+    with conn:
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                    "AND name NOT LIKE 'sqlite_%'").fetchall():
+            conn.execute(f"DROP INDEX {name}")
+        conn.execute("UPDATE run SET time_ended = NULL, time_seen = 0")
+    conn.close()
+    text = status_text(dfk.run_dir)
+    assert "still running (or was killed)" in text and "tasks 1: exec_done 1" in text
+    assert rows(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND "
+                    "name NOT LIKE 'sqlite_%'") == [(5,)]
