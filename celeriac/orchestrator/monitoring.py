@@ -58,7 +58,7 @@ ERROR_CHARS = 20_000
 #: a live run writes its state counts at least this often (seconds)
 HEARTBEAT_SECONDS = 2.0
 
-_LAUNCHED = States.launched
+_FINAL = frozenset(s.value for s in FINAL_STATES)
 
 
 
@@ -120,22 +120,25 @@ class RunDatabase:
     # ------------------------------------------------------------------ observer (hot path)
 
     def submitted(self, record) -> None:
-        self._rows.append(("s", record.id, record.func_name, record.kind, record.executor,
-                           [f.tid for f in record.depends if getattr(f, "tid", None) is not None],
+        depends = record.depends
+        deps = [f.tid for f in depends if getattr(f, "tid", None) is not None] if depends else ()
+        self._rows.append(("s", record.id, record.func_name, record.kind, record.executor, deps,
                            record.time_invoked))
 
     def moved(self, record, start: States, finish: States, exception) -> None:
-        # Three short tuples for a plain task (submitted, launched, finished); the writer
-        # folds them into one row. The submission and end times are the record's own.
+        # Three short tuples for a plain task (submitted, launched, finished), which the
+        # writer folds into one row; the submission and end times are the record's own.
+        # ``_value_``, not ``.value`` (a property) nor hashing the enum: this runs per move.
+        state = finish._value_
         rows = self._rows
-        if finish is _LAUNCHED:
+        if state == "launched":
             rows.append(("l", record.id, record.try_id, time.time()))
-        elif finish in FINAL_STATES:
-            rows.append(("f", record.id, start.value, finish.value, record.time_returned,
+        elif state in _FINAL:
+            rows.append(("f", record.id, start._value_, state, record.time_returned,
                          record.try_id, None if exception is None else error_text(exception)))
         else:
-            rows.append(("m", record.id, start.value, finish.value, time.time(),
-                         record.try_id, None if exception is None else error_text(exception)))
+            rows.append(("m", record.id, start._value_, state, time.time(), record.try_id,
+                         None if exception is None else error_text(exception)))
         if len(rows) >= BATCH_ROWS:
             self._wake.set()
 
