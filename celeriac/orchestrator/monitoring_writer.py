@@ -16,6 +16,8 @@ import pickle
 import sqlite3
 import struct
 import sys
+import time
+from typing import Optional
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (
@@ -62,9 +64,11 @@ CREATE INDEX IF NOT EXISTS dependencies_on ON dependencies (depends_on);
 CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 """
 
-_WRITE_TASK = ("INSERT OR REPLACE INTO tasks (app, kind, executor, dependencies, "
-               "time_submitted, time_launched, time_finished, state, tries, error, detailed, "
-               "task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_TASK = ("INSERT OR REPLACE INTO tasks (app, kind, executor, dependencies, "
+                "time_submitted, time_launched, time_finished, state, tries, error, detailed, "
+                "task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_UPDATE_TASK = ("UPDATE tasks SET time_launched = ?, time_finished = ?, state = ?, tries = ?, "
+                "error = ?, detailed = ? WHERE task_id = ?")
 _INSERT_DEP = "INSERT INTO dependencies (task_id, depends_on) VALUES (?, ?)"
 _INSERT_MOVE = "INSERT INTO transitions (task_id, n, state, time) VALUES (?, ?, ?, ?)"
 _WRITE_TRY = ("INSERT OR REPLACE INTO tries (task_id, try, executor, time_sent, time_ended, "
@@ -77,9 +81,13 @@ _BLOCK = ("INSERT INTO blocks (executor, block, job_id, time_submitted, state) "
           "time_ended = CASE WHEN excluded.state IN ('ended', 'cancelled', 'failed') "
           "THEN coalesce(time_ended, excluded.time_submitted) ELSE time_ended END")
 
-# a task's row, as a list: the columns of _WRITE_TASK, then the number of its moves so far
-_SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _MOVES = (
-    4, 5, 6, 7, 8, 9, 10, 12)
+# a task's row, as a list: the columns of _INSERT_TASK, then the number of its moves so far
+# and whether its row is in the table yet
+_SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _MOVES, _WRITTEN = (
+    4, 5, 6, 7, 8, 9, 10, 12, 13)
+#: an unfinished plain task's row waits this long (seconds) after its last change before it
+#: is written, so a task that ends meanwhile costs one write, not one per state
+HOLD_SECONDS = 1.0
 
 
 def create_indexes(conn) -> None:
@@ -93,10 +101,12 @@ class _Writer:
     def __init__(self):
         self._open_tasks: dict = {}   # rows of unfinished tasks, by id
         self._open_tries: dict = {}   # ... and of detailed tasks' running tries, by (id, try)
+        self._held: dict = {}         # rows changed but not yet written, by task id
 
     def write_batch(self, conn, rows) -> None:
         """Write the queued rows in one transaction. Each task touched in the batch is
-        written once, as it stands at the batch's end, so a plain task costs one row."""
+        written at most once, as it stands at the batch's end; an unfinished plain task only
+        once it has stood still for :data:`HOLD_SECONDS` (so a fast task is one INSERT)."""
         open_tasks, open_tries = self._open_tasks, self._open_tries
         tasks, tries, deps, moves, blocks, counts = {}, {}, [], [], [], None
         for row in rows:
@@ -126,7 +136,7 @@ class _Writer:
                 _, tid, app, tkind, executor, dep_ids, t = row
                 tasks[tid] = open_tasks[tid] = [
                     app, tkind, executor, ",".join(map(str, dep_ids)), t, None, None,
-                    "pending", 0, None, 0, tid, 1]
+                    "pending", 0, None, 0, tid, 1, 0]
                 if dep_ids:
                     deps.extend((tid, d) for d in dep_ids)
             elif kind == "m":  # a retry, a relaunch or a join: (m, id, start, state, ...)
@@ -150,8 +160,12 @@ class _Writer:
                 blocks.append((executor, block, job_id, t, state))
             else:  # "c": the kernel's state counts, for a live `celeriac status`
                 counts = row
+        held = self._held
+        held.update(tasks)
+        inserts, updates = self._due(time.time())
         with conn:  # one transaction per batch
-            conn.executemany(_WRITE_TASK, [task[:12] for task in tasks.values()])
+            conn.executemany(_INSERT_TASK, inserts)
+            conn.executemany(_UPDATE_TASK, updates)
             if deps:
                 conn.executemany(_INSERT_DEP, deps)
             if moves:
@@ -166,6 +180,29 @@ class _Writer:
                 conn.executemany("INSERT INTO live_counts (state, n) VALUES (?, ?)",
                                  state_counts.items())
                 conn.execute("UPDATE run SET time_seen = ?", (t,))
+
+    def _due(self, now: Optional[float]) -> tuple:
+        """(inserts, updates) of the held rows due now (all of them when ``now`` is None)."""
+        inserts, updates, held = [], [], self._held
+        for tid, task in list(held.items()):
+            if now is not None and task[_FINISHED] is None and not task[_DETAILED]:
+                since = task[_LAUNCHED] if task[_LAUNCHED] is not None else task[_SUBMITTED]
+                if now - since < HOLD_SECONDS:
+                    continue
+            del held[tid]
+            if task[_WRITTEN]:
+                updates.append((task[5], task[6], task[7], task[8], task[9], task[10], tid))
+            else:
+                task[_WRITTEN] = 1
+                inserts.append(task[:12])
+        return inserts, updates
+
+    def flush(self, conn) -> None:
+        """Write every row still held (the stream ended)."""
+        inserts, updates = self._due(None)
+        with conn:
+            conn.executemany(_INSERT_TASK, inserts)
+            conn.executemany(_UPDATE_TASK, updates)
 
     @staticmethod
     def _move(task, state, t, moves) -> None:
@@ -197,6 +234,7 @@ def serve(path: str) -> None:
             if len(data) < size:
                 break
             writer.write_batch(conn, pickle.loads(data))
+        writer.flush(conn)
         create_indexes(conn)
     finally:
         conn.close()
