@@ -1,4 +1,5 @@
-"""The ``celeriac`` command: ``worker`` joins a run's pool, ``flower`` watches a run.
+"""The ``celeriac`` command: ``worker`` joins a run's pool, ``flower`` watches a run,
+``status`` and ``report`` read a run's database.
 
 Secrets (broker password, signing key) come from a run file or the environment
 (``CELERIAC_BROKER``, ``CELERIAC_KEY``), never from the command line.
@@ -57,11 +58,21 @@ def main(argv=None) -> int:
     f.add_argument("--port", type=int, default=5555)
     f.add_argument("--address", default="127.0.0.1")
 
+    st = sub.add_parser("status", help="a run's tasks per state and app, from its database")
+    st.add_argument("run_dir", nargs="?", help="the run directory, or a directory of runs "
+                    "(default: the newest run under ./runinfo)")
+
+    rp = sub.add_parser("report", help="write a run's report: one HTML file, no server")
+    rp.add_argument("run_dir", nargs="?", help="the run directory, or a directory of runs "
+                    "(default: the newest run under ./runinfo)")
+    rp.add_argument("-o", "--output", help="where to write it (default RUN_DIR/report.html)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return {"worker": _worker, "flower": _flower}[args.command](args)
+        return {"worker": _worker, "flower": _flower, "status": _status,
+                "report": _report}[args.command](args)
     except CeleriacError as e:
         print(f"celeriac {args.command}: {e}", file=sys.stderr)
         return 2
@@ -135,6 +146,19 @@ def _worker(args) -> int:
     return supervise(placement.count, lambda i, gen: child_command(args, i, gen, placement),
                      env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
                      key=key)
+
+
+def _status(args) -> int:
+    from celeriac.orchestrator.runview import find_run, status_text
+    print(status_text(find_run(args.run_dir)))
+    return 0
+
+
+def _report(args) -> int:
+    from celeriac.orchestrator.report import write_report
+    from celeriac.orchestrator.runview import find_run
+    print(write_report(find_run(args.run_dir), args.output))
+    return 0
 
 
 def _flower(args) -> int:

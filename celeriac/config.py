@@ -57,7 +57,13 @@ class Config:
             ``AUTO_LOGNAME`` streams go (Parsl's); default ``<run dir>/task_logs/...``.
         memoizer: ``celeriac.memoization.BasicMemoizer(...)``, Parsl's newer way to give
             ``app_cache`` (its ``memoize``) and the ``checkpoint_*`` options.
-        usage_tracking, project_name, garbage_collect, monitoring: Parsl's; accepted so
+        monitoring: record the run in ``<run dir>/monitoring.sqlite3`` (read by
+            ``celeriac status`` and ``celeriac report``): True (the default) or Parsl's
+            ``MonitoringHub(...)`` (its hub address and ports are not used) turn it on, False
+            or None turn it off.
+        progress: draw a progress bar on stderr when it is a terminal, and print the
+            end-of-run summary there (it is logged in any case). False: neither.
+        usage_tracking, project_name, garbage_collect: Parsl's; accepted so
             that Parsl configs load, and ignored (the run log says so).
         dependency_resolver: which futures in an app call's arguments are dependencies:
             None (Parsl's shallow rule: futures passed directly, or in ``inputs=``), or a
@@ -91,6 +97,8 @@ class Config:
         dependency_resolver=None,
         std_autopath: Optional[Callable] = None,
         memoizer=None,
+        monitoring=True,
+        progress: bool = True,
         **parsl_options,
     ):
         from celeriac.orchestrator import parsl_options as parsl
@@ -142,6 +150,8 @@ class Config:
                 "dependency_resolver must be a celeriac.dependency_resolvers.DependencyResolver "
                 f"(e.g. DEEP_DEPENDENCY_RESOLVER), not {type(dependency_resolver).__name__}")
         self.dependency_resolver = dependency_resolver
+        self.monitoring = monitoring
+        self.progress = progress
 
     def __repr__(self):
         return f"Config(executors={self.executors!r}, broker={'<set>' if self.broker else None})"
@@ -194,6 +204,7 @@ def _check_options(o: dict) -> None:
     checks.kind("run_dir", o["run_dir"], (str, os.PathLike), "a directory path")
     checks.kind("app_cache", o["app_cache"], bool, "True or False")
     checks.kind("initialize_logging", o["initialize_logging"], bool, "True or False")
+    checks.kind("progress", o["progress"], bool, "True or False")
     if o["retry_handler"] is not None and not callable(o["retry_handler"]):
         checks.problem(f"retry_handler must be a function (exception, task_record) -> cost, "
                        f"not {o['retry_handler']!r}")

@@ -33,6 +33,7 @@ class RunContext:
         self._broker = None
         self._link = None
         self.run_file = os.path.join(self.run_dir, "worker.json")
+        self.monitoring = None  # the run database (set by the DFK when monitoring is on)
 
     def celery_link(self):
         """The run's CeleryLink, starting the embedded broker first if none is configured."""

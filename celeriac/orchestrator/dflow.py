@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import random
+import sys
 import threading
 from collections import deque
 from concurrent.futures import InvalidStateError
@@ -37,8 +38,11 @@ from celeriac.orchestrator.dependencies import find_futures, nested_future
 from celeriac.orchestrator.executors.threads import ThreadPoolExecutor
 from celeriac.orchestrator.futures import AppFuture, DataFuture
 from celeriac.orchestrator.memo import MemoTable
+from celeriac.orchestrator.monitoring import RunDatabase, monitoring_enabled
+from celeriac.orchestrator.progress import Progress
 from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import TaskRecord
+from celeriac.orchestrator.summary import RunTally, format_summary
 from celeriac.workers.execute import Call
 
 logger = logging.getLogger(__name__)
@@ -77,12 +81,28 @@ class DataFlowKernel:
             raise ConfigurationError(f"executor label {INTERNAL!r} is reserved")
         memo = (MemoTable(load_checkpoints(self.config.checkpoint_files))
                 if self.config.app_cache else None)
+        self._context = RunContext(self.config, self.run_id)
+        self.run_dir = self._context.run_dir
+        self._tally = RunTally()
+        self.monitoring = None  # the run database, when Config(monitoring=...) is on
+        if monitoring_enabled(self.config.monitoring):
+            try:
+                self.monitoring = RunDatabase(self.run_dir, self.run_id)
+            except Exception as e:  # a run without its database still runs
+                logger.warning("the run database could not be opened, so this run is not "
+                               "recorded: %s", e)
+        self._context.monitoring = self.monitoring  # executors record their blocks in it
+        observers = (self._tally,) if self.monitoring is None else (self._tally,
+                                                                    self.monitoring)
         self._kernel = k.Kernel(retries=self.config.retries,
                                 retry_handler=self.config.retry_handler,
                                 worker_lost_retries=self.config.worker_lost_retries, memo=memo,
-                                dependency_resolver=self.config.dependency_resolver)
-        self._context = RunContext(self.config, self.run_id)
-        self.run_dir = self._context.run_dir
+                                dependency_resolver=self.config.dependency_resolver,
+                                observers=observers)
+        if self.monitoring is not None:  # no lock: a dict copy is atomic, and cleanup holds it
+            self.monitoring.state_counts = lambda: dict(self._kernel.state_counts)
+        self._progress = (Progress(self._tally, lambda: self.task_state_counts)
+                          if self.config.progress else None)
         self.checkpoint_dir = os.path.join(self.run_dir, "checkpoint")
         self._checkpoints = CheckpointStore(self.checkpoint_dir)
         self._timers = retries.DelayedCalls()
@@ -419,11 +439,25 @@ class DataFlowKernel:
             if self.config.checkpoint_mode is not None:
                 self._flush_checkpoints()
         finally:
+            self._close_monitoring()
             self._checkpoints.close()
             self._context.close()
             atexit.unregister(self.atexit_cleanup)
             from celeriac.orchestrator import loader
             loader.forget(self)
+
+    def _close_monitoring(self) -> None:
+        """Stop the progress bar, write the run database, then log the end-of-run summary
+        (and print it when stderr is a terminal, as the progress bar is)."""
+        if self._progress is not None:
+            self._progress.close()
+        if self.monitoring is not None:
+            self.monitoring.close()
+        text = format_summary(self._tally, self.task_state_counts, self.run_dir,
+                              self.monitoring and self.monitoring.path)
+        logger.info("%s", text)
+        if self._progress is not None and self._progress.shown and self._tally.submitted_count:
+            print(text, file=sys.stderr, flush=True)
 
     @in_run
     def atexit_cleanup(self) -> None:

@@ -173,15 +173,23 @@ class Kernel:
         memo: the memo table, or None when ``app_cache`` is off.
         dependency_resolver: where futures are found in arguments (None: Parsl's shallow
             rule, see :mod:`.dependencies`).
+        observers: objects told of every task as it is submitted
+            (``submitted(record)``) and of every state change
+            (``moved(record, start, finish, exception)``, with the try's or the task's
+            exception when it failed). They must be quick and do no I/O on the caller's
+            thread: the run database and the run's tally queue or count (see
+            :mod:`.monitoring`).
     """
 
     def __init__(self, *, retries: int = 0, retry_handler=None, worker_lost_retries: int = 3,
-                 memo: Optional[MemoTable] = None, dependency_resolver=None):
+                 memo: Optional[MemoTable] = None, dependency_resolver=None,
+                 observers: tuple = ()):
         self.retries = retries
         self.resolver = dependency_resolver
         self.retry_handler = retry_handler
         self.worker_lost_retries = worker_lost_retries
         self.memo = memo
+        self.observers = tuple(observers)
         self.tasks: dict[int, TaskRecord] = {}   # unfinished tasks, by id
         self.state_counts = {state: 0 for state in States}  # tasks in each state now
         self.closing = False
@@ -203,15 +211,22 @@ class Kernel:
 
     # ------------------------------------------------------------------ waiting to run
 
-    def _move(self, record: TaskRecord, state: States) -> None:
+    def _move(self, record: TaskRecord, state: States, exception=None) -> None:
         start = record.status
         record.move(state)
         self.state_counts[start] -= 1
         self.state_counts[state] += 1
+        for observer in self.observers:
+            observer.moved(record, start, state, exception)
+
+    def _new(self, record: TaskRecord) -> None:
+        self.state_counts[record.status] += 1
+        for observer in self.observers:
+            observer.submitted(record)
 
     def _submitted(self, event: Submitted) -> list:
         record = event.record
-        self.state_counts[record.status] += 1
+        self._new(record)
         self.tasks[record.id] = record
         waiting = tuple(f for f in record.depends if not f.done())
         record.waiting = len(waiting)
@@ -220,7 +235,7 @@ class Kernel:
         return self._ready(record)
 
     def _rejected(self, event: Rejected) -> list:
-        self.state_counts[event.record.status] += 1
+        self._new(event.record)
         return self._finish(event.record, States.failed, exception=event.exception)
 
     def _dependency_done(self, event: DependencyDone) -> list:
@@ -270,8 +285,8 @@ class Kernel:
         return self._claim(event.record)
 
     def _send(self, record: TaskRecord) -> list:
+        record.try_id += 1  # first: observers see the move with the try's number
         self._move(record, States.launched)
-        record.try_id += 1
         if record.started is None:
             record.started = time.monotonic()
         args, kwargs = record.resolved
@@ -322,7 +337,7 @@ class Kernel:
             logger.info("task %s (%s) failed on try %d (%r); retrying in %.3g s", record.id,
                         record.func_name, record.try_id, exc, decision.delay)
         if decision.retry:
-            self._move(record, States.pending)
+            self._move(record, States.pending, exc)
             if decision.delay > 0:  # a timer posts RetryDue: nothing blocks meanwhile
                 return [ScheduleRetry(record, decision.delay)]
             return self._send(record)
@@ -370,7 +385,7 @@ class Kernel:
     # ------------------------------------------------------------------ endings
 
     def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> list:
-        self._move(record, state)
+        self._move(record, state, exception)
         self.tasks.pop(record.id, None)
         out = []
         if record.hashsum is not None and state in (States.exec_done, States.memo_done):

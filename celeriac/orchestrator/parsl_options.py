@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import inspect
 
-CONFIG = frozenset({"usage_tracking", "project_name", "garbage_collect", "monitoring"})
+CONFIG = frozenset({"usage_tracking", "project_name", "garbage_collect"})
 HTEX = frozenset({
     "launch_cmd", "interchange_launch_cmd", "address", "loopback_address", "worker_ports",
     "worker_port_range", "interchange_port_range",

@@ -274,6 +274,12 @@ class CeleryExecutor(Executor):
         with self._lock:
             return [b.id for b in self._records.values() if not b.ended]
 
+    def _record_block(self, block: str, state: str, job_id=None) -> None:
+        """Tell the run database (when the run has one) what became of a block."""
+        database = getattr(getattr(self, "_context", None), "monitoring", None)
+        if database is not None:
+            database.block(self.label, block, state, job_id)
+
     def scale_out(self, blocks: int = 1) -> list:
         """Ask the provider for more blocks; returns the job ids it gave.
 
@@ -294,6 +300,7 @@ class CeleryExecutor(Executor):
                     break
                 self.blocks[block] = job_id
                 self._records[block] = BlockRecord(block, job_id, time.monotonic())
+                self._record_block(block, "submitted", job_id)
                 logger.info("executor %s: block %s submitted as job %s", self.label, block,
                             job_id)
                 started.append(job_id)
@@ -322,6 +329,7 @@ class CeleryExecutor(Executor):
                 return []
             for record in records:
                 record.cancelled = True
+                self._record_block(record.id, "cancelled")
             return answers
 
     def strategize(self) -> None:
@@ -373,6 +381,7 @@ class CeleryExecutor(Executor):
                 record.status = status
                 if status.state is JobState.RUNNING and record.running_since is None:
                     record.running_since = now
+                    self._record_block(record.id, "running")
         workers = [w for w in live_workers(self._link.client) if w.queue == self.queue]
         self._other_slots = sum(w.slots for w in workers if w.block not in self._records)
         for record in live:
@@ -393,6 +402,8 @@ class CeleryExecutor(Executor):
         status = record.status
         if record.state.terminal:
             record.ended = True
+            self._record_block(record.id, "failed" if record.state is JobState.FAILED
+                               else "ended")
             if verdict is None and not record.cancelled:
                 logger.warning("executor %s: block %s (job %s) ended: %s", self.label,
                                record.id, record.job_id, record.state.name)

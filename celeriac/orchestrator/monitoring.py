@@ -1,0 +1,202 @@
+"""The run database: every task, state change, try and block of a run, in SQLite, written off
+the hot path.
+
+The kernel tells a :class:`RunDatabase` of each submission and state change (it is one of the
+kernel's observers); the database turns each into a small tuple appended to a deque, which is
+all the DFK's threads pay. A feeder thread sends the queued tuples every half second (sooner
+past :data:`BATCH_ROWS`), pickled, down a pipe to a writer process
+(:mod:`.monitoring_writer`), which commits each batch in one transaction. SQLite's work thus
+never competes with the DFK for the GIL. The writer exits when the pipe closes, so it never
+outlives the run, even a killed one. Each flush also carries the kernel's state counts, so
+``celeriac status`` of a live run is exact without reading every task.
+
+The file is ``<run dir>/monitoring.sqlite3`` in WAL mode, so ``celeriac status`` and
+``celeriac report`` can read it while the run writes. A plain task (one try, no join) is one
+row of ``tasks``; its transitions and try are derived by the views ``all_transitions`` and
+``all_tries`` (see :mod:`.monitoring_writer`). The indexes on what the readers use (state, app,
+task id) are built when the run ends, so a run of a million tasks stays queryable without
+slowing the run.
+
+``Config(monitoring=...)``: True (the default) or a Parsl ``MonitoringHub(...)`` (whose
+options, a hub address and ports for Parsl's own database server, mean nothing here) turn it
+on; False or None turn it off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from typing import Optional
+
+from celeriac.orchestrator import monitoring_writer
+from celeriac.orchestrator.monitoring_writer import SCHEMA
+from celeriac.orchestrator.runlog import carry
+from celeriac.orchestrator.states import FINAL_STATES, States
+from celeriac.private_files import private_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DB_NAME", "RunDatabase", "SCHEMA", "monitoring_enabled", "error_text"]
+
+DB_NAME = "monitoring.sqlite3"
+#: commit at least this often (seconds) ...
+FLUSH_SECONDS = 0.5
+#: ... or as soon as this many rows wait
+BATCH_ROWS = 1000
+#: longest error text stored per try or task (tracebacks can be long)
+ERROR_CHARS = 20_000
+#: a live run writes its state counts at least this often (seconds)
+HEARTBEAT_SECONDS = 2.0
+
+_FINAL = frozenset(s.value for s in FINAL_STATES)
+
+
+
+def monitoring_enabled(option) -> bool:
+    """Whether ``Config(monitoring=option)`` turns the run database on (see the module doc)."""
+    return option is not None and option is not False
+
+
+def error_text(exc: Optional[BaseException]) -> Optional[str]:
+    """The text a user needs of an exception: its traceback (with a worker's, when it has
+    one) or at least its type and message; None for None."""
+    if exc is None:
+        return None
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # a broken __str__ must not stop the run
+        text = f"{type(exc).__name__}: (unprintable)"
+    return text[-ERROR_CHARS:]
+
+
+class RunDatabase:
+    """A run's monitoring database; a kernel observer. ``close()`` is idempotent.
+
+    Args:
+        run_dir: the run directory (the file goes in it, mode 0600).
+        run_id: the run's id.
+    """
+
+    def __init__(self, run_dir: str, run_id: str):
+        self.path = os.path.join(run_dir, DB_NAME)
+        private_file(self.path)
+        self._rows: deque = deque()
+        self._wake = threading.Event()
+        self._closed = False
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            conn.execute("INSERT OR REPLACE INTO run (run_id, run_dir, hostname, log, "
+                         "time_began) VALUES (?, ?, ?, ?, ?)",
+                         (run_id, run_dir, socket.gethostname(),
+                          os.path.join(run_dir, "celeriac.log"), time.time()))
+            conn.commit()
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):  # the WAL holds the same data: private too
+            if os.path.exists(self.path + suffix):
+                os.chmod(self.path + suffix, 0o600)
+        self._run_id = run_id
+        #: () -> {States: n}, the kernel's counts, written each flush for a live status
+        self.state_counts = None
+        self._writer = subprocess.Popen(
+            [sys.executable, "-I", monitoring_writer.__file__, self.path],
+            stdin=subprocess.PIPE, close_fds=True)
+        self._thread = threading.Thread(target=carry(self._feed_loop), daemon=True,
+                                        name="celeriac-monitoring")
+        self._thread.start()
+
+    # ------------------------------------------------------------------ observer (hot path)
+
+    def submitted(self, record) -> None:
+        depends = record.depends
+        deps = [f.tid for f in depends if getattr(f, "tid", None) is not None] if depends else ()
+        self._rows.append(("s", record.id, record.func_name, record.kind, record.executor, deps,
+                           record.time_invoked))
+
+    def moved(self, record, start: States, finish: States, exception) -> None:
+        # Three short tuples for a plain task (submitted, launched, finished), which the
+        # writer folds into one row; the submission and end times are the record's own.
+        # ``_value_``, not ``.value`` (a property) nor hashing the enum: this runs per move.
+        state = finish._value_
+        rows = self._rows
+        if state == "launched":
+            rows.append(("l", record.id, record.try_id, time.time()))
+        elif state in _FINAL:
+            rows.append(("f", record.id, start._value_, state, record.time_returned,
+                         record.try_id, None if exception is None else error_text(exception)))
+        else:
+            rows.append(("m", record.id, start._value_, state, time.time(), record.try_id,
+                         None if exception is None else error_text(exception)))
+        if len(rows) >= BATCH_ROWS:
+            self._wake.set()
+
+    def block(self, executor: str, block: str, state: str, job_id: Optional[str] = None) -> None:
+        """A block of ``executor`` was submitted, started running, or ended."""
+        self._rows.append(("b", executor, block, job_id, time.time(), state))
+
+    def close(self) -> None:
+        """Write what is queued, record the run's end, and stop the writer. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=60)
+        try:
+            self._writer.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            logger.warning("the run database's writer did not finish in 120 s: stopping it")
+            self._writer.kill()
+            self._writer.wait()
+        try:
+            conn = sqlite3.connect(self.path)
+            with conn:
+                conn.execute("UPDATE run SET time_ended = ? WHERE run_id = ?",
+                             (time.time(), self._run_id))
+            conn.close()
+        except sqlite3.Error as e:
+            logger.warning("could not record the run's end in %s: %s", self.path, e)
+
+    # ------------------------------------------------------------------ the feeder
+
+    def _feed_loop(self) -> None:
+        pipe = self._writer.stdin
+        last_counts = 0.0
+        try:
+            while True:
+                closing = self._closed
+                rows = self._rows
+                n = len(rows)
+                batch = [rows.popleft() for _ in range(n)]
+                now = time.time()
+                if self.state_counts is not None and (n or now - last_counts
+                                                      >= HEARTBEAT_SECONDS):
+                    last_counts = now
+                    batch.append(("c", {s.value: c for s, c in self.state_counts().items()},
+                                  now))
+                if batch:
+                    data = pickle.dumps(batch, protocol=5)
+                    pipe.write(struct.pack("!Q", len(data)) + data)
+                    pipe.flush()
+                if closing:
+                    return
+                self._wake.wait(FLUSH_SECONDS)
+                self._wake.clear()
+        except Exception:
+            logger.exception("the run database %s stopped recording", self.path)
+        finally:
+            try:
+                pipe.close()
+            except OSError:
+                pass
