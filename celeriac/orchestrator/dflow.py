@@ -2,10 +2,10 @@
 
 This module is the driver: the decisions are the :mod:`.kernel`'s (a pure state machine over
 task records); the driver feeds it events and carries out the instructions it returns
-(``executor.submit``, completing futures, timers, checkpoints). Each thread handles the
-events it raises itself from a queue of its own, so completing a future whose callbacks make
-more tasks ready adds to that queue instead of recursing: chains of any length take constant
-stack.
+(``executor.submit``, completing futures, timers, checkpoints). Events from every thread
+join one queue, drained by one thread at a time, so completing a future whose callbacks make
+more tasks ready adds to that queue instead of recursing (chains of any length take constant
+stack), and no thread ever waits for another to finish handling an event.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import random
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import InvalidStateError
 from functools import partial
@@ -68,8 +69,10 @@ class DataFlowKernel:
     @in_run
     def _start(self, config: Optional[Config]) -> None:
         self.config = config if config is not None else Config()
-        self._lock = threading.RLock()      # held while the kernel handles an event
-        self._local = threading.local()      # .queue: events this thread is handling
+        self._lock = threading.RLock()      # guards _cleaned
+        self._events: deque = deque()         # events waiting for the draining thread
+        self._drain = threading.Lock()       # held by the thread draining them
+        self._drainer = None                 # its thread id
         self._ids = itertools.count()
         self._cleaned = False
         executors = self.config.executors
@@ -239,8 +242,7 @@ class DataFlowKernel:
     @property
     def task_state_counts(self) -> dict:
         """How many of this DFK's tasks are in each state now (``{States.x: n}``), as Parsl's."""
-        with self._lock:
-            return dict(self._kernel.state_counts)
+        return dict(self._kernel.state_counts)  # one C-level copy: consistent
 
     @property
     def cleanup_called(self) -> bool:
@@ -272,29 +274,44 @@ class DataFlowKernel:
     def _post(self, event) -> None:
         """Have the kernel handle ``event`` and carry out its instructions.
 
-        A thread already handling events queues it (a future completed by an instruction
-        runs its callbacks here, and they post more events): the loop below picks it up, so
-        the stack stays flat however many tasks complete one another.
+        One thread at a time drains the run's event queue; a thread that finds another
+        draining leaves its event there and returns at once, never waiting on a lock (a
+        submitting thread and the result listener would otherwise take turns at every
+        task). A future completed by an instruction runs its callbacks in the draining
+        thread, and the events they post join the queue: the stack stays flat however many
+        tasks complete one another.
         """
-        queue = getattr(self._local, "queue", None)
-        if queue is not None:
-            queue.append(event)
-            return
-        self._local.queue = queue = deque([event])
-        try:
-            while queue:
-                event = queue.popleft()
-                try:
-                    with self._lock:
+        events = self._events
+        events.append(event)
+        drain = self._drain
+        while events and drain.acquire(blocking=False):
+            self._drainer = threading.get_ident()
+            try:
+                while events:
+                    event = events.popleft()
+                    try:
                         instructions = self._kernel.handle(event)
-                except Exception as e:  # a celeriac bug: fail the task, never leave it hanging
-                    logger.exception("handling %s failed", type(event).__name__)
-                    record = getattr(event, "record", None)
-                    instructions = [] if record is None else [k.SetException(record, e)]
-                for instruction in instructions:
-                    self._carry_out(instruction)
-        finally:
-            self._local.queue = None
+                    except Exception as e:  # a celeriac bug: fail the task, never hang it
+                        logger.exception("handling %s failed", type(event).__name__)
+                        record = getattr(event, "record", None)
+                        instructions = [] if record is None else [k.SetException(record, e)]
+                    for instruction in instructions:
+                        try:
+                            self._carry_out(instruction)
+                        except Exception:  # the queue must still drain
+                            logger.exception("carrying out %s failed", instruction)
+            finally:
+                self._drainer = None
+                drain.release()
+
+    def _settle(self) -> None:
+        """Wait until every event posted so far has been handled (unless this thread is
+        the one handling them, from a callback). A poster never leaves an event behind: a
+        drainer looks at the queue again after it lets go."""
+        if self._drainer == threading.get_ident():
+            return
+        while self._events or self._drain.locked():
+            time.sleep(0.0005)
 
     def _carry_out(self, instruction) -> None:
         kind = type(instruction)
@@ -398,8 +415,8 @@ class DataFlowKernel:
     def wait_for_current_tasks(self) -> None:
         """Block until every task submitted so far has finished (successfully or not)."""
         while True:
-            with self._lock:
-                pending = [r.app_fu for r in self.tasks.values()]
+            self._settle()
+            pending = [r.app_fu for r in list(self.tasks.values())]
             if not pending:
                 return
             for fut in pending:
@@ -430,9 +447,10 @@ class DataFlowKernel:
                 logger.exception("executor %s failed to shut down", executor.label)
         self._internal.shutdown()
         try:
-            # Outcomes may still arrive on other threads meanwhile: the kernel decides under
-            # the lock which tasks cleanup ends, so that each future is completed once.
+            # Outcomes may still arrive on other threads meanwhile: the kernel decides, in
+            # the order events came, which tasks cleanup ends, so each completes once.
             self._post(k.Closed())
+            self._settle()
             summary = ", ".join(f"{state.name} {n}" for state, n in
                                 self.task_state_counts.items() if n)
             logger.info("Summary of tasks in DFK: %s", summary or "no tasks")
