@@ -24,7 +24,7 @@ def set_stream_logger(name: str = "celeriac", level: int = logging.DEBUG,
     Returns:
         The logger.
     """
-    return _attach(logging.StreamHandler(stream or sys.stderr), name, level, format_string)
+    return attach(logging.StreamHandler(stream or sys.stderr), name, level, format_string)
 
 
 def set_file_logger(filename: str, name: str = "celeriac", level: int = logging.DEBUG,
@@ -34,11 +34,13 @@ def set_file_logger(filename: str, name: str = "celeriac", level: int = logging.
     Returns:
         The logger.
     """
-    return _attach(logging.FileHandler(filename), name, level, format_string)
+    return attach(logging.FileHandler(filename), name, level, format_string)
 
 
-def _attach(handler: logging.Handler, name: str, level: int,
-            format_string: Optional[str]) -> logging.Logger:
+def attach(handler: logging.Handler, name: str, level: int,
+           format_string: Optional[str] = None) -> logging.Logger:
+    """Give ``handler`` celeriac's format (or ``format_string``) and ``level``, add it to
+    the ``name`` logger, and lower that logger's level to ``level`` if needed."""
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter(format_string or FORMAT, DATE_FORMAT))
     logger = logging.getLogger(name)

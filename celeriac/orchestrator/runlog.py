@@ -18,6 +18,7 @@ import logging
 from contextlib import contextmanager
 from typing import Callable, Optional
 
+from celeriac.logs import attach
 from celeriac.private_files import private_file
 
 __all__ = ["current_run", "working_for", "carry", "in_run", "RunFilter", "start_file_logging",
@@ -83,13 +84,7 @@ def start_file_logging(path: str, run_id: str, level=logging.INFO) -> logging.Ha
     handler = logging.FileHandler(private_file(path))
     handler.setLevel(level)
     handler.addFilter(RunFilter(run_id))
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s.%(msecs)03d %(name)s:%(lineno)d %(threadName)s %(levelname)s %(message)s",
-        "%Y-%m-%d %H:%M:%S"))
-    logger = logging.getLogger("celeriac")
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > level:
-        logger.setLevel(level)
+    attach(handler, "celeriac", level)
     return handler
 
 
