@@ -59,9 +59,10 @@ HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
 class HeldTasks:
     """In a worker process: keeps ``celeriac:held:<name>`` up to date."""
 
-    def __init__(self, client, name: str):
+    def __init__(self, client, name: str, also=None):
         self.client = client
         self.name = name
+        self.also = also  # ``also(client)`` runs each beat too (see workers.transport)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="celeriac-held", daemon=True)
 
@@ -72,6 +73,8 @@ class HeldTasks:
     def write(self) -> None:
         self.client.set(HELD_PREFIX + self.name, json.dumps(held_task_ids()),
                         px=int(HELD_TTL * 1000))
+        if self.also is not None:
+            self.also(self.client)
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):

@@ -36,19 +36,22 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     from celery import signals
     from celery.worker.control import Panel
 
+    from celeriac.workers import transport
     from celeriac.workers.app import make_app, state
     from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
     app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier, run_id=run_id)
+    if transport.for_url(broker_url) is not None:  # a started task is never put back
+        app.conf.broker_transport = transport.for_url(broker_url)
     state.main_pid = os.getpid()
     # Remote control runs no code but can decide a task's fate: anyone on the broker could
     # send it, so the commands that end tasks are not served (inspection still is).
     for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
-    heartbeat = HeldTasks(redis_client(broker_url), hostname).start()
+    heartbeat = HeldTasks(redis_client(broker_url), hostname, also=transport.retry_acks).start()
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
     signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)

@@ -133,6 +133,7 @@ def test_broker_restart_relaunches_only_what_it_lost(tmp_path, case, caplog):
             server.restart(pause)
             figures = ledger.figures(futures, {k: 2 * k for k in futures}, timeout=150)
             verdict = relaunch_line(caplog)
+            left = unacked_left(server)
     finally:
         celeriac.clear()
         server.stop()
@@ -153,3 +154,52 @@ def test_broker_restart_relaunches_only_what_it_lost(tmp_path, case, caplog):
         twice = min(figures.ran_twice, relaunched)
     # what ran when the broker went away is never run again, and nothing it kept either
     assert figures == Figures(submitted=n, correct=n, lost=0, ran_twice=twice, hung=0)
+    # every finished task was acknowledged, even those whose first acknowledgement the dying
+    # broker did not take: nothing is left for kombu to deliver again one day
+    assert left == 0
+
+
+def unacked_left(server, timeout=10):
+    deadline = time.monotonic() + timeout
+    while server.client().hlen("unacked") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return server.client().hlen("unacked")
+
+
+def test_a_closing_connection_puts_back_only_what_the_worker_has_not_started(tmp_path):
+    """kombu puts every unacknowledged message back when a worker's connection closes; the
+    worker's transport keeps those it is running, and an acknowledgement the broker did not
+    take is retried rather than the message put back (so the task does not run again)."""
+    from celery.worker import state as worker_state
+    from kombu import Connection, Exchange, Queue
+
+    from celeriac.workers import transport
+
+    server = RedisServer(tmp_path / "redis", "aof").start()
+    queue = Queue("q", Exchange("q"), "q")
+    running = type("Request", (), {"id": "running"})()
+    try:
+        with Connection(server.url, transport=transport.Transport) as conn:
+            producer = conn.Producer()
+            for task_id in ("running", "reserved", "finished"):
+                producer.publish({}, exchange=queue.exchange, routing_key="q", declare=[queue],
+                                 headers={"id": task_id})
+            got = {}
+            with conn.Consumer(queue, callbacks=[lambda _b, m: got.update({m.headers["id"]: m})],
+                               prefetch_count=3):
+                while len(got) < 3:
+                    conn.drain_events(timeout=5)
+                assert server.client().hlen("unacked") == 3
+                worker_state.active_requests.add(running)
+                server.stop()  # the broker goes (kill -9, its AOF kept) ...
+                got["finished"].ack()  # ... so this is not taken
+                server.start()  # ... and comes back
+            # the connection closes: only the reserved message goes back to the queue
+        queued = [transport.kombu_redis.loads(m)["headers"]["id"]
+                  for m in server.client().lrange("q", 0, -1)]
+        assert queued == ["reserved"]
+        assert transport.retry_acks(server.client()) == 1
+    finally:
+        worker_state.active_requests.discard(running)
+        transport._failed_acks.clear()
+        server.stop()
