@@ -1,5 +1,9 @@
 """Real file servers on 127.0.0.1 for the staging tests: HTTP, HTTPS (a self-signed
-certificate made here) and FTP (pyftpdlib), each serving a directory, in threads."""
+certificate made here) and FTP (pyftpdlib), each serving a directory, in threads.
+
+pyftpdlib is built on asyncore/asynchat, which left the standard library in Python 3.12;
+its 2.2 release (setup.cfg's floor) declares the ``pyasyncore``/``pyasynchat`` backports
+for 3.12+, and on 3.11 a fresh ``pip install pyftpdlib>=2.2`` serves files as it is."""
 
 from __future__ import annotations
 
