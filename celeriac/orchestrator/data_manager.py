@@ -1,26 +1,29 @@
 """DataManager: finds the Files of an app call and has the executor's providers stage them.
 
-It runs in the DFK's ``submit``: each File argument a provider stages in is replaced by the
-DataFuture of its stage-in task, and each output File a provider stages out gets a stage-out
-task that depends on the app, whose completion resolves the output's DataFuture.
+It runs in the DFK's ``submit``. A provider whose transfers run in the app's task (the
+default) adds them to the call's :class:`~celeriac.staging.intask.StagePlan`, which the
+worker carries out around the app. A provider whose transfers run as tasks of their own
+(on the app's executor, or in the orchestrator) gets a stage-in task whose DataFuture
+replaces the File argument, and a stage-out task that depends on the app, whose completion
+resolves the output's DataFuture.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Optional
 
 from celeriac.errors import ConfigurationError, StagingError, hide_password
 from celeriac.orchestrator.futures import DataFuture
 from celeriac.staging.files import File
+from celeriac.staging.intask import STAGE_IN, STAGE_OUT, StagePlan, Transfer
 
 logger = logging.getLogger(__name__)
 
 _FILE_TYPES = (File, DataFuture)
 
-STAGE_IN = "_celeriac_stage_in"
-STAGE_OUT = "_celeriac_stage_out"
 INHIBIT = "_parsl_staging_inhibit"   # Parsl's keyword: this call is itself a staging task
 
 
@@ -33,6 +36,7 @@ class DataManager:
         from celeriac.staging import NoOpFileStaging, default_staging
         self._default = list(default_staging)
         self._noop = NoOpFileStaging()
+        self._calls = threading.local()  # .plan: the StagePlan of the call being staged here
 
     def providers(self, executor: str) -> list:
         storage = getattr(self.dfk._executor(executor), "storage_access", None)
@@ -43,7 +47,7 @@ class DataManager:
         absolute directory under the run directory (so the app's worker finds it on a shared
         or local file system)."""
         working_dir = getattr(self.dfk._executor(executor), "working_dir", None)
-        if working_dir is None and provider.transfers_run_on == "orchestrator":
+        if working_dir is None and getattr(provider, "transfers_run_on", "") == "orchestrator":
             working_dir = os.path.join(self.dfk.run_dir, "staging")
         return working_dir
 
@@ -97,13 +101,15 @@ class DataManager:
 
     # ------------------------------------------------------------------ inputs
 
-    def stage_inputs(self, executor: str, func, args: tuple, kwargs: dict):
+    def stage_inputs(self, executor: str, args: tuple, kwargs: dict):
         """Stage in the Files (and DataFutures of Files) in ``args``, keyword arguments and
-        ``inputs=``. Returns ``(args, kwargs, func, stage_in_futures)``."""
+        ``inputs=``. Returns ``(args, kwargs, plan, stage_in_futures)``: ``plan`` is the
+        call's in-task transfers, which :meth:`stage_outputs` adds to."""
         futures = []
+        plan = StagePlan()
+        self._calls.plan = plan  # where Staging.stage_in's in-task transfers go (transfer)
 
         def one(value):
-            nonlocal func
             if isinstance(value, DataFuture) and isinstance(value.file_obj, File):
                 file, parent = value.file_obj.cleancopy(), value
             elif isinstance(value, File):
@@ -111,71 +117,86 @@ class DataManager:
             else:
                 return value
             provider = self._provider(executor, file, "in")
-            staged = provider.stage_in(self, executor, file, parent)
-            func = provider.replace_task(self, executor, file, func) or func
+            staged = provider.stage_in(self, executor, file, parent)  # in-task: None
+            plan.wrap(provider.replace_task(self, executor, file, plan.current()))
             if staged is not None:
                 futures.append(staged)
                 return staged
             return file if parent is None else value
 
-        args = tuple(one(a) for a in args)
-        for key, value in list(kwargs.items()):
-            if key in ("stdout", "stderr", "outputs"):
-                continue
-            if key == "inputs" and isinstance(value, (list, tuple)):
-                kwargs[key] = type(value)(one(v) for v in value)
-            else:
-                kwargs[key] = one(value)
-        return args, kwargs, func, futures
+        try:
+            args = tuple(one(a) for a in args)
+            for key, value in list(kwargs.items()):
+                if key in ("stdout", "stderr", "outputs"):
+                    continue
+                if key == "inputs" and isinstance(value, (list, tuple)):
+                    kwargs[key] = type(value)(one(v) for v in value)
+                else:
+                    kwargs[key] = one(value)
+        finally:
+            self._calls.plan = None
+        return args, kwargs, plan, futures
 
     # ------------------------------------------------------------------ outputs
 
-    def stage_outputs(self, executor: str, func, kwargs: dict, app_fu, tid: int):
+    def stage_outputs(self, executor: str, plan: StagePlan, kwargs: dict, app_fu, tid: int):
         """Stage out ``outputs=`` Files and ``stdout=``/``stderr=`` Files: their copies go to
         the app (with ``local_path`` set), their DataFutures resolve once staged out.
 
-        Returns ``(func, output DataFutures, {stream: DataFuture})``."""
+        Returns ``(output DataFutures, {stream: DataFuture})``."""
         def one(file):
-            nonlocal func
             copy = file.cleancopy()
             provider = self._provider(executor, copy, "out")
-            done = provider.stage_out(self, executor, copy, app_fu)
-            func = provider.replace_task_stage_out(self, executor, copy, func) or func
+            done = provider.stage_out(self, executor, copy, app_fu)  # in-task: None
+            plan.wrap(provider.replace_task_stage_out(self, executor, copy, plan.current()))
             if done is None:
                 return copy if copy.local_path is not None else file, DataFuture(app_fu, file, tid)
             return copy, DataFuture(done, file, tid)
 
         outputs = []
         staged = []
-        for f in kwargs.get("outputs", ()) or ():
-            if isinstance(f, File):
-                given, fut = one(f)
-            else:
-                given, fut = f, DataFuture(app_fu, f, tid)
-            staged.append(given)
-            outputs.append(fut)
+        self._calls.plan = plan
+        try:
+            for f in kwargs.get("outputs", ()) or ():
+                if isinstance(f, File):
+                    given, fut = one(f)
+                else:
+                    given, fut = f, DataFuture(app_fu, f, tid)
+                staged.append(given)
+                outputs.append(fut)
+            streams = {}
+            for stream in ("stdout", "stderr"):
+                if isinstance(kwargs.get(stream), File):
+                    kwargs[stream], streams[stream] = one(kwargs[stream])
+        finally:
+            self._calls.plan = None
         if "outputs" in kwargs:
             kwargs["outputs"] = type(kwargs["outputs"])(staged) if isinstance(
                 kwargs["outputs"], (list, tuple)) else staged
-        streams = {}
-        for stream in ("stdout", "stderr"):
-            if isinstance(kwargs.get(stream), File):
-                kwargs[stream], streams[stream] = one(kwargs[stream])
-        return func, tuple(outputs), streams
+        return tuple(outputs), streams
 
     # ------------------------------------------------------------------ transfer tasks
 
     def transfer(self, provider, direction: str, executor: str, file: File, parent):
-        """Submit one transfer of ``provider`` as a task (see :class:`Staging`): a stage-in
-        returns the DataFuture of ``file``, a stage-out the task's AppFuture."""
-        label = executor if provider.transfers_run_on == "worker" else self._internal
+        """Arrange one transfer of ``provider`` (see :class:`Staging`). In the app's task
+        (``transfers_run_on="app"``, while a call is being staged): add it to the call's plan
+        and return None. Otherwise submit it as a task: a stage-in returns the DataFuture of
+        ``file``, a stage-out the task's AppFuture."""
         working_dir = self.working_dir(executor, provider)
+        name = STAGE_IN if direction == "in" else STAGE_OUT
+        plan = getattr(self._calls, "plan", None)
+        if plan is not None and getattr(provider, "transfers_run_on", "") == "app":
+            (plan.ins if direction == "in" else plan.outs).append(
+                Transfer(provider, file, working_dir))
+            logger.info("%s: %s in the app's task on %s, at %s", name,
+                        hide_password(file.url), executor, file.local_path)
+            return None
+        label = self._internal if provider.transfers_run_on == "orchestrator" else executor
         if direction == "out" and working_dir:  # the app writes there: on a local or shared fs
             try:                                # this makes it; elsewhere the worker's must exist
                 os.makedirs(os.path.dirname(os.path.abspath(file.local_path)), exist_ok=True)
             except OSError as e:
                 logger.debug("cannot make %s here (%s): the worker's must exist", working_dir, e)
-        name = STAGE_IN if direction == "in" else STAGE_OUT
         task = run_transfer_in if direction == "in" else run_transfer_out
         fut = self.dfk.submit(task, (provider, file, working_dir, parent), executors=[label],
                               func_name=name, app_kwargs={INHIBIT: True})

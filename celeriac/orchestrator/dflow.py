@@ -167,12 +167,12 @@ class DataFlowKernel:
         stage_ins = ()
         if staging:  # Files become the DataFutures of their stage-in tasks
             self.data_manager.check(label, tuple(app_args), kwargs)
-            app_args, kwargs, func, stage_ins = self.data_manager.stage_inputs(
-                label, func, tuple(app_args), kwargs)
+            app_args, kwargs, plan, stage_ins = self.data_manager.stage_inputs(
+                label, tuple(app_args), kwargs)
         tid = next(self._ids)
         record = TaskRecord(id=tid, func=func, func_name=func_name, kind="join" if join else kind,
                             args=tuple(app_args), kwargs=kwargs, executor=label,
-                            stage_ins=tuple(stage_ins),
+                            stage_ins=tuple(stage_ins), staging=plan if staging else None,
                             resource_specification=spec, walltime=walltime,
                             cache=cache, ignore_for_cache=tuple(ignore_for_cache or ()),
                             dfk=self, accepts=accepts,
@@ -183,8 +183,8 @@ class DataFlowKernel:
         fut = AppFuture(record)
         record.app_fu = fut
         if staging:  # outputs resolve once staged out
-            record.func, fut._outputs, fut._streams = self.data_manager.stage_outputs(
-                label, record.func, kwargs, fut, tid)
+            fut._outputs, fut._streams = self.data_manager.stage_outputs(
+                label, plan, kwargs, fut, tid)
         else:
             fut._outputs = tuple(DataFuture(fut, f, tid)
                                  for f in kwargs.get("outputs", ()) or ())
@@ -371,7 +371,8 @@ class DataFlowKernel:
                     name=record.func_name, kind="bash" if record.kind == "bash" else "python",
                     args=args, kwargs=kwargs, walltime=record.walltime,
                     stdout=record.kwargs.get("stdout"), stderr=record.kwargs.get("stderr"),
-                    outputs=tuple(record.kwargs.get("outputs", ()) or ()))
+                    outputs=tuple(record.kwargs.get("outputs", ()) or ()),
+                    staging=record.staging or None)
 
     # ----------------------------------------------------------------- checkpoints
 

@@ -82,6 +82,7 @@ class TaskRecord:
     waiting: int = 0                       # dependencies (or joined futures) not yet done
     resolved: Optional[tuple] = None       # (args, kwargs) with futures replaced, for retries
     stage_ins: tuple = ()                  # DataFutures of this call's stage-in tasks
+    staging: Any = None                    # its in-task transfers (staging.intask.StagePlan)
 
     def move(self, finish: States) -> None:
         """Change state, refusing moves that are not in ``TRANSITIONS``."""

@@ -20,13 +20,19 @@ output's DataFuture resolves from that Future. ``dm`` is the DFK's
 .working_dir`` and ``dm.stage_task(...)`` are there.
 
 celeriac's own providers are simpler to write: override ``can_stage_in``/``can_stage_out``
-and ``transfer_in(file, working_dir)`` / ``transfer_out(file, working_dir)``, which run where
-``transfers_run_on`` says (``"worker"``: as a task on the app's own executor, named
-``_celeriac_stage_in`` / ``_celeriac_stage_out``; ``"orchestrator"``: in the DFK's process).
-They move the bytes between ``file.url`` and ``file.local_path`` and raise
-:class:`~celeriac.errors.StagingError` naming the URL and the cause. The base class makes
-each transfer a task in the graph: a stage-in task the app depends on, a stage-out task that
-depends on the app.
+and ``transfer_in(file, working_dir)`` / ``transfer_out(file, working_dir)``, which move the
+bytes between ``file.url`` and ``file.local_path`` and raise
+:class:`~celeriac.errors.StagingError` naming the URL and the cause. ``transfers_run_on``
+says where they run:
+
+- ``"app"`` (the default): inside the app's own task, on the worker that runs the app,
+  before and after the call (:mod:`celeriac.staging.intask`), so no file system needs to be
+  shared. A failed transfer fails the app's task; an output's DataFuture follows the app's.
+- ``"executor"``: as a task of its own on the app's executor, named ``_celeriac_stage_in``
+  / ``_celeriac_stage_out`` (Parsl's separate-task staging): a stage-in task the app
+  depends on, a stage-out task that depends on the app. The node that runs it may not be
+  the app's, so ``working_dir`` must be shared.
+- ``"orchestrator"``: as such a task in the DFK's process (the files are on its side).
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ __all__ = ["Staging", "check_storage_options"]
 class Staging:
     """Base of staging providers. The default stages nothing (both ``can_stage_*`` say no)."""
 
-    #: where transfer_in/transfer_out run: "worker" (the app's executor) or "orchestrator"
-    transfers_run_on = "worker"
+    #: where transfer_in/transfer_out run: "app" (in the app's task, on its worker),
+    #: "executor" (a task of their own on the app's executor) or "orchestrator"
+    transfers_run_on = "app"
 
     def can_stage_in(self, file) -> bool:
         """Whether this provider stages ``file`` in (usually decided by ``file.scheme``)."""
@@ -55,7 +62,8 @@ class Staging:
     def stage_in(self, dm, executor: str, file, parent_fut: Optional[Future]):
         """Prepare ``file`` (a fresh copy) for the app; return a DataFuture to wait for, or
         None. ``parent_fut`` is the DataFuture the app was given in place of a File, if any:
-        a stage-in task must wait for it."""
+        a stage-in task must wait for it. (The DataManager stages in-task transfers itself;
+        this submits ``transfer_in`` as a task of its own.)"""
         if type(self).transfer_in is Staging.transfer_in:
             return None
         file.local_path = self.local_path(dm.working_dir(executor, self), file)

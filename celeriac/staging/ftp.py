@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlparse
 from celeriac.errors import StagingError
 from celeriac.staging.base import Staging
 
-__all__ = ["FTPStaging"]
+__all__ = ["FTPStaging", "FTPInTaskStaging", "FTPSeparateTaskStaging"]
 
 BLOCK = 1 << 16
 
@@ -72,6 +72,20 @@ class FTPStaging(Staging):
 
     def __repr__(self):
         return "FTPStaging()"
+
+
+#: Parsl's name: transfers in the app's task, where it runs (FTPStaging's default)
+FTPInTaskStaging = FTPStaging
+
+
+class FTPSeparateTaskStaging(FTPStaging):
+    """Parsl's separate-task variant: each transfer is a task of its own on the app's
+    executor, so the executor's ``working_dir`` must be shared."""
+
+    transfers_run_on = "executor"
+
+    def __repr__(self):
+        return "FTPSeparateTaskStaging()"
 
 
 def _connect(url: str, timeout: float) -> ftplib.FTP:

@@ -14,7 +14,7 @@ from typing import Optional
 from celeriac.errors import StagingError
 from celeriac.staging.base import Staging
 
-__all__ = ["HTTPStaging", "download"]
+__all__ = ["HTTPStaging", "HTTPInTaskStaging", "HTTPSeparateTaskStaging", "download"]
 
 CHUNK = 1 << 20
 
@@ -45,6 +45,20 @@ class HTTPStaging(Staging):
 
     def __repr__(self):
         return f"HTTPStaging(cafile={self.cafile!r})"
+
+
+#: Parsl's name: downloads in the app's task, where it runs (HTTPStaging's default)
+HTTPInTaskStaging = HTTPStaging
+
+
+class HTTPSeparateTaskStaging(HTTPStaging):
+    """Parsl's separate-task variant: each download is a task of its own on the app's
+    executor (``_celeriac_stage_in``), so the executor's ``working_dir`` must be shared."""
+
+    transfers_run_on = "executor"
+
+    def __repr__(self):
+        return f"HTTPSeparateTaskStaging(cafile={self.cafile!r})"
 
 
 def download(url: str, path: str, cafile: Optional[str] = None, timeout: float = 60.0) -> int:

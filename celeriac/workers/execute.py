@@ -37,6 +37,7 @@ class Call:
     stdout: object = None        # bash apps: path, (path, mode) or None
     stderr: object = None
     outputs: tuple = ()          # bash apps: Files that must exist afterwards
+    staging: object = None       # a celeriac.staging.intask.StagePlan: transfers around the app
 
 
 @dataclass
@@ -110,8 +111,23 @@ def run_call(func, call: Call, isolate_walltime: bool = True):
     """Run ``call`` and return its result.
 
     Raises:
-        AppFailed: the app (or its bash command) failed; ``.failure`` says how.
+        AppFailed: the app (or its bash command), or the staging of its files, failed;
+            ``.failure`` says how.
     """
+    if call.staging is not None:  # in-task staging: the transfers run here, around the app
+        from celeriac.staging.intask import run_staged
+        try:
+            return run_staged(_run_app, func, call, isolate_walltime)
+        except AppFailed:
+            raise
+        except BaseException as e:
+            if stops_the_worker(e):
+                raise
+            raise AppFailed(Failure.capture(e, skip_frames=1, app_name=call.name)) from None
+    return _run_app(func, call, isolate_walltime)
+
+
+def _run_app(func, call: Call, isolate_walltime: bool):
     if call.kind == "bash":
         from celeriac.workers.bash import run_bash
         return run_bash(func, call)

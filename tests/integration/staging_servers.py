@@ -1,5 +1,9 @@
 """Real file servers on 127.0.0.1 for the staging tests: HTTP, HTTPS (a self-signed
-certificate made here) and FTP (pyftpdlib), each serving a directory, in threads."""
+certificate made here) and FTP (pyftpdlib), each serving a directory, in threads.
+
+pyftpdlib is built on asyncore/asynchat, which left the standard library in Python 3.12;
+its 2.2 release (setup.cfg's floor) declares the ``pyasyncore``/``pyasynchat`` backports
+for 3.12+, and on 3.11 a fresh ``pip install pyftpdlib>=2.2`` serves files as it is."""
 
 from __future__ import annotations
 
@@ -93,22 +97,26 @@ def self_signed_cert(directory: Path) -> tuple:
 
 
 class FTPFiles:
-    """A pyftpdlib server of ``root`` for one user (read and write), on a free port."""
+    """A pyftpdlib server of ``root`` for one user (read and write), on a free port; with
+    ``anonymous=True`` also for anonymous readers, and ``url`` names no user."""
 
     USER, PASSWORD = "alice", "ftp-pw-4d9a"
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, anonymous: bool = False):
         from pyftpdlib.authorizers import DummyAuthorizer
         from pyftpdlib.handlers import FTPHandler
         from pyftpdlib.servers import ThreadedFTPServer
 
         authorizer = DummyAuthorizer()
         authorizer.add_user(self.USER, self.PASSWORD, str(root), perm="elradfmwMT")
+        if anonymous:
+            authorizer.add_anonymous(str(root))
         handler = type("Handler", (FTPHandler,), {"authorizer": authorizer,
                                                    "passive_ports": None})
         self.server = ThreadedFTPServer(("127.0.0.1", 0), handler)
         self.port = self.server.socket.getsockname()[1]
-        self.url = f"ftp://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}"
+        self.url = (f"ftp://127.0.0.1:{self.port}" if anonymous else
+                    f"ftp://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}")
         self.thread = threading.Thread(target=self.server.serve_forever,
                                        kwargs={"timeout": 0.2}, daemon=True)
         self.thread.start()

@@ -405,3 +405,35 @@ def test_a_workflow_downloads_over_http_runs_on_a_celery_worker_and_rsyncs_outpu
                      "count_lines"]
     log = (Path(dfk.run_dir) / "celeriac.log").read_text()
     assert "_celeriac_stage_in: http://127.0.0.1" in log and "_celeriac_stage_out" in log
+
+
+class CopyAfter(Staging):
+    """Parsl's in-task shape for outputs: ``replace_task_stage_out`` wraps the app in code
+    that copies its output to the URL's path once the app returns."""
+
+    def can_stage_out(self, file):
+        return file.scheme == "copy"
+
+    def stage_out(self, dm, executor, file, app_fu):
+        file.local_path = os.path.join(dm.dfk.executors[executor].working_dir, file.filename)
+        return None
+
+    def replace_task_stage_out(self, dm, executor, file, func):
+        def wrapper(*args, **kwargs):
+            result = func(*args, **kwargs)
+            shutil.copy(file.local_path, file.path)
+            return result
+        return wrapper
+
+
+@bash_app
+def shout(text, outputs=()):
+    return f"echo {text} > {outputs[0]}"
+
+
+def test_a_parsl_style_stage_out_wrapper_runs_after_a_bash_apps_command(load, tmp_path):
+    os.makedirs(tmp_path / "worker", exist_ok=True)
+    load([CopyAfter()])
+    fut = shout("wrapped", outputs=[File(f"copy://host{tmp_path}/kept.txt")])
+    assert fut.result() == 0
+    assert (tmp_path / "kept.txt").read_text() == "wrapped\n"
