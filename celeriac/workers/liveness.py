@@ -242,6 +242,8 @@ class LiveWorker:
     ready: bool
     stopped_for: float | None = None       # seconds it (or a process running a task) is stopped
     stopped_tasks: tuple | None = None     # the tasks held up; None: all it holds
+    supervisor: str | None = None          # the `celeriac worker` process that started it
+    max_slots: int | None = None           # slots its supervisor may grow to (autoscale)
 
 
 def live_workers(client) -> list[LiveWorker]:
@@ -264,5 +266,10 @@ def live_workers(client) -> list[LiveWorker]:
             name, info.get("queue"), info.get("block"), int(info.get("slots") or 1),
             bool(info.get("ready")),
             float(stopped_for) if isinstance(stopped_for, (int, float)) else None,
-            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None))
+            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None,
+            info.get("supervisor"), _count(info.get("max_slots"))))
     return found
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
