@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class BlockManager:
         without a provider: the rounds watch for tasks that wait with no worker)."""
         if self.provider is not None:
             if self.provider.max_blocks == 0:
-                logger.warning(
+                tell_user(
                     "executor %s: its provider has max_blocks=0, so it will never start a "
                     "block; its tasks run only on workers started by hand (%s). Raise "
                     "max_blocks, or give provider=None to say that workers come by hand",
@@ -341,7 +342,7 @@ class BlockManager:
             why = (f"strategy {self._strategy!r} starts no block "
                    f"(init_blocks={self.provider.init_blocks}, "
                    f"max_blocks={self.provider.max_blocks})")
-        logger.warning(
+        tell_user(
             "executor %s: %d tasks have waited %.0fs with no worker serving its queue, and no "
             "block will start (%s). Start workers by hand: %s", self.label, load.outstanding,
             load.now - self._unserved_since, why, self.by_hand)
@@ -358,3 +359,10 @@ class BlockManager:
             left = list(self.records)
         if left:
             self.scale_in(left)
+
+
+def tell_user(message: str, *args) -> None:
+    """A warning the user must act on: to the run's log, and to stderr, where they are
+    looking (the run's log handler keeps celeriac's warnings off the console)."""
+    logger.warning(message, *args)
+    print(f"celeriac: {message % args}", file=sys.stderr, flush=True)

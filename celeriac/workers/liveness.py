@@ -100,6 +100,7 @@ class AliveBeat:
         self.info = dict(info or {})     # queue, block, slots: the same for all its workers
         self.ready: set[str] = set()     # workers that have connected to the broker
         self.running: dict[str, set] = {}
+        self.requests: list[str] = []    # pool requests its workers relayed (workers.pool)
         self.pids: dict[str, dict] = {}  # worker -> {task id: pid of the process running it}
         self._partial: dict[str, bytes] = {}
         self._stopped_since: dict[str, float] = {}  # worker -> monotonic time first seen stopped
@@ -127,6 +128,8 @@ class AliveBeat:
                 pids.pop(task_id, None)
             elif line == READY_NOTE.decode():
                 self.ready.add(name)
+            elif line[:1] == "!":
+                self.requests.append(line[1:])
 
     def stopped(self, name: str, pid: int, now: float | None = None):
         """``(seconds, task ids or None)`` if worker ``name`` (process ``pid``) or a process
@@ -202,6 +205,11 @@ class RunningNotes:
             os.write(self.fd, sign + task_id.encode() + pid + b"\n")
         except (BlockingIOError, OSError):
             pass  # a full pipe: the held list still names the task within a second
+
+    def ask(self, request: str) -> None:
+        """Relay a pool request to the supervisor (see celeriac.workers.pool)."""
+        if self.fd is not None:
+            os.write(self.fd, b"!" + request.encode() + b"\n")
 
 
 def held_task_ids() -> list:

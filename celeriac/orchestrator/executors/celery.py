@@ -183,9 +183,11 @@ class CeleryExecutor(Executor):
             slots_per_node=self._slots_per_node(), strategy=getattr(config, "strategy", "simple"),
             max_idletime=getattr(config, "max_idletime", 120.0),
             start_timeout=self.worker_start_timeout, record=self._record_block)
-        if self.provider is None:
-            logger.info("executor %s has no provider: its tasks run on workers started by "
-                        "hand: %s", self.label, self._by_hand_command())
+        if self.provider is None:  # the user starts the workers: say how, where they look
+            text = (f"run {context.run_id}: executor {self.label!r} has no provider; start "
+                    f"its workers by hand:\n    {self._by_hand_command()}")
+            logger.info("%s", text)
+            print(f"celeriac: {text}", file=sys.stderr, flush=True)
         self._blocks.start(getattr(config, "strategy_period", 5))
 
     # ----------------------------------------------------------------- blocks
@@ -288,7 +290,8 @@ class CeleryExecutor(Executor):
         return _tail(path)
 
     def _by_hand_command(self) -> str:
-        run_file = self._run_file
+        """What a user runs to serve this queue (the run file as its blocks see it)."""
+        run_file = self._run_file if self._remote else os.path.abspath(self._run_file)
         return f"celeriac worker --run-file {shlex.quote(run_file)} --executor {self.label}"
 
     def _slots_per_node(self) -> int:
