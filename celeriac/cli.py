@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
 from celeriac.errors import CeleriacError, ConfigurationError
@@ -27,6 +28,12 @@ def main(argv=None) -> int:
     w.add_argument("--processes", "--max-workers-per-node", dest="processes", type=int,
                    help="at most this many worker processes (default: as many as the "
                         "node's cores, memory and accelerators allow)")
+    w.add_argument("--autoscale", metavar="MAX,MIN",
+                   help="run between MIN (default 1) and MAX worker processes, growing as "
+                        "tasks queue; Flower's autoscale control changes the range")
+    w.add_argument("--autoscale-keepalive", type=float, default=30.0, metavar="SECONDS",
+                   help="autoscale stops a process once the queue has wanted fewer for "
+                        "this long (default 30)")
     w.add_argument("--cores-per-worker", type=float, default=1.0,
                    help="cores each worker process needs (default 1)")
     w.add_argument("--mem-per-worker", type=float, help="GB of memory each worker needs")
@@ -127,6 +134,7 @@ def _worker(args) -> int:
         placement = Placement(args.processes, args.cores_per_worker, args.mem_per_worker,
                               [a for a in args.accelerators.split(",") if a],
                               args.cpu_affinity)  # before the broker: a bad fit needs none
+        pool = _pool_size(args, placement)
     broker, key, run_id = _resolve(args, need_key=True)
     if args.child:
         run_worker(broker, key, run_id, args.executor, pool=args.pool,
@@ -140,12 +148,29 @@ def _worker(args) -> int:
         env["CELERIAC_KEY"] = key.decode()
         args.run_id = run_id
     info = {"queue": queue_name(run_id, args.executor), "block": args.block,
-            "slots": args.concurrency}
-    print(f"celeriac worker: {placement.count} worker processes for {info['queue']}",
+            "slots": args.concurrency, "supervisor": f"{socket.gethostname()}:{os.getpid()}"}
+    scaling = (f" (autoscale max={pool.autoscale[0]} min={pool.autoscale[1]})"
+               if pool.autoscale else "")
+    print(f"celeriac worker: {pool.processes} worker processes{scaling} for {info['queue']}",
           file=sys.stderr, flush=True)
-    return supervise(placement.count, lambda i, gen: child_command(args, i, gen, placement),
+    return supervise(pool.processes, lambda i, gen: child_command(args, i, gen, placement),
                      env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
-                     key=key)
+                     key=key, pool=pool)
+
+
+def _pool_size(args, placement):
+    """The supervisor's PoolSize: the node's placement, or the --autoscale range; never more
+    processes than accelerators, when each has its own."""
+    from celeriac.workers.pool import PoolSize, parse_autoscale
+    limit = len(placement.accelerators) or None
+    if not args.autoscale:
+        return PoolSize(placement.count, limit=limit)
+    if args.processes is not None:
+        raise ConfigurationError("give --processes or --autoscale MAX,MIN, not both")
+    if args.autoscale_keepalive < 0:
+        raise ConfigurationError("--autoscale-keepalive must be seconds >= 0")
+    return PoolSize(1, autoscale=parse_autoscale(args.autoscale),
+                    keepalive=args.autoscale_keepalive, limit=limit)
 
 
 def _status(args) -> int:

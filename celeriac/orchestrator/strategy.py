@@ -3,8 +3,9 @@
 :func:`decide` is pure: it takes one executor's :class:`Load` and its provider's
 :class:`Limits` and returns a :class:`Decision` (start k blocks, cancel these blocks, or
 nothing). :func:`judge_block` is pure too: it says whether a block has failed to start.
-:class:`ScalingLoop` is the thin thread that calls an executor's ``strategize()`` every
-``strategy_period`` seconds; the executor gathers the inputs and applies the decisions.
+:class:`ScalingLoop` is the thin thread that calls a block manager's ``strategize()`` every
+``strategy_period`` seconds; the block manager (:mod:`celeriac.orchestrator.blocks`) gathers
+the inputs and applies the decisions.
 
 Strategies (Parsl's names):
 
@@ -78,7 +79,8 @@ class Load:
     Attributes:
         outstanding: tasks sent to the executor that have not finished.
         blocks: its blocks that have not ended.
-        other_slots: slots of live workers on its queue that no block of it started (by hand).
+        other_slots: slots of live workers on its queue that no block of it started (by hand;
+            an autoscaling worker counts as its maximum): ``blocks.Capacity.by_hand``.
         slots_per_node: slots one node is expected to bring (before its workers connect).
         idle_since: when the executor last had a task outstanding (``time.monotonic()``).
         now: the current ``time.monotonic()``.
@@ -165,7 +167,7 @@ def decide(strategy: Optional[str], load: Load, limits: Limits,
 
 @dataclass
 class BlockRecord:
-    """What an executor remembers about one block it submitted."""
+    """What a block manager remembers about one block it submitted."""
 
     id: str
     job_id: str

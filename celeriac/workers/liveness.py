@@ -100,6 +100,7 @@ class AliveBeat:
         self.info = dict(info or {})     # queue, block, slots: the same for all its workers
         self.ready: set[str] = set()     # workers that have connected to the broker
         self.running: dict[str, set] = {}
+        self.requests: list[str] = []    # pool requests its workers relayed (workers.pool)
         self.pids: dict[str, dict] = {}  # worker -> {task id: pid of the process running it}
         self._partial: dict[str, bytes] = {}
         self._stopped_since: dict[str, float] = {}  # worker -> monotonic time first seen stopped
@@ -127,6 +128,8 @@ class AliveBeat:
                 pids.pop(task_id, None)
             elif line == READY_NOTE.decode():
                 self.ready.add(name)
+            elif line[:1] == "!":
+                self.requests.append(line[1:])
 
     def stopped(self, name: str, pid: int, now: float | None = None):
         """``(seconds, task ids or None)`` if worker ``name`` (process ``pid``) or a process
@@ -203,6 +206,11 @@ class RunningNotes:
         except (BlockingIOError, OSError):
             pass  # a full pipe: the held list still names the task within a second
 
+    def ask(self, request: str) -> None:
+        """Relay a pool request to the supervisor (see celeriac.workers.pool)."""
+        if self.fd is not None:
+            os.write(self.fd, b"!" + request.encode() + b"\n")
+
 
 def held_task_ids() -> list:
     """Ids of the tasks this worker process has reserved or is running."""
@@ -242,6 +250,8 @@ class LiveWorker:
     ready: bool
     stopped_for: float | None = None       # seconds it (or a process running a task) is stopped
     stopped_tasks: tuple | None = None     # the tasks held up; None: all it holds
+    supervisor: str | None = None          # the `celeriac worker` process that started it
+    max_slots: int | None = None           # slots its supervisor may grow to (autoscale)
 
 
 def live_workers(client) -> list[LiveWorker]:
@@ -264,5 +274,10 @@ def live_workers(client) -> list[LiveWorker]:
             name, info.get("queue"), info.get("block"), int(info.get("slots") or 1),
             bool(info.get("ready")),
             float(stopped_for) if isinstance(stopped_for, (int, float)) else None,
-            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None))
+            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None,
+            info.get("supervisor"), _count(info.get("max_slots"))))
     return found
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -21,6 +21,7 @@ import time
 
 from celeriac.errors import ConfigurationError
 from celeriac.orchestrator.processes import die_with_parent
+from celeriac.workers.pool import PoolSize, demand, serve_remote_control
 from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
+    serve_remote_control(state.running)  # pool_grow/shrink/autoscale: asks the supervisor
     heartbeat = HeldTasks(redis_client(broker_url), hostname, also=transport.retry_acks).start()
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
@@ -68,10 +70,13 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
 
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
-              run_id: str, idle_timeout: float = 0, key: bytes | None = None) -> int:
+              run_id: str, idle_timeout: float = 0, key: bytes | None = None,
+              pool: PoolSize | None = None) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
-    ``info`` (queue, block, slots) goes into each worker's alive key.
+    ``info`` (queue, block, slots) goes into each worker's alive key. ``pool``, if given,
+    sizes the pool instead of ``processes``, as remote control and autoscale ask
+    (:func:`resize_pool`).
 
     A worker that dies within ``QUICK_EXIT`` seconds of starting, three times running, is
     broken (bad environment, unreachable broker): give up with exit code 1 rather than loop.
@@ -92,6 +97,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     pipes: dict[str, int] = {}  # worker name -> read end of its running-tasks pipe
     generation = 0
     quick_exits = 0
+    pool = pool or PoolSize(processes)
+    retiring: set[int] = set()  # processes stopped to shrink the pool: not restarted
 
     def start(i: int) -> None:
         nonlocal generation
@@ -114,7 +121,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for i in range(processes):
+    for i in range(pool.processes):
         start(i)
     last_beat = 0.0
     while True:
@@ -124,12 +131,21 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         if alive and time.monotonic() - last_beat >= INTERVAL:
             beat.beat(alive)  # also says which of them are stopped (SIGSTOP, a debugger)
             last_beat = time.monotonic()
+            if not stopping:
+                resize_pool(pool, client, beat, children, retiring, start)
             if not stopping and orphan.expired(beat.busy(alive)):
                 logger.warning("run %s: no orchestrator for %.0fs and no task running; "
                                "stopping its workers (idle timeout)", run_id, idle_timeout)
                 stop(signal.SIGTERM, None)
         for i, (proc, started, name) in list(children.items()):
             if proc.poll() is None or stopping:
+                continue
+            if i in retiring:  # stopped to shrink the pool, and done
+                retiring.discard(i)
+                del children[i]
+                beat.read(name, pipes[name])
+                os.close(pipes.pop(name))
+                beat.forget([name])
                 continue
             beat.read(name, pipes[name])  # what it wrote before it died
             deaths.record(client, name, proc.returncode, beat.running.get(name, ()))
@@ -155,6 +171,28 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         time.sleep(0.1)
 
 
+def resize_pool(pool: PoolSize, client, beat, children: dict, retiring: set, start) -> None:
+    """Start or stop worker processes so the pool has the size that its workers' requests
+    (relayed in ``beat.requests``) and, when autoscaling, the queue ask for. Processes
+    stopped to shrink go idle ones first, newest first; they finish the task they run."""
+    while beat.requests:
+        pool.request(beat.requests.pop(0))
+    slots = int(beat.info.get("slots") or 1)
+    current = {i: name for i, (proc, _t, name) in children.items()
+               if i not in retiring and proc.poll() is None}
+    if pool.autoscale is not None:
+        pool.follow(demand(client, beat.info.get("queue"), list(current.values()), slots))
+    beat.info["max_slots"] = pool.max_slots(slots)
+    for _ in range(pool.processes - len(current)):
+        start(min(set(range(len(children) + 1)) - set(children)))
+    extra = len(current) - pool.processes
+    if extra > 0:
+        order = sorted(current, key=lambda i: (bool(beat.running.get(current[i])), -i))
+        for i in order[:extra]:
+            retiring.add(i)
+            children[i][0].send_signal(signal.SIGTERM)  # warm: its task finishes first
+
+
 def child_command(args, i: int, generation: int, placement: "Placement") -> tuple[list[str], str]:
     """The command line and node name of worker process ``i`` (secrets stay in the run file
     or the environment)."""
@@ -166,9 +204,9 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
            "--prefetch-multiplier", str(args.prefetch_multiplier),
            "--loglevel", args.loglevel, "--hostname", name]
     if placement.accelerators:
-        cmd += ["--accelerator", placement.accelerators[i]]
-    if placement.cpus:
-        cmd += ["--cpus", ",".join(map(str, placement.cpus[i]))]
+        cmd += ["--accelerator", placement.accelerators[i % len(placement.accelerators)]]
+    if placement.cpus:  # a pool grown past the node's placement shares its cores
+        cmd += ["--cpus", ",".join(map(str, placement.cpus[i % len(placement.cpus)]))]
     if args.run_file:
         cmd += ["--run-file", args.run_file]
     if args.run_id:

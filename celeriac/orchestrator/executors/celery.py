@@ -1,43 +1,32 @@
 """CeleryExecutor: apps run as Celery tasks on this executor's own queue, served by workers
 that its provider starts in blocks (or that users start by hand with ``celeriac worker``).
 
-Every ``strategy_period`` seconds a scaling thread looks at the executor's outstanding tasks,
-its blocks (from the provider) and the workers alive on its queue (from their heartbeats on
-the broker), reports blocks that fail to start, and applies the strategy's decision
-(:mod:`celeriac.orchestrator.strategy`).
+The executor sends work and says what command a block runs; its
+:class:`~celeriac.orchestrator.blocks.BlockManager` starts, watches, scales and cancels the
+blocks, and counts the slots serving the queue.
 """
 
 from __future__ import annotations
 
 import glob
-import itertools
 import logging
 import os
 import shlex
 import sys
-import threading
-import time
 
-import redis
-
-from celeriac.errors import ConfigurationError, ExecutorError, ProviderError, SubmitException
+from celeriac.errors import ConfigurationError, SubmitException
 from celeriac.option_checks import OptionChecks
 from celeriac.orchestrator import parsl_options as parsl
-from celeriac.orchestrator import strategy
+from celeriac.orchestrator.blocks import BlockManager
 from celeriac.orchestrator.executors.base import Executor
-from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
+from celeriac.orchestrator.strategy import BlockRecord
 from celeriac.private_files import private_dir
-from celeriac.providers.base import JobState
 from celeriac.staging.base import check_storage_options
 from celeriac.workers.main import CPU_AFFINITIES
 from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
 
-#: After this many blocks in a row fail to start, the executor's tasks fail.
-MAX_BLOCK_FAILURES = 3
-#: While tasks wait with no worker on the queue and no block to come, say so this often (s).
-UNSERVED_WARNING_EVERY = 60.0
 #: Celery pools a celeriac worker can run (gevent/eventlet need monkey-patching celeriac
 #: does not do, and are usually not installed).
 POOLS = ("solo", "prefork", "threads")
@@ -130,23 +119,11 @@ class CeleryExecutor(Executor):
         self.worker_start_timeout = worker_start_timeout
         self.worker_idle_timeout = worker_idle_timeout
         self._validate()
-        self._lock = threading.RLock()
         self._new_run()
 
     def _new_run(self) -> None:
-        """Forget the blocks and state of a previous run (a Config may be loaded again)."""
-        self.blocks: dict[str, str] = {}              # block id -> job id, every block started
-        self._records: dict[str, BlockRecord] = {}
-        self._block_ids = itertools.count()
-        self._failures = 0                            # blocks in a row that failed to start
-        self._broken = None                           # set once its blocks have failed for good
-        self._slots_seen = 0                          # most slots one node has brought
-        self._busy_at = 0.0
-        self._unobserved_since = None                 # since when status reads have failed
-        self._other_slots = 0                         # slots of workers no block started
-        self._unserved_since = None                   # since when tasks wait with no worker
-        self._unserved_warned = None                  # when that was last logged
-        self._loop = None
+        """Forget the blocks of a previous run (a Config may be loaded again)."""
+        self._blocks = None   # the BlockManager, from start()
         self._link = None
         self._shut = False
 
@@ -196,25 +173,22 @@ class CeleryExecutor(Executor):
         self._log_dir = os.path.join(context.run_dir, "workers")
         private_dir(self._log_dir)
         config = context.config
-        self._strategy = getattr(config, "strategy", "simple")
-        self._max_idletime = getattr(config, "max_idletime", 120.0)
-        self._busy_at = time.monotonic()
-        if self.provider is None:
-            logger.info("executor %s has no provider: its tasks run on workers started by "
-                        "hand: %s", self.label, self._by_hand_command())
-        else:
+        self._run_file = context.run_file
+        if self.provider is not None:
             self.provider.script_dir = os.path.join(context.run_dir, "submit_scripts")
             self._place_run_file()
-            if self.provider.max_blocks == 0:
-                logger.warning(
-                    "executor %s: its provider has max_blocks=0, so it will never start a "
-                    "block; its tasks run only on workers started by hand (%s). Raise "
-                    "max_blocks, or give provider=None to say that workers come by hand",
-                    self.label, self._by_hand_command())
-            self.scale_out(self.provider.init_blocks)
-        # Also without a provider: the loop watches for tasks that wait with no worker.
-        self._loop = ScalingLoop(self.strategize, getattr(config, "strategy_period", 5),
-                                 name=f"celeriac-scaling-{self.label}").start()
+        self._blocks = BlockManager(
+            self.label, self.provider, _LinkQueue(self._link, self.queue),
+            command=self.worker_command, output=self._output, by_hand=self._by_hand_command(),
+            slots_per_node=self._slots_per_node(), strategy=getattr(config, "strategy", "simple"),
+            max_idletime=getattr(config, "max_idletime", 120.0),
+            start_timeout=self.worker_start_timeout, record=self._record_block)
+        if self.provider is None:  # the user starts the workers: say how, where they look
+            text = (f"run {context.run_id}: executor {self.label!r} has no provider; start "
+                    f"its workers by hand:\n    {self._by_hand_command()}")
+            logger.info("%s", text)
+            print(f"celeriac: {text}", file=sys.stderr, flush=True)
+        self._blocks.start(getattr(config, "strategy_period", 5))
 
     # ----------------------------------------------------------------- blocks
 
@@ -232,7 +206,6 @@ class CeleryExecutor(Executor):
     def _place_run_file(self) -> None:
         """Where the blocks' workers read the run's secrets: the run file itself on this
         host; a copy (mode 0600) in the channel's script_dir on a remote host."""
-        self._run_file = self._context.run_file
         self._remote_dir = None
         if self._remote:
             # A directory of this run's own (created 0700): runs sharing a script_dir never
@@ -269,157 +242,26 @@ class CeleryExecutor(Executor):
         return os.path.join(self._remote_dir or self._log_dir, f"{self.label}-block{block}.log")
 
     @property
+    def blocks(self) -> dict:
+        """Every block this run started: block id -> the provider's job id."""
+        return dict(self._blocks.blocks) if self._blocks is not None else {}
+
+    @property
     def active_blocks(self) -> list:
         """Ids of the blocks that have not ended (queued, starting or running)."""
-        with self._lock:
-            return [b.id for b in self._records.values() if not b.ended]
+        return self._blocks.active if self._blocks is not None else []
+
+    @property
+    def capacity(self):
+        """The task slots serving this executor's queue, as the strategy last saw them
+        (:class:`~celeriac.orchestrator.blocks.Capacity`)."""
+        return self._blocks.capacity if self._blocks is not None else None
 
     def _record_block(self, block: str, state: str, job_id=None) -> None:
         """Tell the run database (when the run has one) what became of a block."""
-        database = getattr(getattr(self, "_context", None), "monitoring", None)
+        database = self._context.monitoring
         if database is not None:
             database.block(self.label, block, state, job_id)
-
-    def scale_out(self, blocks: int = 1) -> list:
-        """Ask the provider for more blocks; returns the job ids it gave.
-
-        A provider that refuses (ProviderError, ScaleOutFailed) is reported in the log and
-        counts as a block that failed to start; no exception reaches the caller.
-        """
-        started = []
-        with self._lock:
-            for _ in range(blocks):
-                if self._shut or self._broken is not None:
-                    break
-                block = str(next(self._block_ids))
-                try:
-                    job_id = self.provider.submit(self.worker_command(block), 1,
-                                                  job_name=f"celeriac.{self.label}.block{block}")
-                except ProviderError as e:
-                    self._block_failed(block, f"the provider could not start it: {e}")
-                    break
-                self.blocks[block] = job_id
-                self._records[block] = BlockRecord(block, job_id, time.monotonic())
-                self._record_block(block, "submitted", job_id)
-                logger.info("executor %s: block %s submitted as job %s", self.label, block,
-                            job_id)
-                started.append(job_id)
-        return started
-
-    def scale_in(self, block_ids) -> list:
-        """Cancel these blocks through the provider; returns the provider's answers.
-
-        A block counts as cancelled only once the provider accepted the cancel; a refusal
-        (scheduler or channel down) is logged, and the block is cancelled again later.
-        Blocks that ended are skipped, except FAILED ones: they may still sit in the queue in
-        an error state (Grid Engine's Eqw, Slurm's SPECIAL_EXIT)."""
-        with self._lock:
-            records = [r for r in (self._records.get(b) for b in block_ids)
-                       if r is not None and not r.cancelled
-                       and (not r.ended or r.state is JobState.FAILED)]
-            if not records:
-                return []
-            logger.info("executor %s: cancelling blocks %s", self.label,
-                        [r.id for r in records])
-            try:
-                answers = self.provider.cancel([r.job_id for r in records])
-            except ProviderError as e:
-                logger.error("executor %s: could not cancel blocks %s: %s", self.label,
-                             [r.id for r in records], e)
-                return []
-            for record in records:
-                record.cancelled = True
-                self._record_block(record.id, "cancelled")
-            return answers
-
-    def strategize(self) -> None:
-        """One scaling round: read the blocks and workers, report failures, then scale."""
-        with self._lock:
-            if self._shut:
-                return
-            now = time.monotonic()
-            try:
-                self._observe(now)
-                self._unobserved_since = None
-            except (ProviderError, redis.exceptions.RedisError) as e:
-                # The scheduler or the broker is not answering: judge nothing on stale data,
-                # but do not wait for ever either.
-                logger.warning("executor %s: cannot read its blocks' state this round: %s",
-                               self.label, e)
-                self._unobserved_since = self._unobserved_since or now
-                if (self.worker_start_timeout and self._broken is None
-                        and now - self._unobserved_since >= self.worker_start_timeout):
-                    self._failures = MAX_BLOCK_FAILURES - 1
-                    self._block_failed("(all)", (
-                        f"the state of its blocks could not be read for "
-                        f"{now - self._unobserved_since:.0f}s (worker_start_timeout): {e}"))
-                return
-            for record in list(self._records.values()):
-                self._judge(record, now)
-            if self._broken is not None or self._shut:
-                return
-            load = self._load(now)
-            decision = (strategy.decide(self._strategy, load, Limits.of(self.provider),
-                                        self._max_idletime)
-                        if self.provider is not None else strategy.NOTHING)
-            self._warn_if_unserved(load, decision)
-            if decision.scale_out:
-                logger.info("executor %s: starting %d blocks (%s)", self.label,
-                            decision.scale_out, decision.why)
-                self.scale_out(decision.scale_out)
-            elif decision.scale_in:
-                logger.info("executor %s: scaling in (%s)", self.label, decision.why)
-                self.scale_in(decision.scale_in)
-
-    def _observe(self, now: float) -> None:
-        """Update each live block's state from the provider and its slots from heartbeats."""
-        from celeriac.workers.liveness import live_workers
-        live = [r for r in self._records.values() if not r.ended]
-        if live:
-            for record, status in zip(live, self.provider.status([r.job_id for r in live])):
-                record.state = status.state
-                record.status = status
-                if status.state is JobState.RUNNING and record.running_since is None:
-                    record.running_since = now
-                    self._record_block(record.id, "running")
-        workers = [w for w in live_workers(self._link.client) if w.queue == self.queue]
-        self._other_slots = sum(w.slots for w in workers if w.block not in self._records)
-        for record in live:
-            mine = [w for w in workers if w.block == record.id]
-            record.slots = sum(w.slots for w in mine)
-            if any(w.ready for w in mine) and not record.ready:
-                record.ready = True
-                self._failures = 0
-                self._slots_seen = max(self._slots_seen,
-                                       record.slots // max(1, self.provider.nodes_per_block))
-                logger.info("executor %s: block %s connected with %d slots", self.label,
-                            record.id, record.slots)
-
-    def _judge(self, record: BlockRecord, now: float) -> None:
-        if record.ended:
-            return
-        verdict = strategy.judge_block(record, now, self.worker_start_timeout)
-        status = record.status
-        if record.state.terminal:
-            record.ended = True
-            self._record_block(record.id, "failed" if record.state is JobState.FAILED
-                               else "ended")
-            if verdict is None and not record.cancelled:
-                logger.warning("executor %s: block %s (job %s) ended: %s", self.label,
-                               record.id, record.job_id, record.state.name)
-        if verdict == "ended":
-            code = status.exit_code if status is not None else None
-            self._block_failed(record.id, (
-                f"its job {record.job_id} ended ({record.state.name}, exit code {code}) before "
-                f"any worker connected. Its output ends with:\n{self._output(record)}"))
-        elif verdict == "no workers":
-            self._block_failed(record.id, (
-                f"its job {record.job_id} has been running for "
-                f"{now - record.running_since:.0f}s (worker_start_timeout) but none of its "
-                "workers connected to the broker; is the broker reachable from the nodes, and "
-                f"does worker_init start the worker? Its output ends with:\n"
-                f"{self._output(record)}"))
-            self.scale_in([record.id])
 
     def _output(self, record: BlockRecord) -> str:
         status = record.status
@@ -447,62 +289,14 @@ class CeleryExecutor(Executor):
                 return ""
         return _tail(path)
 
-    def _block_failed(self, block: str, why: str) -> None:
-        self._failures += 1
-        logger.error("executor %s: block %s failed to start (%d in a row): %s", self.label,
-                     block, self._failures, why)
-        if self._failures >= MAX_BLOCK_FAILURES and self._broken is None:
-            self._broken = ExecutorError(self.label, (
-                f"{self._failures} blocks in a row failed to start, so the tasks sent to it "
-                f"cannot run. The last, block {block}: {why}"))
-            self._link.fail_all(self._broken, queue=self.queue)
-            # nothing will run here any more: give back the blocks still queued or running
-            self.scale_in(list(self._records))
-
-    def _warn_if_unserved(self, load: Load, decision) -> None:
-        """Log, every ``UNSERVED_WARNING_EVERY`` seconds, while tasks wait with no worker on
-        the queue and no block started or coming (max_blocks=0, no provider, strategy
-        'none' with init_blocks=0): such a run would otherwise wait in silence."""
-        if not load.outstanding or load.blocks or load.other_slots or decision.scale_out:
-            self._unserved_since = None
-            return
-        self._unserved_since = self._unserved_since or load.now
-        if self._unserved_warned is not None and \
-                load.now - self._unserved_warned < UNSERVED_WARNING_EVERY:
-            return
-        self._unserved_warned = load.now
-        if self.provider is None:
-            why = "it has no provider"
-        elif self.provider.max_blocks == 0:
-            why = "its provider has max_blocks=0"
-        else:
-            why = (f"strategy {self._strategy!r} starts no block "
-                   f"(init_blocks={self.provider.init_blocks}, "
-                   f"max_blocks={self.provider.max_blocks})")
-        logger.warning(
-            "executor %s: %d tasks have waited %.0fs with no worker serving its queue, and no "
-            "block will start (%s). Start workers by hand: %s", self.label, load.outstanding,
-            load.now - self._unserved_since, why, self._by_hand_command())
-
     def _by_hand_command(self) -> str:
-        run_file = getattr(self, "_run_file", None) or self._context.run_file
+        """What a user runs to serve this queue (the run file as its blocks see it)."""
+        run_file = self._run_file if self._remote else os.path.abspath(self._run_file)
         return f"celeriac worker --run-file {shlex.quote(run_file)} --executor {self.label}"
 
-    def _load(self, now: float) -> Load:
-        outstanding = self._link.outstanding(self.queue)
-        if outstanding:
-            self._busy_at = now
-        idle_since = max(self._busy_at, self._link.last_done(self.queue) or 0.0)
-        return Load(outstanding=outstanding,
-                    blocks=tuple(r.view() for r in self._records.values() if not r.ended),
-                    other_slots=self._other_slots, slots_per_node=self._slots_per_node(),
-                    idle_since=idle_since, now=now)
-
     def _slots_per_node(self) -> int:
-        """Slots a node is expected to bring before its workers connect: what nodes brought
-        before, else what the options and the provider's node size allow, else 1."""
-        if self._slots_seen:
-            return self._slots_seen
+        """Slots a node is expected to bring before any has connected: what the options and
+        the provider's node size allow, else 1."""
         limits = []
         if self.max_workers_per_node:
             limits.append(self.max_workers_per_node)
@@ -521,25 +315,49 @@ class CeleryExecutor(Executor):
     def submit(self, func, call, resource_specification: dict):
         if self._shut:
             raise SubmitException(f"executor {self.label!r} has been shut down")
-        if self._broken is not None:
-            raise self._broken
+        if self._blocks.broken is not None:
+            raise self._blocks.broken
         return self._link.submit(self.queue, func, call)
+
+    def scale_out(self, blocks: int = 1) -> list:
+        """Ask the provider for ``blocks`` more blocks (see BlockManager.scale_out)."""
+        return self._blocks.scale_out(blocks)
+
+    def scale_in(self, block_ids) -> list:
+        """Cancel these blocks (see BlockManager.scale_in)."""
+        return self._blocks.scale_in(block_ids)
 
     def shutdown(self) -> None:
         """Stop scaling, cancel every block this executor started, and close the provider's
         channel (an SSH connection must not outlive the run). Idempotent."""
-        with self._lock:
-            if self._shut:
-                return
-            self._shut = True
-        if self._loop is not None:
-            self._loop.stop()
-        with self._lock:
-            left = list(self._records)
-        if left:
-            self.scale_in(left)
+        if self._shut:
+            return
+        self._shut = True
+        if self._blocks is not None:
+            self._blocks.shutdown()
         if self._channel is not None:
             self._channel.close()
+
+
+class _LinkQueue:
+    """The executor's queue as its BlockManager sees it, through the run's CeleryLink."""
+
+    def __init__(self, link, queue: str):
+        self._link = link
+        self._queue = queue
+
+    def outstanding(self) -> int:
+        return self._link.outstanding(self._queue)
+
+    def last_done(self):
+        return self._link.last_done(self._queue)
+
+    def workers(self) -> list:
+        from celeriac.workers.liveness import live_workers
+        return [w for w in live_workers(self._link.client) if w.queue == self._queue]
+
+    def fail_all(self, error: BaseException) -> None:
+        self._link.fail_all(error, queue=self._queue)
 
 
 def _import_path() -> str:
