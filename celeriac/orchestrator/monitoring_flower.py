@@ -58,6 +58,7 @@ class TaskFeed:
         self.db_path, self.run_id, self.state = db_path, run_id, state
         self._uuid: dict[int, str] = {}       # task id -> Celery id of its last try
         self._links: dict[int, tuple] = {}    # task id -> (parent uuid, root uuid)
+        self._seen: dict[int, tuple] = {}     # task id -> (state, tries) at the last poll
         self._max_id = -1
         self._since = 0.0                     # time_finished of rows already read, at least
 
@@ -89,6 +90,10 @@ class TaskFeed:
         return ended[0] if ended else None
 
     def _put(self, tid, app, deps, submitted, launched, finished, db_state, tries, error):
+        seen = (db_state, tries)
+        if self._seen.get(tid) == seen and db_state != "launched":
+            return  # unchanged since the last poll (a launched task's links may need mending)
+        self._seen[tid] = seen
         uuid = f"{self.run_id}.{tid}.{max(tries or 0, 1)}"
         self._uuid[tid] = uuid
         self._max_id = max(self._max_id, tid)
