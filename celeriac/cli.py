@@ -187,16 +187,19 @@ def _report(args) -> int:
 
 
 def _flower(args) -> int:
+    from celeriac.orchestrator.monitoring_flower import serve
     from celeriac.workers.runfile import RunFile
-    broker = RunFile.read(args.run_file).broker_url if args.run_file else \
-        (args.broker or os.environ.get(BROKER_ENV))
-    if not broker:
-        raise ConfigurationError(f"no broker: pass --run-file, or set {BROKER_ENV}")
-    env = dict(os.environ, CELERY_BROKER_URL=broker)
-    cmd = [sys.executable, "-m", "celery", "flower", f"--port={args.port}",
-           f"--address={args.address}"]
-    os.execve(sys.executable, cmd, env)
-    return 0  # not reached
+    run_dir = None
+    if args.run_file:
+        rf = RunFile.read(args.run_file)
+        broker, run_id = rf.broker_url, args.run_id or rf.run_id
+        run_dir = os.path.dirname(os.path.abspath(args.run_file))
+    else:
+        broker = args.broker or os.environ.get(BROKER_ENV)
+        if not broker:
+            raise ConfigurationError(f"no broker: pass --run-file, or set {BROKER_ENV}")
+        run_id = args.run_id  # none: every run on the broker, until a signal
+    return serve(broker, run_id, run_dir, args.port, args.address)
 
 
 if __name__ == "__main__":

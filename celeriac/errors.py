@@ -264,15 +264,29 @@ class AppTimeout(AppException):
 
 
 class BashExitFailure(AppException):
-    """A bash app's command exited with a non-zero code."""
+    """A bash app's command exited with a non-zero code. ``stdout``/``stderr``: the paths its
+    output went to (None: not kept), named in the message."""
 
-    def __init__(self, app_name, exitcode):
-        super().__init__(app_name, exitcode)
+    def __init__(self, app_name, exitcode, stdout=None, stderr=None):
+        super().__init__(app_name, exitcode, stdout, stderr)
         self.app_name = app_name
         self.exitcode = exitcode
+        self.stdout, self.stderr = stdout, stderr
 
     def __str__(self):
-        return f"bash_app {self.app_name} failed with unix exit code {self.exitcode}"
+        return (f"bash_app {self.app_name} failed with unix exit code {self.exitcode}"
+                + log_files_text(self.stdout, self.stderr))
+
+
+def log_files_text(stdout, stderr) -> str:
+    """The sentence an app's error ends with: where its output is, or how to keep it."""
+    if stdout is None and stderr is None:
+        return ("; its output was not kept: pass stdout=celeriac.AUTO_LOGNAME (and stderr=...)"
+                " to keep it")
+    if stdout == stderr:
+        return f"; its output: {stdout}"
+    return "; " + ", ".join(f"{name}: {path}" for name, path in
+                            (("stdout", stdout), ("stderr", stderr)) if path is not None)
 
 
 class BashAppNoReturn(AppException):

@@ -12,6 +12,7 @@ closed or died), not maintained row by row during the run.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sqlite3
 import struct
@@ -88,6 +89,8 @@ _SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _MOVES, _WR
 #: an unfinished plain task's row waits this long (seconds) after its last change before it
 #: is written, so a task that ends meanwhile costs one write, not one per state
 HOLD_SECONDS = 1.0
+#: the writer's niceness: below the orchestrator, workers and broker of a busy machine
+NICE = 10
 
 
 def create_indexes(conn) -> None:
@@ -220,7 +223,11 @@ class _Writer:
 
 def serve(path: str) -> None:
     """The writer process: read pickled batches from stdin until it closes, writing each;
-    then build the indexes."""
+    then build the indexes. It runs niced: the run's own processes come first."""
+    try:
+        os.nice(NICE)
+    except OSError:  # not allowed here: run at the normal priority
+        pass
     conn = sqlite3.connect(path, timeout=60)
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL: the file survives a crash of celeriac
     writer, stream = _Writer(), sys.stdin.buffer

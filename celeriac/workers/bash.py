@@ -13,6 +13,7 @@ from celeriac.errors import (
     BashAppNoReturn,
     BashExitFailure,
     MissingOutputs,
+    log_files_text,
 )
 from celeriac.private_files import is_private_dir, private_dir, private_file
 from celeriac.workers.execute import AppFailed, Call, Failure, stops_the_worker
@@ -57,17 +58,26 @@ def run_bash(func, call: Call) -> int:
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         raise AppFailed(Failure(AppTimeout(
-            f"[{call.name}] App exceeded walltime: {call.walltime} seconds"), "")) from None
+            f"[{call.name}] App exceeded walltime: {call.walltime} seconds"
+            + log_files_text(_path(call.stdout), _path(call.stderr))), "")) from None
     except BaseException:
         _kill_group(proc)
         raise
     if returncode != 0:
-        raise AppFailed(Failure(BashExitFailure(call.name, returncode), ""))
+        raise AppFailed(Failure(BashExitFailure(call.name, returncode, _path(call.stdout),
+                                                _path(call.stderr)), ""))
     missing = [f.filepath for f in call.outputs if not os.path.exists(f.filepath)]
     if missing:
         raise AppFailed(Failure(MissingOutputs(
             f"bash_app {call.name} exited 0 but did not create these outputs", missing), ""))
     return returncode
+
+
+def _path(spec):
+    """The path of a bash app's stdout/stderr target (a path or a (path, mode) tuple)."""
+    if isinstance(spec, tuple):
+        spec = spec[0] if spec else None
+    return None if spec is None else os.path.abspath(os.fspath(spec))
 
 
 def _open_stream(spec, name: str):
