@@ -40,8 +40,8 @@ class RunContext:
         with self._lock:
             if self._link is None:
                 from celeriac.orchestrator.link import CeleryLink
-                from celeriac.workers.payload import new_key
-                from celeriac.workers.runfile import RunFile
+                from celeriac.wire.payload import new_key
+                from celeriac.wire.runfile import RunFile
                 url = self.config.broker
                 if url is None:
                     from celeriac.orchestrator.broker import EmbeddedRedis

@@ -7,7 +7,7 @@
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
   back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches;
-  tasks held up by a stopped worker run on another (celeriac.orchestrator.recovery); after a
+  tasks held up by a stopped worker run on another (celeriac.wire.redis_recovery); after a
   broker restart, only the tasks it lost are relaunched; and the run's own heartbeat key is
   refreshed, so workers can tell when the run is gone.
 """
@@ -37,13 +37,12 @@ from celeriac.errors import (
     UntrustedPayload,
     WorkerLost,
 )
-from celeriac.orchestrator import recovery
 from celeriac.orchestrator.runlog import carry
-from celeriac.workers import deaths, payload
-from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
-from celeriac.workers.backend import redis_client
-from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
-from celeriac.workers.runfile import RUNS_KEY, results_key
+from celeriac.wire import deaths, payload
+from celeriac.wire import redis_recovery as recovery
+from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
+from celeriac.wire.message import CONTENT_TYPE, TASK_NAME
+from celeriac.wire.redis_transport import redis_client
 
 logger = logging.getLogger(__name__)
 

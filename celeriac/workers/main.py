@@ -20,14 +20,14 @@ import sys
 import time
 
 from celeriac.errors import ConfigurationError
-from celeriac.orchestrator.processes import die_with_parent
+from celeriac.processes import die_with_parent
+from celeriac.wire.keys import queue_name
+from celeriac.wire.options import CPU_AFFINITIES
 from celeriac.workers.pool import PoolSize, demand, serve_remote_control
-from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
-CPU_AFFINITIES = ("none", "block", "alternating", "block-reverse")
 
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
@@ -37,9 +37,9 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     from celery import signals
     from celery.worker.control import Panel
 
+    from celeriac.wire.redis_transport import redis_client
     from celeriac.workers import transport
     from celeriac.workers.app import make_app, state
-    from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
@@ -84,8 +84,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     seen and no task has run for that many seconds. A worker that dies when ``key`` is not
     the run's key stops them all (exit code 2): the others would only die the same way.
     """
-    from celeriac.workers import deaths
-    from celeriac.workers.backend import redis_client
+    from celeriac.wire import deaths
+    from celeriac.wire.redis_transport import redis_client
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
     from celeriac.workers.refusal import key_matches_run
 
@@ -242,7 +242,7 @@ class OrphanClock:
 
 def orchestrator_seen(client, run_id: str):
     """A ``seen()`` for :class:`OrphanClock`: is the run's heartbeat key on the broker?"""
-    from celeriac.workers.liveness import orchestrator_key
+    from celeriac.wire.keys import orchestrator_key
     key = orchestrator_key(run_id)
 
     def seen() -> bool:

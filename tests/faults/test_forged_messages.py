@@ -23,7 +23,8 @@ import celeriac
 from celeriac import Config, python_app
 from celeriac.errors import UntrustedPayload
 from celeriac.executors import CeleryExecutor
-from celeriac.workers.runfile import RunFile, queue_name, results_key
+from celeriac.wire.keys import queue_name, results_key
+from celeriac.wire.runfile import RunFile
 
 
 @python_app(executors=["byhand"])

@@ -15,7 +15,7 @@ from services import flower, get_json
 import celeriac
 from celeriac import Config, python_app
 from celeriac.executors import CeleryExecutor
-from celeriac.workers.liveness import live_workers
+from celeriac.wire.alive import live_workers
 
 pytestmark = pytest.mark.integration
 

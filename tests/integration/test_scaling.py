@@ -17,7 +17,7 @@ from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.broker import EmbeddedRedis
 from celeriac.providers import LocalProvider
 from celeriac.providers.base import ExecutionProvider, JobState
-from celeriac.workers.liveness import live_workers
+from celeriac.wire.alive import live_workers
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +239,7 @@ ORCHESTRATOR = textwrap.dedent("""
 
 @pytest.mark.timeout(120)
 def test_worker_of_a_killed_orchestrator_exits_after_its_idle_timeout(tmp_path):
-    from celeriac.workers.liveness import ORCHESTRATOR_TTL
+    from celeriac.wire.keys import ORCHESTRATOR_TTL
     broker = EmbeddedRedis(str(tmp_path / "redis")).start()  # outlives the orchestrator
     orchestrator = worker = None
     try:
