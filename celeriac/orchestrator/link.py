@@ -1,23 +1,24 @@
 """CeleryLink: one run's connection to its broker. One per DFK, shared by its Celery executors.
 
-- Sending: ``submit`` signs the call and builds the Celery (protocol 2) message in the caller's
-  thread; one sender thread pushes whatever has queued up in a single pipelined round trip
-  (one LPUSH per queue), instead of a kombu producer round trip per task.
-- Receiving: one listener thread pops the run's result list (never one subscription or poll
+The broker itself is reached through a transport (celeriac.wire.base); this module decides
+what to send and when, and what an outcome or a loss means for the run's futures.
+
+- Sending: ``submit`` signs the call and builds its task message in the caller's thread; one
+  sender thread sends whatever has queued up in a single round trip, instead of a kombu
+  producer round trip per task.
+- Receiving: one listener thread takes the run's outcomes (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
-  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches;
-  tasks held up by a stopped worker run on another (celeriac.wire.redis_recovery); after a
-  broker restart, only the tasks it lost are relaunched; and the run's own heartbeat key is
-  refreshed, so workers can tell when the run is gone.
+  back and failed with WorkerLost, which the DFK relaunches; tasks held up by a stopped
+  worker run on another (the transport's sweeper); after a broker restart, only the tasks it
+  lost are relaunched; and the run's own heartbeat is refreshed, so workers can tell when
+  the run is gone.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
-import json
 import logging
 import reprlib
 import socket
@@ -25,8 +26,6 @@ import threading
 import time
 from collections import defaultdict, deque
 from concurrent.futures import Future
-
-import redis
 
 from celeriac.errors import (
     CeleriacError,
@@ -38,11 +37,10 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator.runlog import carry
-from celeriac.wire import deaths, payload
-from celeriac.wire import redis_recovery as recovery
-from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
-from celeriac.wire.message import CONTENT_TYPE, TASK_NAME
-from celeriac.wire.redis_transport import redis_client
+from celeriac.wire import outcome, payload
+from celeriac.wire.keys import results_key
+from celeriac.wire.message import TaskMessage
+from celeriac.wire.redis_transport import RedisTransport
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +111,10 @@ class CeleryLink:
         self.run_id = run_id
         self.results_key = results_key(run_id)
         self._origin = f"{socket.gethostname()}:{run_id}"
-        self._send_client = redis_client(broker_url)
-        self._listen_client = redis_client(broker_url)
+        self.transport = RedisTransport(broker_url, run_id)
         try:
-            self._send_client.ping()
             self._register_run()
-        except redis.exceptions.RedisError as e:
+        except self.transport.errors as e:
             raise ExecutorError("celery", (
                 f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
                 "Is it running, and is the URL (and password) right?")) from None
@@ -172,8 +168,8 @@ class CeleryLink:
             self._wake.set()
         return fut
 
-    def _message(self, queue: str, items: list) -> str:
-        """One Celery protocol-2 message carrying ``items`` (calls of one app)."""
+    def _message(self, queue: str, items: list) -> TaskMessage:
+        """One task message carrying ``items`` (calls of one app)."""
         first = items[0]
         if len(items) == 1:
             celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
@@ -183,24 +179,8 @@ class CeleryLink:
             argsrepr, kwargsrepr = f"[{len(items)} calls]", "{}"
         frame = payload.sign(self.key, payload.dumps(
             (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
-        return json.dumps({
-            "body": base64.b64encode(frame).decode(),
-            "content-encoding": "binary",
-            "content-type": CONTENT_TYPE,
-            "headers": {
-                "lang": "py", "task": TASK_NAME, "id": celery_id, "shadow": first.name,
-                "eta": None, "expires": None, "group": None, "group_index": None,
-                "retries": 0, "timelimit": [None, None], "root_id": celery_id,
-                "parent_id": None, "argsrepr": argsrepr, "kwargsrepr": kwargsrepr,
-                "origin": self._origin, "ignore_result": False, "replaced_task_nesting": 0,
-                "stamped_headers": None, "stamps": {},
-            },
-            "properties": {
-                "correlation_id": celery_id, "reply_to": self.results_key,
-                "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0, "body_encoding": "base64", "delivery_tag": celery_id,
-            },
-        })
+        return TaskMessage(celery_id, first.name, frame, self.results_key, self._origin,
+                           argsrepr, kwargsrepr)
 
     def _function(self, func, name: str):
         entry = self._functions.get(func)
@@ -244,12 +224,9 @@ class CeleryLink:
         delay = 0.05
         while True:
             try:
-                pipe = self._send_client.pipeline(transaction=False)
-                for queue, messages in by_queue.items():
-                    pipe.lpush(queue, *messages)
-                pipe.execute()
+                self.transport.send(by_queue)
                 return
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
                     error = SubmitException(
                         f"could not send the task to the broker at {safe_url(self.url)} for "
@@ -264,18 +241,13 @@ class CeleryLink:
     # --------------------------------------------------------------- receiving
 
     def _listener(self) -> None:
-        client = self._listen_client
         down_since = None
         while not self._stop.is_set():
             try:
                 popped_at = time.monotonic()
-                frames = client.lpop(self.results_key, 500)
-                drained = not frames or len(frames) < 500
-                if not frames:
-                    item = client.blpop([self.results_key], timeout=1)
-                    frames = [item[1]] if item else []
+                frames, drained = self.transport.receive(500, 1)
                 down_since = None
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 if self._stop.is_set():
                     return
                 down_since = down_since or time.monotonic()
@@ -300,7 +272,7 @@ class CeleryLink:
             self._noticed(frame)
             return
         try:
-            message_id, outcomes = payload.unseal(self.key, frame)
+            message_id, outcomes = outcome.open_outcomes(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
@@ -350,7 +322,7 @@ class CeleryLink:
             return UntrustedPayload(
                 f"{said}, and left without running it. Workers must be started with this "
                 "run's key (celeriac worker --run-file <run_dir>/worker.json, or CELERIAC_KEY)")
-        return WorkerLost(deaths.explain(self._send_client, task_id) or why)
+        return WorkerLost(self.transport.death_of(task_id) or why)
 
     def _complete(self, task_id, result=None, exception=None, runtime=None) -> None:
         self._refusals.pop(task_id, None)
@@ -387,16 +359,10 @@ class CeleryLink:
         """``time.monotonic()`` when a task of ``queue`` last finished, if one has."""
         return self._last_done.get(queue)
 
-    @property
-    def client(self):
-        """A Redis client for short commands from other threads (redis-py clients are
-        thread-safe; each command takes a pooled connection)."""
-        return self._send_client
-
     # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
-        sweeper = recovery.Sweeper(self._send_client, self._describe)
+        sweeper = self.transport.sweeper(self._describe)
         server = self._server_id()
         restart = None  # (when, message ids missing) while a broker restart is checked
         while not self._stop.wait(SWEEP_INTERVAL):
@@ -411,7 +377,7 @@ class CeleryLink:
                 if not self._pending:
                     continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches))
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 logger.warning("lost-worker sweep skipped: %s", e)
                 continue
             for task_id, why in lost:
@@ -440,24 +406,20 @@ class CeleryLink:
         return {m: ids for m, ids in messages.items() if not unsent.intersection(ids)}
 
     def _server_id(self):
-        """The broker's run id: it changes when Redis restarts (and forgets its queues)."""
-        try:
-            return self._send_client.info("server").get("run_id")
-        except redis.exceptions.RedisError:
-            return None
+        """The broker's instance: it changes when the broker restarts (and may forget)."""
+        return self.transport.instance()
 
     def _register_run(self) -> None:
         """Say on the broker that this run is active (how `celeriac worker` finds it)."""
-        self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({
-            "started": time.time(), "key_check": payload.key_check(self.key, self.run_id)}))
+        self.transport.register_run({
+            "started": time.time(), "key_check": payload.key_check(self.key, self.run_id)})
         self._beat()
 
     def _beat(self) -> None:
         """Refresh the run's heartbeat: workers whose run stops beating may leave when idle."""
         try:
-            self._send_client.set(orchestrator_key(self.run_id), "1",
-                                  px=int(ORCHESTRATOR_TTL * 1000))
-        except redis.exceptions.RedisError as e:
+            self.transport.beat_run()
+        except self.transport.errors as e:
             logger.warning("orchestrator heartbeat failed: %s", e)
 
     def _broker_restarted(self):
@@ -466,10 +428,10 @@ class CeleryLink:
         checked again after ``RESTART_RECHECK`` seconds (:meth:`_recheck_restart`)."""
         try:
             self._register_run()  # a broker that lost its data forgot the run too
-        except redis.exceptions.RedisError:
+        except self.transport.errors:
             pass
         outstanding = self._outstanding()
-        found, _unacked = recovery.whereabouts(self._send_client, self._queues)
+        found, _unacked = self.transport.whereabouts(self._queues)
         missing = set(outstanding) - found
         if not missing:
             self._relaunch_lost([], len(outstanding))
@@ -487,10 +449,9 @@ class CeleryLink:
         if time.monotonic() - since < RESTART_RECHECK or self._drained_at < since:
             return since, missing, unfinished
         outstanding = self._outstanding()
-        found, unacked = recovery.whereabouts(self._send_client, self._queues)
+        found, unacked = self.transport.whereabouts(self._queues)
         lost = [m for m in missing if m in outstanding and m not in found]
-        lost = [m for m in lost if m not in unacked or recovery.take_back(self._send_client,
-                                                                          unacked[m])]
+        lost = [m for m in lost if m not in unacked or self.transport.take_back(unacked[m])]
         self._relaunch_lost(lost, unfinished)
         return None
 
@@ -515,11 +476,8 @@ class CeleryLink:
         for t in self._threads:
             t.join(timeout=5)
         try:
-            self._send_client.delete(self.results_key, *self._queues)
-            self._send_client.hdel(RUNS_KEY, self.run_id)
-            self._send_client.delete(orchestrator_key(self.run_id))
-        except redis.exceptions.RedisError:
+            self.transport.end_run(self._queues)
+        except self.transport.errors:
             pass
         self.fail_all(CeleriacError("the run was shut down before this task finished"))
-        self._send_client.close()
-        self._listen_client.close()
+        self.transport.close()

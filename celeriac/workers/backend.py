@@ -18,7 +18,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 
 from celeriac.errors import SerializationError, WorkerLost
-from celeriac.wire import payload
+from celeriac.wire import outcome, payload
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
 from celeriac.wire.redis_transport import redis_client
@@ -76,7 +76,7 @@ class ResultListBackend(BaseBackend):
                              self._failure_bytes(failure, result, traceback, request), None)]
         # The values are pickled one by one, so the orchestrator can still tell which task
         # an outcome belongs to when one value cannot be unpickled there.
-        self._push(task_id, payload.seal(state.key, (task_id, outcomes)))
+        self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes))
         return result
 
     def _push(self, task_id: str, frame: bytes) -> None:

@@ -17,7 +17,6 @@ from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.broker import EmbeddedRedis
 from celeriac.providers import LocalProvider
 from celeriac.providers.base import ExecutionProvider, JobState
-from celeriac.wire.alive import live_workers
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ def wait_until(predicate, timeout, what):
 
 
 def workers_of(ex):
-    return [w for w in live_workers(ex._link.client) if w.queue == ex.queue]
+    return [w for w in ex._link.transport.live_workers() if w.queue == ex.queue]
 
 
 def block_of(hostname):

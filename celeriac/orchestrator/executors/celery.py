@@ -353,8 +353,7 @@ class _LinkQueue:
         return self._link.last_done(self._queue)
 
     def workers(self) -> list:
-        from celeriac.wire.alive import live_workers
-        return [w for w in live_workers(self._link.client) if w.queue == self._queue]
+        return [w for w in self._link.transport.live_workers() if w.queue == self._queue]
 
     def fail_all(self, error: BaseException) -> None:
         self._link.fail_all(error, queue=self._queue)
