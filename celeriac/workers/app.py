@@ -1,4 +1,4 @@
-"""The Celery app shared by orchestrator and workers, and the one generic task.
+"""The Celery app a worker runs, and the one generic task (its name and body: wire.message).
 
 Every app call travels as the registered task ``celeriac.execute`` with ``shadow=<app name>``,
 so Flower and worker logs show the user's function name. Its body is a signed frame
