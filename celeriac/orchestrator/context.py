@@ -52,6 +52,9 @@ class RunContext:
                 RunFile(broker_url=url, key=key.decode(), run_id=self.run_id).write(self.run_file)
                 self._link = CeleryLink(url, key, self.run_id)
                 self._link.sent_events.tasks = self.tasks
+                if self.monitoring is not None:  # where each try ran, and the run's workers
+                    self._link.ran_on = self.monitoring.ran_on
+                    self.monitoring.watch_workers(self._link.client, self.run_id)
             return self._link
 
     def close(self) -> None:

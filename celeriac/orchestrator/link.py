@@ -120,6 +120,7 @@ class CeleryLink:
         self._send_client = redis_client(broker_url)
         self._listen_client = redis_client(broker_url)
         self.sent_events = SentEvents(self._send_client, self._origin, run_id)
+        self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:
             self._send_client.ping()
             self._register_run()
@@ -313,10 +314,12 @@ class CeleryLink:
             self._noticed(frame)
             return
         try:
-            message_id, outcomes = payload.unseal(self.key, frame)
+            message_id, outcomes, *worker = payload.unseal(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
+        if worker and self.ran_on is not None:
+            self.ran_on([outcome[0] for outcome in outcomes], worker[0])
         if len(outcomes) > 1 or outcomes[0][0] != message_id:
             self._batches.pop(message_id, None)  # a packed message's calls all came back
         for task_id, ok, value_bytes, runtime in outcomes:
