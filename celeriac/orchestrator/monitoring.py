@@ -18,6 +18,12 @@ row of ``tasks``; its transitions and try are derived by the views ``all_transit
 task id) are built when the run ends, so a run of a million tasks stays queryable without
 slowing the run.
 
+Where each try ran: a worker signs its name (``name@host``) into each outcome frame, and the
+link hands it here (:meth:`RunDatabase.ran_on`) before completing the future; the ``workers``
+table (host, block, executor, joined, left) comes from the workers' heartbeats on the broker,
+read every :data:`HEARTBEAT_SECONDS` and as soon as an unknown worker reports. The view
+``all_tries`` joins the two, giving each try its host and block.
+
 ``Config(monitoring=...)``: True (the default) or a Parsl ``MonitoringHub(...)`` (whose
 options, a hub address and ports for Parsl's own database server, mean nothing here) turn it
 on; False or None turn it off.
