@@ -2,7 +2,9 @@
 
 - Sending: ``submit`` signs the call and builds the Celery (protocol 2) message in the caller's
   thread; one sender thread pushes whatever has queued up in a single pipelined round trip
-  (one LPUSH per queue), instead of a kombu producer round trip per task.
+  (one LPUSH per queue), instead of a kombu producer round trip per task. While an event
+  consumer (Flower) listens, the same pipeline publishes a ``task-sent`` event per message
+  (celeriac.orchestrator.sent_events).
 - Receiving: one listener thread pops the run's result list (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
@@ -39,6 +41,7 @@ from celeriac.errors import (
 )
 from celeriac.orchestrator import recovery
 from celeriac.orchestrator.runlog import carry
+from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.workers import deaths, payload
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
@@ -116,6 +119,8 @@ class CeleryLink:
         self._origin = f"{socket.gethostname()}:{run_id}"
         self._send_client = redis_client(broker_url)
         self._listen_client = redis_client(broker_url)
+        self.sent_events = SentEvents(self._send_client, self._origin, run_id)
+        self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:
             self._send_client.ping()
             self._register_run()
@@ -173,8 +178,9 @@ class CeleryLink:
             self._wake.set()
         return fut
 
-    def _message(self, queue: str, items: list) -> str:
-        """One Celery protocol-2 message carrying ``items`` (calls of one app)."""
+    def _message(self, queue: str, items: list, sent: list | None = None) -> str:
+        """One Celery protocol-2 message carrying ``items`` (calls of one app); with ``sent``,
+        what its ``task-sent`` event needs is appended to it."""
         first = items[0]
         if len(items) == 1:
             celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
@@ -182,6 +188,8 @@ class CeleryLink:
             celery_id = f"{self.run_id}.b{next(self._batch_ids)}"
             self._batches[celery_id] = [i.task_id for i in items]
             argsrepr, kwargsrepr = f"[{len(items)} calls]", "{}"
+        if sent is not None:
+            sent.append((celery_id, first.name, argsrepr, kwargsrepr, queue, first.task_id))
         frame = payload.sign(self.key, payload.dumps(
             (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
         return json.dumps({
@@ -231,6 +239,7 @@ class CeleryLink:
             self._pushing = set()
 
     def _push_batch(self, batch) -> None:
+        sent = [] if self.sent_events.listening() else None
         groups = defaultdict(list)
         for item in batch:
             groups[(item.queue, item.digest)].append(item)
@@ -238,17 +247,21 @@ class CeleryLink:
         for (queue, _digest), items in groups.items():
             size = pack_size(len(items), self._runtimes.get(items[0].name))
             for k in range(0, len(items), size):
-                by_queue[queue].append(self._message(queue, items[k:k + size]))
+                by_queue[queue].append(self._message(queue, items[k:k + size], sent))
             self.stats["messages"] += -(-len(items) // size)
             self.stats["calls"] += len(items)
+        events = self.sent_events.build(sent) if sent else ()
         deadline = time.monotonic() + SEND_GIVE_UP
         delay = 0.05
         while True:
             try:
                 pipe = self._send_client.pipeline(transaction=False)
+                self.sent_events.add(pipe, events)  # before the tasks, as Celery sends them
                 for queue, messages in by_queue.items():
                     pipe.lpush(queue, *messages)
-                pipe.execute()
+                replies = pipe.execute()
+                if events:
+                    self.sent_events.heard(replies[:len(events)])
                 return
             except redis.exceptions.RedisError as e:
                 if time.monotonic() > deadline or self._stop.is_set():
@@ -301,10 +314,12 @@ class CeleryLink:
             self._noticed(frame)
             return
         try:
-            message_id, outcomes = payload.unseal(self.key, frame)
+            message_id, outcomes, *worker = payload.unseal(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
+        if worker and self.ran_on is not None:
+            self.ran_on([outcome[0] for outcome in outcomes], worker[0])
         if len(outcomes) > 1 or outcomes[0][0] != message_id:
             self._batches.pop(message_id, None)  # a packed message's calls all came back
         for task_id, ok, value_bytes, runtime in outcomes:
