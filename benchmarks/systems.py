@@ -107,6 +107,18 @@ class Celeriac:
             yield dfk
 
 
+class CeleriacNoMonitoring(Celeriac):
+    """celeriac's default config without its run database: what the database costs."""
+
+    name = "celeriac-nomon"
+
+    @contextlib.contextmanager
+    def load(self):
+        import celeriac
+        with celeriac.load(celeriac.Config(monitoring=False)) as dfk:
+            yield dfk
+
+
 class Plain:
     """No system: apps stay plain functions.
 
@@ -124,7 +136,8 @@ class Plain:
         return ident, ident
 
 
-SYSTEMS = {s.name: s for s in (ParslHTEX(), ParslThreads(), Celeriac())}
+SYSTEMS = {s.name: s for s in (ParslHTEX(), ParslThreads(), Celeriac(),
+                                CeleriacNoMonitoring())}
 REFERENCE = "parsl-htex"
 
 

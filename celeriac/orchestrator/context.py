@@ -34,6 +34,7 @@ class RunContext:
         self._link = None
         self.run_file = os.path.join(self.run_dir, "worker.json")
         self.monitoring = None  # the run database (set by the DFK when monitoring is on)
+        self.tasks = {}  # the DFK's unfinished task records by id: events name their parents
 
     def celery_link(self):
         """The run's CeleryLink, starting the embedded broker first if none is configured."""
@@ -50,6 +51,10 @@ class RunContext:
                 key = new_key()
                 RunFile(broker_url=url, key=key.decode(), run_id=self.run_id).write(self.run_file)
                 self._link = CeleryLink(url, key, self.run_id)
+                self._link.sent_events.tasks = self.tasks
+                if self.monitoring is not None:  # where each try ran, and the run's workers
+                    self._link.ran_on = self.monitoring.ran_on
+                    self.monitoring.watch_workers(self._link.transport, self.run_id)
             return self._link
 
     def close(self) -> None:

@@ -102,6 +102,7 @@ class DataFlowKernel:
                                 worker_lost_retries=self.config.worker_lost_retries, memo=memo,
                                 dependency_resolver=self.config.dependency_resolver,
                                 observers=observers)
+        self._context.tasks = self._kernel.tasks  # task-sent events name each task's parent
         if self.monitoring is not None:  # no lock: a dict copy is atomic, and cleanup holds it
             self.monitoring.state_counts = lambda: dict(self._kernel.state_counts)
         self._progress = (Progress(self._tally, lambda: self.task_state_counts)

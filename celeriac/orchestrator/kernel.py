@@ -248,7 +248,7 @@ class Kernel:
     def _ready(self, record: TaskRecord) -> list:
         """Every dependency is done: fail for a failed one, answer from the memo, or send."""
         args, kwargs, failures = resolve(record.args, record.kwargs, self.resolver)
-        record.depends = []
+        record.depends = record.depends[:1]  # the first stays: its task-sent event's parent
         for staged in record.stage_ins:  # its own input could not be staged: its own failure
             if staged.exception() is not None:
                 return self._finish(record, States.failed, exception=staged.exception())

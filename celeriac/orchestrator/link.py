@@ -5,7 +5,8 @@ what to send and when, and what an outcome or a loss means for the run's futures
 
 - Sending: ``submit`` signs the call and builds its task message in the caller's thread; one
   sender thread sends whatever has queued up in a single round trip, instead of a kombu
-  producer round trip per task.
+  producer round trip per task. While an event consumer (Flower) listens, the same round trip
+  publishes a ``task-sent`` event per message (celeriac.orchestrator.sent_events).
 - Receiving: one listener thread takes the run's outcomes (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
@@ -37,9 +38,11 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator.runlog import carry
-from celeriac.wire import outcome, payload
+from celeriac.orchestrator.sent_events import SentEvents
+from celeriac.wire import payload
 from celeriac.wire.keys import results_key
 from celeriac.wire.message import TaskMessage
+from celeriac.wire.outcome import open_outcomes
 from celeriac.wire.redis_transport import RedisTransport
 
 logger = logging.getLogger(__name__)
@@ -112,6 +115,8 @@ class CeleryLink:
         self.results_key = results_key(run_id)
         self._origin = f"{socket.gethostname()}:{run_id}"
         self.transport = RedisTransport(broker_url, run_id)
+        self.sent_events = SentEvents(self.transport.client, self._origin, run_id)
+        self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:
             self._register_run()
         except self.transport.errors as e:
@@ -168,8 +173,9 @@ class CeleryLink:
             self._wake.set()
         return fut
 
-    def _message(self, queue: str, items: list) -> TaskMessage:
-        """One task message carrying ``items`` (calls of one app)."""
+    def _message(self, queue: str, items: list, sent: list | None = None) -> TaskMessage:
+        """One task message carrying ``items`` (calls of one app); with ``sent``, what its
+        ``task-sent`` event needs is appended to it."""
         first = items[0]
         if len(items) == 1:
             celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
@@ -177,6 +183,8 @@ class CeleryLink:
             celery_id = f"{self.run_id}.b{next(self._batch_ids)}"
             self._batches[celery_id] = [i.task_id for i in items]
             argsrepr, kwargsrepr = f"[{len(items)} calls]", "{}"
+        if sent is not None:
+            sent.append((celery_id, first.name, argsrepr, kwargsrepr, queue, first.task_id))
         frame = payload.sign(self.key, payload.dumps(
             (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
         return TaskMessage(celery_id, first.name, frame, self.results_key, self._origin,
@@ -210,6 +218,7 @@ class CeleryLink:
             self._pushing = set()
 
     def _push_batch(self, batch) -> None:
+        sent = [] if self.sent_events.listening() else None
         groups = defaultdict(list)
         for item in batch:
             groups[(item.queue, item.digest)].append(item)
@@ -217,14 +226,18 @@ class CeleryLink:
         for (queue, _digest), items in groups.items():
             size = pack_size(len(items), self._runtimes.get(items[0].name))
             for k in range(0, len(items), size):
-                by_queue[queue].append(self._message(queue, items[k:k + size]))
+                by_queue[queue].append(self._message(queue, items[k:k + size], sent))
             self.stats["messages"] += -(-len(items) // size)
             self.stats["calls"] += len(items)
+        events = self.sent_events.build(sent) if sent else ()
         deadline = time.monotonic() + SEND_GIVE_UP
         delay = 0.05
         while True:
             try:
-                self.transport.send(by_queue)
+                replies = self.transport.send(
+                    by_queue, (self.sent_events.channel, events) if events else None)
+                if events:
+                    self.sent_events.heard(replies)
                 return
             except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
@@ -272,10 +285,12 @@ class CeleryLink:
             self._noticed(frame)
             return
         try:
-            message_id, outcomes = outcome.open_outcomes(self.key, frame)
+            message_id, outcomes, *worker = open_outcomes(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
+        if worker and self.ran_on is not None:
+            self.ran_on([outcome[0] for outcome in outcomes], worker[0])
         if len(outcomes) > 1 or outcomes[0][0] != message_id:
             self._batches.pop(message_id, None)  # a packed message's calls all came back
         for task_id, ok, value_bytes, runtime in outcomes:

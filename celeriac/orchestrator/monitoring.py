@@ -18,6 +18,12 @@ row of ``tasks``; its transitions and try are derived by the views ``all_transit
 task id) are built when the run ends, so a run of a million tasks stays queryable without
 slowing the run.
 
+Where each try ran: a worker signs its name (``name@host``) into each outcome frame, and the
+link hands it here (:meth:`RunDatabase.ran_on`) before completing the future; the ``workers``
+table (host, block, executor, joined, left) comes from the workers' heartbeats on the broker,
+read every :data:`HEARTBEAT_SECONDS` and as soon as an unknown worker reports. The view
+``all_tries`` joins the two, giving each try its host and block.
+
 ``Config(monitoring=...)``: True (the default) or a Parsl ``MonitoringHub(...)`` (whose
 options, a hub address and ports for Parsl's own database server, mean nothing here) turn it
 on; False or None turn it off.
@@ -79,6 +85,32 @@ def error_text(exc: Optional[BaseException]) -> Optional[str]:
     return text[-ERROR_CHARS:]
 
 
+class _Roster:
+    """Which of a run's workers are alive, as rows: ``("j", name, host, block, executor,
+    time)`` when one appears, ``("x", name, time)`` when its heartbeat has expired."""
+
+    def __init__(self, transport, run_id: str):
+        self.transport = transport
+        self.prefix = f"celeriac.{run_id}."    # the run's queues (wire.keys.queue_name)
+        self.alive: set = set()
+        self.due = True                        # read at the next flush, whatever the time
+
+    def changes(self, now: float) -> list:
+        try:
+            workers = [w for w in self.transport.live_workers()
+                       if (w.queue or "").startswith(self.prefix)]
+        except Exception as e:  # the broker away: the next read catches up
+            logger.debug("could not read the workers' heartbeats: %s", e)
+            return []
+        self.due = False
+        names = {w.name for w in workers}
+        rows = [("j", w.name, w.name.rsplit("@", 1)[-1], w.block, w.queue[len(self.prefix):],
+                 now) for w in workers if w.name not in self.alive]
+        rows += [("x", name, now) for name in self.alive - names]
+        self.alive = names
+        return rows
+
+
 class RunDatabase:
     """A run's monitoring database; a kernel observer. ``close()`` is idempotent.
 
@@ -108,6 +140,7 @@ class RunDatabase:
             if os.path.exists(self.path + suffix):
                 os.chmod(self.path + suffix, 0o600)
         self._run_id = run_id
+        self._roster = None
         #: () -> {States: n}, the kernel's counts, written each flush for a live status
         self.state_counts = None
         self._writer = subprocess.Popen(
@@ -140,6 +173,25 @@ class RunDatabase:
             rows.append(("m", record.id, start._value_, state, time.time(), record.try_id,
                          None if exception is None else error_text(exception)))
 
+    def ran_on(self, call_ids: list, worker: str) -> None:
+        """The outcomes of these tries (Celery ids ``<run>.<task>.<try>``) came from
+        ``worker`` (its ``name@host``); called by the link's listener before it completes
+        their futures, so the row precedes the try's end."""
+        rows = self._rows
+        for call_id in call_ids:
+            _run, tid, try_id = call_id.rsplit(".", 2)
+            rows.append(("w", int(tid), int(try_id), worker))
+        roster = self._roster
+        if roster is not None and worker not in roster.alive:
+            roster.due = True  # a worker not seen yet: read its heartbeat (block) while
+            self._wake.set()   # it is there (once per worker)
+
+    def watch_workers(self, transport, run_id: str) -> None:
+        """Record this run's workers (joined, left) from their heartbeats on the broker,
+        read through the run's ``transport`` every :data:`HEARTBEAT_SECONDS` by the feeder
+        thread."""
+        self._roster = _Roster(transport, run_id)
+
     def block(self, executor: str, block: str, state: str, job_id: Optional[str] = None) -> None:
         """A block of ``executor`` was submitted, started running, or ended."""
         self._rows.append(("b", executor, block, job_id, time.time(), state))
@@ -170,7 +222,7 @@ class RunDatabase:
 
     def _feed_loop(self) -> None:
         pipe = self._writer.stdin
-        last_counts = 0.0
+        last_counts = last_roster = 0.0
         try:
             while True:
                 closing = self._closed
@@ -183,6 +235,10 @@ class RunDatabase:
                     last_counts = now
                     batch.append(("c", {s.value: c for s, c in self.state_counts().items()},
                                   now))
+                if self._roster is not None and not closing and (
+                        self._roster.due or now - last_roster >= HEARTBEAT_SECONDS):
+                    last_roster = now
+                    batch.extend(self._roster.changes(now))
                 if batch:
                     data = pickle.dumps(batch, protocol=5)
                     pipe.write(struct.pack("!Q", len(data)) + data)

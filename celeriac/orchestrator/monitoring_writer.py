@@ -28,13 +28,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id INTEGER PRIMARY KEY, app TEXT NOT NULL, kind TEXT, executor TEXT,
     dependencies TEXT, time_submitted REAL, time_launched REAL, time_finished REAL,
     state TEXT NOT NULL, tries INTEGER NOT NULL DEFAULT 0, error TEXT,
-    detailed INTEGER NOT NULL DEFAULT 0);
+    detailed INTEGER NOT NULL DEFAULT 0, worker TEXT);
 CREATE TABLE IF NOT EXISTS dependencies (task_id INTEGER NOT NULL, depends_on INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS transitions (task_id INTEGER NOT NULL, n INTEGER NOT NULL,
                                         state TEXT NOT NULL, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tries (
     task_id INTEGER NOT NULL, try INTEGER NOT NULL, executor TEXT, host TEXT, block TEXT,
-    time_sent REAL, time_ended REAL, outcome TEXT, error TEXT, PRIMARY KEY (task_id, try));
+    time_sent REAL, time_ended REAL, outcome TEXT, error TEXT, worker TEXT,
+    PRIMARY KEY (task_id, try));
+CREATE TABLE IF NOT EXISTS workers (
+    name TEXT PRIMARY KEY, host TEXT, block TEXT, executor TEXT, time_joined REAL,
+    time_left REAL);
 CREATE TABLE IF NOT EXISTS blocks (
     executor TEXT NOT NULL, block TEXT NOT NULL, job_id TEXT, time_submitted REAL,
     time_running REAL, time_ended REAL, state TEXT, PRIMARY KEY (executor, block));
@@ -47,13 +51,18 @@ CREATE VIEW IF NOT EXISTS all_transitions (task_id, n, state, time) AS
     UNION ALL SELECT task_id, 1 + (time_launched IS NOT NULL), state, time_finished FROM tasks
         WHERE detailed = 0 AND time_finished IS NOT NULL;
 CREATE VIEW IF NOT EXISTS all_tries (task_id, try, executor, host, block, time_sent,
-                                     time_ended, outcome, error) AS
-    SELECT task_id, try, executor, host, block, time_sent, time_ended, outcome, error
-        FROM tries
-    UNION ALL SELECT task_id, 1, executor, NULL, NULL, time_launched, time_finished,
-        CASE state WHEN 'exec_done' THEN 'ok' WHEN 'failed' THEN 'failed' END,
-        CASE state WHEN 'failed' THEN error END
-        FROM tasks WHERE detailed = 0 AND time_launched IS NOT NULL;
+                                     time_ended, outcome, error, worker) AS
+    SELECT t.task_id, t.try, t.executor,
+        coalesce(t.host, w.host, substr(t.worker, instr(t.worker, '@') + 1)),
+        coalesce(t.block, w.block), t.time_sent, t.time_ended, t.outcome, t.error, t.worker
+        FROM tries t LEFT JOIN workers w ON w.name = t.worker
+    UNION ALL SELECT t.task_id, 1, t.executor,
+        coalesce(w.host, substr(t.worker, instr(t.worker, '@') + 1)), w.block,
+        t.time_launched, t.time_finished,
+        CASE t.state WHEN 'exec_done' THEN 'ok' WHEN 'failed' THEN 'failed' END,
+        CASE t.state WHEN 'failed' THEN t.error END, t.worker
+        FROM tasks t LEFT JOIN workers w ON w.name = t.worker
+        WHERE t.detailed = 0 AND t.time_launched IS NOT NULL;
 """
 
 #: built when the run's stream ends (see :func:`create_indexes`), not during the run
@@ -67,13 +76,16 @@ CREATE INDEX IF NOT EXISTS transitions_task ON transitions (task_id);
 
 _INSERT_TASK = ("INSERT OR REPLACE INTO tasks (app, kind, executor, dependencies, "
                 "time_submitted, time_launched, time_finished, state, tries, error, detailed, "
-                "task_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                "task_id, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _UPDATE_TASK = ("UPDATE tasks SET time_launched = ?, time_finished = ?, state = ?, tries = ?, "
-                "error = ?, detailed = ? WHERE task_id = ?")
+                "error = ?, detailed = ?, worker = ? WHERE task_id = ?")
 _INSERT_DEP = "INSERT INTO dependencies (task_id, depends_on) VALUES (?, ?)"
 _INSERT_MOVE = "INSERT INTO transitions (task_id, n, state, time) VALUES (?, ?, ?, ?)"
 _WRITE_TRY = ("INSERT OR REPLACE INTO tries (task_id, try, executor, time_sent, time_ended, "
-              "outcome, error) VALUES (?, ?, ?, ?, ?, ?, ?)")
+              "outcome, error, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_JOINED = ("INSERT INTO workers (name, host, block, executor, time_joined) VALUES "
+           "(?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET time_left = NULL")
+_LEFT = "UPDATE workers SET time_left = ? WHERE name = ?"
 _BLOCK = ("INSERT INTO blocks (executor, block, job_id, time_submitted, state) "
           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (executor, block) DO UPDATE SET "
           "state = excluded.state, job_id = coalesce(excluded.job_id, job_id), "
@@ -82,10 +94,12 @@ _BLOCK = ("INSERT INTO blocks (executor, block, job_id, time_submitted, state) "
           "time_ended = CASE WHEN excluded.state IN ('ended', 'cancelled', 'failed') "
           "THEN coalesce(time_ended, excluded.time_submitted) ELSE time_ended END")
 
-# a task's row, as a list: the columns of _INSERT_TASK, then the number of its moves so far
-# and whether its row is in the table yet
+# a task's row, as a list: the columns of _INSERT_TASK up to task_id, then the number of its
+# moves so far, whether its row is in the table yet, and the worker of its last try
 _SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _MOVES, _WRITTEN = (
     4, 5, 6, 7, 8, 9, 10, 12, 13)
+_WORKER = 14
+_TRY_WORKER = 7  # in a try's row
 #: an unfinished plain task's row waits this long (seconds) after its last change before it
 #: is written, so a task that ends meanwhile costs one write, not one per state
 HOLD_SECONDS = 1.0
@@ -111,7 +125,7 @@ class _Writer:
         written at most once, as it stands at the batch's end; an unfinished plain task only
         once it has stood still for :data:`HOLD_SECONDS` (so a fast task is one INSERT)."""
         open_tasks, open_tries = self._open_tasks, self._open_tries
-        tasks, tries, deps, moves, blocks, counts = {}, {}, [], [], [], None
+        tasks, tries, deps, moves, blocks, workers, counts = {}, {}, [], [], [], [], None
         for row in rows:
             kind = row[0]
             if kind == "l":  # launched: (l, id, try, time)
@@ -124,7 +138,7 @@ class _Writer:
                 if task[_DETAILED]:
                     self._move(task, "launched", t, moves)
                     open_tries[(tid, try_id)] = tries[(tid, try_id)] = [
-                        tid, try_id, task[2], t, None, None, None]
+                        tid, try_id, task[2], t, None, None, None, None]
                 tasks[tid] = task
             elif kind == "f":  # finished: (f, id, start, state, time, try, error)
                 _, tid, start, finish, t, try_id, error = row
@@ -139,7 +153,7 @@ class _Writer:
                 _, tid, app, tkind, executor, dep_ids, t = row
                 tasks[tid] = open_tasks[tid] = [
                     app, tkind, executor, ",".join(map(str, dep_ids)), t, None, None,
-                    "pending", 0, None, 0, tid, 1, 0]
+                    "pending", 0, None, 0, tid, 1, 0, None]
                 if dep_ids:
                     deps.extend((tid, d) for d in dep_ids)
             elif kind == "m":  # a retry, a relaunch or a join: (m, id, start, state, ...)
@@ -152,12 +166,24 @@ class _Writer:
                         task[_MOVES] = 2
                         moves.append((tid, 1, "launched", task[_LAUNCHED]))
                         open_tries[(tid, 1)] = [tid, 1, task[2], task[_LAUNCHED], None,
-                                                None, None]
+                                                None, None, task[_WORKER]]
                 task[_STATE] = finish
                 self._move(task, finish, t, moves)
                 if start == "launched":
                     self._end_try(tid, try_id, finish, t, error, tries)
                 tasks[tid] = task
+            elif kind == "w":  # where a try ran: (w, id, try, worker), before its end
+                _, tid, try_id, worker = row
+                task = open_tasks.get(tid)
+                if task is not None and task[_TRIES] == try_id:
+                    task[_WORKER] = worker
+                    attempt = open_tries.get((tid, try_id))
+                    if attempt is not None:
+                        attempt[_TRY_WORKER] = worker
+            elif kind == "j":  # a worker of the run appeared: (j, name, host, block, ...)
+                workers.append((_JOINED, row[1:]))
+            elif kind == "x":  # its heartbeat expired: (x, name, time)
+                workers.append((_LEFT, (row[2], row[1])))
             elif kind == "b":
                 _, executor, block, job_id, t, state = row
                 blocks.append((executor, block, job_id, t, state))
@@ -177,6 +203,8 @@ class _Writer:
                 conn.executemany(_WRITE_TRY, tries.values())
             if blocks:
                 conn.executemany(_BLOCK, blocks)
+            for statement, values in workers:
+                conn.execute(statement, values)
             if counts is not None:
                 _, state_counts, t = counts
                 conn.execute("DELETE FROM live_counts")
@@ -194,10 +222,11 @@ class _Writer:
                     continue
             del held[tid]
             if task[_WRITTEN]:
-                updates.append((task[5], task[6], task[7], task[8], task[9], task[10], tid))
+                updates.append((task[5], task[6], task[7], task[8], task[9], task[10],
+                                task[_WORKER], tid))
             else:
                 task[_WRITTEN] = 1
-                inserts.append(task[:12])
+                inserts.append(task[:12] + [task[_WORKER]])
         return inserts, updates
 
     def flush(self, conn) -> None:

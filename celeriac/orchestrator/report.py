@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import html
 import os
+import sqlite3
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -115,17 +116,30 @@ def _failures(conn, counts) -> list:
     if not failed:
         return out
     out.append("<table id='failures'><tr><th>task</th><th>app</th><th>tries</th>"
-               "<th>error</th></tr>")
+               "<th>host</th><th>error</th></tr>")
     for tid, app, tries, error in conn.execute(
             "SELECT task_id, app, tries, error FROM tasks WHERE state = 'failed' "
-            "ORDER BY task_id LIMIT ?", (MAX_FAILURES,)):
+            "ORDER BY task_id LIMIT ?", (MAX_FAILURES,)).fetchall():
         out.append(f"<tr class='failed' data-task='{tid}'><td>{tid}</td><td>{_e(app)}</td>"
-                   f"<td>{tries}</td><td><pre>{_e(error or '')}</pre></td></tr>")
+                   f"<td>{tries}</td><td class='host'>{_e(_host(conn, tid))}</td>"
+                   f"<td><pre>{_e(error or '')}</pre></td></tr>")
     out.append("</table>")
     if failed > MAX_FAILURES:
         out.append(f"<p class='note'>The first {MAX_FAILURES} of {failed} failures; "
                    "the run database has them all.</p>")
     return out
+
+
+def _host(conn, tid: int) -> str:
+    """The host (and block) of the task's last try that reported one, or ""."""
+    try:
+        row = conn.execute("SELECT host, block FROM all_tries WHERE task_id = ? AND host IS "
+                           "NOT NULL ORDER BY try DESC LIMIT 1", (tid,)).fetchone()
+    except sqlite3.OperationalError:  # a database of an older celeriac: no hosts
+        return ""
+    if row is None:
+        return ""
+    return row[0] if row[1] is None else f"{row[0]} (block {row[1]})"
 
 
 def _gantt(conn, began: float) -> list:

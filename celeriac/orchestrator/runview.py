@@ -99,6 +99,7 @@ def status_text(run_dir: str) -> str:
             "SELECT task_id, app, error FROM tasks WHERE state = 'failed' ORDER BY task_id "
             "LIMIT 5").fetchall()
         blocks = conn.execute("SELECT state, count(*) FROM blocks GROUP BY state").fetchall()
+        workers, where = _workers(conn, [row["task_id"] for row in failures])
     finally:
         conn.close()
     ended = run["time_ended"] if run else None
@@ -119,10 +120,31 @@ def status_text(run_dir: str) -> str:
             f"{s} {apps[app][s]}" for s in STATE_ORDER if apps[app].get(s)))
     if blocks:
         lines.append("blocks: " + ", ".join(f"{s} {n}" for s, n in blocks))
+    if workers:
+        lines.append(workers)
     for row in failures:
-        lines.append(f"failed: task {row['task_id']} ({row['app']}): "
-                     f"{last_error_line(row['error'])}")
+        host = where.get(row["task_id"])
+        lines.append(f"failed: task {row['task_id']} ({row['app']})"
+                     f"{f' on {host}' if host else ''}: {last_error_line(row['error'])}")
     return "\n".join(lines)
+
+
+def _workers(conn, failed: list) -> tuple:
+    """(a line on the run's workers and their hosts, or "", {failed task id: host of its
+    last try}); empty for a database of an older celeriac, which did not record them."""
+    try:
+        hosts = conn.execute("SELECT host, count(*), count(time_left) FROM workers "
+                             "GROUP BY host ORDER BY host").fetchall()
+        where = {tid: host for tid, host in conn.execute(
+            "SELECT task_id, host FROM all_tries WHERE host IS NOT NULL AND task_id IN "
+            f"({','.join('?' * len(failed))}) ORDER BY try", failed)} if failed else {}
+    except sqlite3.OperationalError:
+        return "", {}
+    if not hosts:
+        return "", where
+    joined, left = sum(h[1] for h in hosts), sum(h[2] for h in hosts)
+    return (f"workers {joined} ({left} left): " + ", ".join(
+        f"{host} {n}" for host, n, _left in hosts)), where
 
 
 def last_error_line(error: Optional[str]) -> str:

@@ -45,8 +45,16 @@ class Transport(ABC):
     errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
-    def send(self, messages: dict[str, list[TaskMessage]]) -> None:
-        """Put each queue's messages on it (one round trip, where the broker allows)."""
+    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+        """Put each queue's messages on it (one round trip, where the broker allows).
+
+        Args:
+            events: ``(channel, [event, ...])``: Celery events (kombu envelopes) to publish
+                in the same round trip, before the messages, as Celery sends them.
+
+        Returns:
+            For each event, how many listeners it reached.
+        """
 
     @abstractmethod
     def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:

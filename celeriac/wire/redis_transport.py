@@ -58,11 +58,14 @@ class RedisTransport(Transport):
         self.client = redis_client(url)
         self._listen_client = redis_client(url)
 
-    def send(self, messages: dict[str, list[TaskMessage]]) -> None:
+    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
         pipe = self.client.pipeline(transaction=False)
+        channel, published = events or (None, ())
+        for event in published:
+            pipe.publish(channel, event)
         for queue, batch in messages.items():
             pipe.lpush(queue, *[envelope(m, queue) for m in batch])
-        pipe.execute()
+        return pipe.execute()[:len(published)]
 
     def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
         frames = self._listen_client.lpop(self.results_key, limit)

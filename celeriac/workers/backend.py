@@ -75,8 +75,10 @@ class ResultListBackend(BaseBackend):
                 outcomes = [(task_id, False,
                              self._failure_bytes(failure, result, traceback, request), None)]
         # The values are pickled one by one, so the orchestrator can still tell which task
-        # an outcome belongs to when one value cannot be unpickled there.
-        self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes))
+        # an outcome belongs to when one value cannot be unpickled there. The worker's name
+        # (``name@host``) is signed with them: the run database records where each try ran.
+        worker = getattr(request, "hostname", None) or self._hostname
+        self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes, worker))
         return result
 
     def _push(self, task_id: str, frame: bytes) -> None:

@@ -143,7 +143,7 @@ def test_an_outcome_stored_by_a_worker_backend_opens_in_the_orchestrators_reader
     frames, drained = transport.receive(10, 1)
     assert drained and len(frames) == 2
     first, second = (outcome.open_outcomes(key, f) for f in frames)
-    assert first[0] == "t-1"
+    assert (first[0], first[2], second[0], second[2]) == ("t-1", "w@test", "t-2", "w@test")
     [(task_id, ok, value, runtime)] = first[1]
     assert (task_id, ok, payload.loads(value), runtime) == ("t-1", True, 42, 0.5)
     [(task_id, ok, value, runtime)] = second[1]
