@@ -47,11 +47,16 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         app.conf.broker_transport = transport.for_url(broker_url)
     state.main_pid = os.getpid()
     # Remote control runs no code but can decide a task's fate: anyone on the broker could
-    # send it, so the commands that end tasks are not served (inspection still is).
+    # send it, so the commands that end tasks are not served (inspection still is). The
+    # run's orchestrator hears revokes instead, and signs those it accepts (workers.revokes).
     for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
-    heartbeat = HeldTasks(redis_client(broker_url), hostname, also=transport.retry_acks).start()
+    client = redis_client(broker_url)
+    follow = revoke_follower(key, run_id)
+    follow(client, quiet=True)  # before consuming: a message revoked already is skipped
+    heartbeat = HeldTasks(client, hostname,
+                          also=lambda c: (transport.retry_acks(c), follow(c))).start()
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
     signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)
@@ -65,6 +70,89 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         app.worker_main(argv)
     finally:
         heartbeat.stop()
+
+
+def revoke_follower(key: bytes, run_id: str):
+    """In a worker process: ``follow(client)`` puts the run's signed revokes into Celery's
+    revoked set, so a revoked message this worker has not started is acknowledged without
+    running (the supervisor stops one that runs: :class:`Terminator`)."""
+    from celery.worker import state as worker_state
+
+    from celeriac.workers import revokes
+
+    def follow(client, quiet: bool = False) -> None:
+        try:
+            ids = revokes.fetch(client, key, run_id)
+        except Exception:
+            if quiet:
+                return
+            raise
+        for task_id in ids:
+            worker_state.revoked.add(task_id)
+    return follow
+
+
+class Terminator:
+    """In the supervisor: kills the process running a task its run has revoked (a signed
+    revoke, see :mod:`celeriac.workers.revokes`), with the processes it started.
+
+    With the solo pool that process is the worker itself, which is then restarted like any
+    worker that died; with prefork it is the pool process. Looks on the broker only while
+    a task runs.
+    """
+
+    def __init__(self, client, key: bytes | None, run_id: str):
+        self.client, self.key, self.run_id = client, key, run_id
+        self.stopped: set[str] = set()
+        self.killed: set[str] = set()    # workers whose own process it killed
+
+    def check(self, beat, alive: dict) -> None:
+        """Stop revoked tasks among those ``alive`` workers ({name: pid}) are running."""
+        from celeriac.workers import revokes
+        running = {task_id: name for name in alive for task_id in beat.running.get(name, ())}
+        if self.key is None or not running:
+            return
+        try:
+            revoked = revokes.fetch(self.client, self.key, self.run_id)
+        except Exception:  # the broker is away: try again next beat
+            return
+        for task_id in sorted(running.keys() & revoked - self.stopped):
+            name = running[task_id]
+            pid = beat.pids.get(name, {}).get(task_id) or alive[name]
+            killed = kill_tree(pid)
+            self.stopped.add(task_id)
+            if pid == alive[name]:
+                self.killed.add(name)
+            logger.warning("task %s was revoked by run %s while worker %s ran it: killed "
+                           "process %d%s", task_id, self.run_id, name, pid,
+                           f" and {killed - 1} it started" if killed > 1 else "")
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL process ``pid`` and its descendants; returns how many were signalled."""
+    children: dict[int, list] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    stat = fh.read()
+                children.setdefault(int(stat[stat.rfind(b")") + 2:].split()[1]),
+                                    []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    killed = 0
+    for p in reversed(tree):  # children first: none is left to be reparented and run on
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
 
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
@@ -86,6 +174,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
 
     client = redis_client(broker_url)
     beat = AliveBeat(client, info)
+    terminator = Terminator(client, key, run_id)
     orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
@@ -124,6 +213,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         if alive and time.monotonic() - last_beat >= INTERVAL:
             beat.beat(alive)  # also says which of them are stopped (SIGSTOP, a debugger)
             last_beat = time.monotonic()
+            terminator.check(beat, alive)
             if not stopping and orphan.expired(beat.busy(alive)):
                 logger.warning("run %s: no orchestrator for %.0fs and no task running; "
                                "stopping its workers (idle timeout)", run_id, idle_timeout)
@@ -133,6 +223,12 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
                 continue
             beat.read(name, pipes[name])  # what it wrote before it died
             deaths.record(client, name, proc.returncode, beat.running.get(name, ()))
+            if name in terminator.killed:  # it ran a revoked task: not a broken worker
+                terminator.killed.discard(name)
+                logger.warning("worker %s stopped to end a revoked task; restarting it", name)
+                os.close(pipes.pop(name))
+                start(i)
+                continue
             quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT else 0
             if key is not None and key_matches_run(client, key, run_id) is False:
                 logger.error("worker %s exited, and the signing key given to `celeriac worker` "
