@@ -61,6 +61,9 @@ class RunContext:
             link.close()
         if broker is not None:
             broker.stop()
+        if link is not None:  # a worker started from the run file now exits at once
+            from celeriac.workers.runfile import RunFile
+            RunFile.mark_ended(self.run_file)
         if self._log_handler is not None:
             stop_file_logging(self._log_handler)
             self._log_handler = None

@@ -50,7 +50,7 @@ from celeriac.errors import (
 )
 from celeriac.orchestrator import recovery
 from celeriac.orchestrator.runlog import carry
-from celeriac.workers import deaths, payload, revokes
+from celeriac.workers import deaths, payload, revokes, runend
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
 from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
@@ -647,7 +647,9 @@ class CeleryLink:
         for t in self._threads:
             t.join(timeout=5)
         try:
-            self._send_client.delete(self.results_key, *self._queues)
+            runend.mark_ended(self._send_client, self.key, self.run_id)  # workers leave now
+            self._send_client.delete(self.results_key, *self._queues,
+                                     revokes.revoked_key(self.run_id))
             self._send_client.hdel(RUNS_KEY, self.run_id)
             self._send_client.delete(orchestrator_key(self.run_id))
         except redis.exceptions.RedisError:

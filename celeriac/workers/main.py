@@ -26,6 +26,7 @@ from celeriac.workers.runfile import queue_name
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
+BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at start exits
 CPU_AFFINITIES = ("none", "block", "alternating", "block-reverse")
 
 
@@ -155,8 +156,73 @@ def kill_tree(pid: int) -> int:
     return killed
 
 
+class RunEnd:
+    """Says when a worker's run is over: its run file says so, or its signed marker on the
+    broker does (see :mod:`celeriac.workers.runend`); ``over()`` gives the one line to log."""
+
+    def __init__(self, client, key: bytes | None, run_id: str, run_file: str | None = None):
+        self.client, self.key, self.run_id, self.run_file = client, key, run_id, run_file
+
+    def over(self, ask_broker: bool = True) -> str | None:
+        when = None
+        if self.run_file:
+            from celeriac.workers.runfile import RunFile
+            try:
+                when = RunFile.read(self.run_file).ended
+            except ConfigurationError:
+                pass
+        if when is None and ask_broker and self.key is not None:
+            from celeriac.workers import runend
+            try:
+                when = runend.ended_at(self.client, self.key, self.run_id)
+            except Exception:  # the broker is away: it cannot say
+                pass
+        if when is None:
+            return None
+        return (f"run {self.run_id} has ended (its orchestrator cleaned up at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): this worker "
+                "has nothing to serve and exits; start workers for a run while it is going")
+
+
+def run_gone(broker_url: str, key: bytes | None, run_id: str,
+             run_file: str | None = None) -> int | None:
+    """Before starting workers: the exit code if the run is over (0, saying so in one line)
+    or its broker cannot be reached for ``BROKER_START_WAIT`` seconds (1); else None."""
+    import redis
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
+    end = RunEnd(client, key, run_id, run_file)
+    deadline = time.monotonic() + BROKER_START_WAIT
+    try:
+        while True:
+            why = end.over(ask_broker=False)
+            if why is None:
+                try:
+                    client.ping()
+                    why = end.over()
+                    if why is None:
+                        return None
+                except redis.exceptions.RedisError as e:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        continue
+                    logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
+                                 "ended, its broker may have stopped with it; exiting",
+                                 _without_password(broker_url), BROKER_START_WAIT, e, run_id)
+                    return 1
+            logger.warning("%s", why)
+            return 0
+    finally:
+        client.close()
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+
+
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
-              run_id: str, idle_timeout: float = 0, key: bytes | None = None) -> int:
+              run_id: str, idle_timeout: float = 0, key: bytes | None = None,
+              run_file: str | None = None) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
     ``info`` (queue, block, slots) goes into each worker's alive key.
@@ -175,6 +241,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     client = redis_client(broker_url)
     beat = AliveBeat(client, info)
     terminator = Terminator(client, key, run_id)
+    run_end = RunEnd(client, key, run_id, run_file)
     orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
@@ -214,6 +281,10 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
             beat.beat(alive)  # also says which of them are stopped (SIGSTOP, a debugger)
             last_beat = time.monotonic()
             terminator.check(beat, alive)
+            why = None if stopping else run_end.over()
+            if why is not None:
+                logger.warning("%s", why)
+                stop(signal.SIGTERM, None)
             if not stopping and orphan.expired(beat.busy(alive)):
                 logger.warning("run %s: no orchestrator for %.0fs and no task running; "
                                "stopping its workers (idle timeout)", run_id, idle_timeout)
