@@ -6,7 +6,9 @@ in its worker cannot make that worker look dead (and says when one is stopped ra
 busy). How many it runs is decided here, on the
 node, from the node's own cores, memory and accelerators (as Parsl's HTEX does), and each may
 be pinned to its own accelerator and cores. With an idle timeout it exits once its run's
-orchestrator is gone and it has nothing to run.
+orchestrator is gone and it has nothing to run. It kills the process running a task its run
+revoked (:class:`Terminator`), and exits at once, in one line, when its run has ended
+(:class:`RunEnd`).
 """
 
 from __future__ import annotations
