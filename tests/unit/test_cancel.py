@@ -1,5 +1,6 @@
 """Cancelling tasks: the kernel's Cancel event and its instructions, and AppFuture.cancel()."""
 
+import os
 from concurrent.futures import CancelledError, Future
 
 import pytest
@@ -153,3 +154,56 @@ def test_a_cancelled_task_counts_as_cancelled_in_the_dfk(manual_dfk, manual):
     fut.cancel()
     assert manual_dfk.task_state_counts[States.cancelled] == 1
     assert manual_dfk.tasks == {}
+
+
+# ----------------------------------------------------------------------------- on the worker
+
+
+def test_the_terminator_kills_the_process_running_a_task_and_all_it_started():
+    import subprocess
+    import time
+
+    from celeriac.workers.main import kill_tree
+    proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
+    deadline = time.monotonic() + 5
+    children = []
+    while time.monotonic() < deadline and len(children) < 2:
+        children = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(p) == proc.pid]
+        time.sleep(0.05)
+    assert len(children) == 2
+    assert kill_tree(proc.pid) == 3
+    assert proc.wait(timeout=5) == -9
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(c) for c in children):
+        time.sleep(0.05)
+    assert not any(_alive(c) for c in children)
+
+
+def _parent(pid) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, ValueError):
+        return -1
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
+def test_a_run_file_marked_ended_tells_a_worker_its_run_is_over(tmp_path):
+    from celeriac.workers.main import RunEnd
+    from celeriac.workers.runfile import RunFile
+    path = str(tmp_path / "worker.json")
+    RunFile(broker_url="redis://127.0.0.1:1/0", key="k", run_id="r1").write(path)
+    end = RunEnd(client=None, key=None, run_id="r1", run_file=path)
+    assert end.over() is None
+    RunFile.mark_ended(path)
+    assert "run r1 has ended" in end.over()
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"  # it still holds the key
