@@ -53,8 +53,8 @@ from celeriac.orchestrator.runlog import carry
 from celeriac.workers import deaths, payload, revokes, runend
 from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
 from celeriac.workers.backend import redis_client
-from celeriac.workers.liveness import ORCHESTRATOR_TTL, orchestrator_key
-from celeriac.workers.runfile import RUNS_KEY, results_key
+from celeriac.workers.liveness import ORCHESTRATOR_TTL, live_workers, orchestrator_key
+from celeriac.workers.runfile import RUNS_KEY, queue_name, results_key
 
 logger = logging.getLogger(__name__)
 
@@ -637,8 +637,24 @@ class CeleryLink:
 
     # --------------------------------------------------------------- closing
 
-    def close(self) -> None:
-        """Stop the threads, drop the run's queues and results, fail what is pending. Idempotent."""
+    def _wait_for_workers(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until no worker started by hand (in no block)
+        serves one of this run's queues."""
+        prefix = queue_name(self.run_id, "")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+                w.block is None and (w.queue or "").startswith(prefix)
+                for w in live_workers(self._send_client)):
+            time.sleep(0.1)
+
+    def close(self, wait_for_workers: float = 0.0) -> None:
+        """Stop the threads, drop the run's queues and results, fail what is pending. Idempotent.
+
+        Args:
+            wait_for_workers: wait up to this many seconds for workers started by hand for
+                this run to see that it has ended and leave (they would otherwise log
+                connection errors once a broker that stops with the run is gone).
+        """
         if self._closed:
             return
         self._closed = True
@@ -648,6 +664,8 @@ class CeleryLink:
             t.join(timeout=5)
         try:
             runend.mark_ended(self._send_client, self.key, self.run_id)  # workers leave now
+            if wait_for_workers > 0:
+                self._wait_for_workers(wait_for_workers)
             self._send_client.delete(self.results_key, *self._queues,
                                      revokes.revoked_key(self.run_id))
             self._send_client.hdel(RUNS_KEY, self.run_id)

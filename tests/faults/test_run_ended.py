@@ -59,6 +59,35 @@ def test_a_worker_started_after_its_run_ended_exits_at_once_saying_so(tmp_path):
     assert f"run {run_id} has ended" in lines[0] and "start workers for a run while" in lines[0]
 
 
+def wait_connected(broker_url: str) -> None:
+    client = redis.Redis.from_url(broker_url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(w.ready for w in live_workers(client)):
+            time.sleep(0.2)
+        assert any(w.ready for w in live_workers(client)), "the worker never connected"
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_started_by_hand_leaves_when_its_run_ends(tmp_path):
+    celeriac.clear()
+    dfk = celeriac.load(Config([CeleryExecutor(label="celery", provider=None)],
+                               run_dir=str(tmp_path / "runinfo")))
+    run_file, run_id = os.path.join(dfk.run_dir, "worker.json"), dfk.run_id
+    worker = start_worker(run_file)
+    try:
+        wait_connected(RunFile.read(run_file).broker_url)
+    finally:
+        dfk.cleanup()   # its embedded broker stops too
+        celeriac.clear()
+    code, lines = finish(worker)
+    assert code == 0
+    assert len([line for line in lines if f"run {run_id} has ended" in line]) == 1, lines
+    assert not [line for line in lines if "refused" in line or "failed" in line], lines
+
+
 @pytest.mark.timeout(180)
 def test_on_a_shared_broker_workers_leave_when_the_run_ends_and_later_ones_at_once(tmp_path):
     broker = EmbeddedRedis(str(tmp_path / "broker")).start()
@@ -71,12 +100,7 @@ def test_on_a_shared_broker_workers_leave_when_the_run_ends_and_later_ones_at_on
         RunFile.read(run_file).write(shared)                 # it never learns of the end
         running = start_worker(shared)
         try:
-            client = redis.Redis.from_url(broker.url)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(
-                    w.ready for w in live_workers(client)):
-                time.sleep(0.2)
-            assert any(w.ready for w in live_workers(client)), "the worker never connected"
+            wait_connected(broker.url)
         finally:
             dfk.cleanup()
             celeriac.clear()
