@@ -196,3 +196,28 @@ def test_a_revoke_sent_before_any_worker_is_up_is_not_lost(dfk, tmp_path):
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+@python_app(executors=["celery"])
+def quick_mark(directory, key):
+    with open(os.path.join(directory, f"{key}.started"), "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return key
+
+
+@pytest.mark.timeout(120)
+def test_a_call_packed_with_others_is_skipped_and_the_others_run(dfk, tmp_path):
+    d = str(tmp_path)
+    link = dfk.executors["celery"]._link
+    assert quick_mark(d, "warm").result(timeout=60) == "warm"  # measures its run time
+    busy = mark_and_sleep(d, "busy", 3)
+    wait_started(d, "busy")
+    messages, calls = link.stats["messages"], link.stats["calls"]
+    burst = {i: quick_mark(d, f"k{i}") for i in range(40)}
+    time.sleep(0.5)  # sent, packed, while the one worker is busy
+    assert link.stats["messages"] - messages < link.stats["calls"] - calls  # really packed
+    assert burst[5].cancel() is True
+    assert busy.result(timeout=60) == "busy"
+    assert {i: f.result(timeout=60) for i, f in burst.items() if i != 5} == {
+        i: f"k{i}" for i in burst if i != 5}
+    assert burst[5].cancelled() and runs(d, "k5") == 0
