@@ -33,6 +33,7 @@ def _mark_and_sleep(directory, key, seconds):
 
 mark_and_sleep = python_app(_mark_and_sleep, executors=["celery"])
 mark_later = python_app(_mark_and_sleep, executors=["later"])
+mark_prefork = python_app(_mark_and_sleep, executors=["prefork"])
 
 
 @python_app(executors=["celery"])
@@ -46,6 +47,8 @@ def dfk(run_dir):
     with no workers until a test starts one by hand."""
     celeriac.clear()
     d = celeriac.load(Config([CeleryExecutor(label="celery", workers_per_node=1),
+                              CeleryExecutor(label="prefork", workers_per_node=1,
+                                             pool="prefork", concurrency=2),
                               CeleryExecutor(label="later", provider=None)],
                              run_dir=run_dir, retries=2))
     yield d
@@ -139,6 +142,18 @@ def test_a_running_task_is_stopped_and_its_dependent_fails(dfk, tmp_path):
         dependent.result(timeout=60)
     assert_stopped_and_not_retried(d, "running", pid, running, 8)
     assert plus_one(3).result(timeout=60) == 4  # the pool is whole again
+
+
+@pytest.mark.timeout(120)
+def test_a_running_task_on_a_prefork_pool_is_stopped_and_the_worker_lives_on(dfk, tmp_path):
+    d = str(tmp_path)
+    running = mark_prefork(d, "pool", 8)
+    pid = wait_started(d, "pool")
+    assert running.cancel() is True
+    assert_stopped_and_not_retried(d, "pool", pid, running, 8)
+    assert mark_prefork(d, "next", 0).result(timeout=60) == "next"
+    with open(os.path.join(d, "next.started")) as fh:
+        assert int(fh.read().split()[0]) != pid  # a new pool process took over
 
 
 def _post(url: str) -> dict:
