@@ -124,7 +124,14 @@ def _only_active_run(broker: str) -> str:
 
 def _worker(args) -> int:
     from celeriac.wire.keys import queue_name
-    from celeriac.workers.main import Placement, child_command, pin, run_worker, supervise
+    from celeriac.workers.main import (
+        Placement,
+        child_command,
+        pin,
+        run_gone,
+        run_worker,
+        supervise,
+    )
     if args.die_with_parent:
         from celeriac.processes import die_with_parent
         die_with_parent()
@@ -149,13 +156,16 @@ def _worker(args) -> int:
         args.run_id = run_id
     info = {"queue": queue_name(run_id, args.executor), "block": args.block,
             "slots": args.concurrency, "supervisor": f"{socket.gethostname()}:{os.getpid()}"}
+    gone = run_gone(broker, key, run_id, args.run_file)  # the run is over: say so, exit
+    if gone is not None:
+        return gone
     scaling = (f" (autoscale max={pool.autoscale[0]} min={pool.autoscale[1]})"
                if pool.autoscale else "")
     print(f"celeriac worker: {pool.processes} worker processes{scaling} for {info['queue']}",
           file=sys.stderr, flush=True)
     return supervise(pool.processes, lambda i, gen: child_command(args, i, gen, placement),
                      env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
-                     key=key, pool=pool)
+                     key=key, pool=pool, run_file=args.run_file)
 
 
 def _pool_size(args, placement):

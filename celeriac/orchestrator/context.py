@@ -62,10 +62,13 @@ class RunContext:
         with self._lock:
             link, self._link = self._link, None
             broker, self._broker = self._broker, None
-        if link is not None:
-            link.close()
+        if link is not None:  # by-hand workers leave before a broker that stops with the run
+            link.close(wait_for_workers=3.0 if broker is not None else 0.0)
         if broker is not None:
             broker.stop()
+        if link is not None:  # a worker started from the run file now exits at once
+            from celeriac.wire.runfile import RunFile
+            RunFile.mark_ended(self.run_file)
         if self._log_handler is not None:
             stop_file_logging(self._log_handler)
             self._log_handler = None

@@ -74,6 +74,7 @@ class DataFlowKernel:
         self._drain = threading.Lock()       # held by the thread draining them
         self._drainer = None                 # its thread id
         self._ids = itertools.count()
+        self._tries: dict = {}               # task id -> (try id, executor future) while sent
         self._cleaned = False
         executors = self.config.executors
         if not executors:  # the default, made per DFK so a Config can be loaded again
@@ -327,6 +328,10 @@ class DataFlowKernel:
                     record.app_fu.set_exception(instruction.exception)
             except InvalidStateError:  # only after a kernel bug already failed it
                 logger.error("task %s was completed twice", record.id)
+        elif kind is k.SetCancelled:
+            record.app_fu.mark_cancelled()
+        elif kind is k.Revoke:
+            self._revoke(instruction)
         elif kind is k.Watch:
             done = partial(self._post_for, instruction.event, record)
             for fut in instruction.futures:
@@ -359,10 +364,40 @@ class DataFlowKernel:
                     "to wait for futures inside containers too")
             self._post(k.SubmitFailed(record, send.try_id, e))
             return
+        self._tries[record.id] = (send.try_id, exec_fu)
         exec_fu.add_done_callback(partial(self._executor_done, record, send.try_id))
 
     def _executor_done(self, record: TaskRecord, try_id: int, fut) -> None:
+        if self._tries.get(record.id, (None, None))[1] is fut:
+            self._tries.pop(record.id, None)
         self._post(k.ExecutorDone(record, try_id, fut))
+
+    # ----------------------------------------------------------------- cancelling
+
+    def cancel(self, fut: AppFuture) -> bool:
+        """Cancel the task of ``fut`` (what ``AppFuture.cancel()`` calls).
+
+        A task still waiting never runs; one its executor holds is revoked: dropped from
+        its queue, or stopped if it runs. Its dependents fail with ``DependencyError``.
+
+        Returns:
+            Whether the future is cancelled (False: it had finished already).
+        """
+        record = fut.task_record
+        if fut.done() or record.dfk is not self:
+            return fut.cancelled()
+        self._post(k.Cancel(record))
+        if self._drainer == threading.get_ident():
+            return True  # from a callback: the Cancel is handled right after this event
+        self._settle()
+        return fut.cancelled()
+
+    def _revoke(self, revoke: k.Revoke) -> None:
+        try_id, exec_fu = self._tries.pop(revoke.record.id, (None, None))
+        if exec_fu is not None and try_id == revoke.try_id and not exec_fu.cancel():
+            logger.info("task %s (%s): executor %r could not stop try %d; its outcome will be "
+                        "ignored", revoke.record.id, revoke.record.func_name,
+                        revoke.record.executor, try_id)
 
     def _make_call(self, record: TaskRecord, args, kwargs, try_id: int) -> Call:
         accepts = record.accepts

@@ -157,12 +157,21 @@ class AppFuture(_Awaitable, Future[T]):
         return self.task_record.status.name
 
     def cancel(self) -> bool:
-        """Refuse, returning False: the DFK owns this task and will still complete it.
+        """Cancel the task: one still waiting never runs; one that is queued is dropped, and
+        one that is running is stopped (its worker process is killed). Its dependents fail
+        with ``DependencyError``; ``result()`` raises ``CancelledError``.
 
-        ``Future.cancel`` would mark a pending future cancelled while its task runs on, so the
-        DFK could not deliver the result and dependents would wait forever.
+        Returns:
+            True if the future is now cancelled; False if the task had already finished.
         """
-        return False
+        if self.done():
+            return self.cancelled()
+        return self.task_record.dfk.cancel(self)
+
+    def mark_cancelled(self) -> None:
+        """Put the future in the cancelled state (the DFK's side of :meth:`cancel`)."""
+        Future.cancel(self)
+        self._let_go()
 
     def __getitem__(self, key):
         return self.task_record.dfk.deferred(_getitem, self, key)
@@ -192,6 +201,9 @@ class DataFuture(_Awaitable, Future):
         app_fut.add_done_callback(self._parent_done)
 
     def _parent_done(self, fut: Future) -> None:
+        if fut.cancelled():  # no file will come
+            self.cancel()
+            return
         exc = fut.exception()
         if exc is not None:
             self.set_exception(exc)

@@ -1,11 +1,12 @@
 """The dataflow kernel: a pure state machine over task records, events in, instructions out.
 
 :meth:`Kernel.handle` takes one event (a task was submitted, a dependency finished, an
-executor reported a try's outcome, a retry is due, the run is closing), changes the task
-records, only ever through :meth:`TaskRecord.move`, and returns the instructions that carry the
-change out: send a try to an executor, resolve or fail a future, wait for other futures,
-schedule a retry, checkpoint a result. It does no I/O, starts no thread and never blocks, so a
-test can feed it events and read its instructions. The driver (:mod:`.dflow`) carries the
+executor reported a try's outcome, a retry is due, the user cancelled a task, the run is
+closing), changes the task records, only ever through :meth:`TaskRecord.move`, and returns the
+instructions that carry the change out: send a try to an executor, resolve, fail or cancel a
+future, revoke a try, wait for other futures, schedule a retry, checkpoint a result. It does
+no I/O, starts no thread and never blocks, so a test can feed it events and read its
+instructions. The driver (:mod:`.dflow`) carries the
 instructions out and turns what happens outside (a future finishing, a timer firing) back into
 events, which it handles from a queue, never by recursion: a chain of any length that
 completes synchronously (memo hits, failed dependencies, joins) takes constant stack.
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Kernel",
     "Submitted", "Rejected", "DependencyDone", "MemoOwnerDone", "ExecutorDone", "SubmitFailed",
-    "RetryDue", "JoinedDone", "Closing", "Closed",
-    "Send", "SetResult", "SetException", "Watch", "ScheduleRetry", "Checkpoint",
+    "RetryDue", "JoinedDone", "Cancel", "Closing", "Closed",
+    "Send", "SetResult", "SetException", "SetCancelled", "Revoke", "Watch", "ScheduleRetry",
+    "Checkpoint",
 ]
 
 _STD_STREAMS = ("stdout", "stderr")
@@ -102,6 +104,13 @@ class JoinedDone:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    """The user cancelled the task (``AppFuture.cancel()``)."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
 class Closing:
     """Cleanup has begun: executors are shutting down, and cancel what they still hold."""
 
@@ -134,6 +143,22 @@ class SetResult:
 class SetException:
     record: TaskRecord
     exception: BaseException
+
+
+@dataclass(frozen=True)
+class SetCancelled:
+    """Cancel the task's future: ``cancelled()`` is True, ``result()`` raises CancelledError."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True)
+class Revoke:
+    """Ask the executor to drop try ``try_id`` of the task if it is queued, or to stop it if
+    it runs; whatever it reports for that try afterwards is ignored."""
+
+    record: TaskRecord
+    try_id: int
 
 
 @dataclass(frozen=True)
@@ -198,7 +223,8 @@ class Kernel:
             DependencyDone: self._dependency_done,
             MemoOwnerDone: self._memo_owner_done, ExecutorDone: self._executor_done,
             SubmitFailed: self._submit_failed, RetryDue: self._retry_due,
-            JoinedDone: self._joined_done, Closing: self._closing, Closed: self._closed,
+            JoinedDone: self._joined_done, Cancel: self._cancel, Closing: self._closing,
+            Closed: self._closed,
         }
 
     def handle(self, event) -> list:
@@ -311,9 +337,11 @@ class Kernel:
         if fut.cancelled():
             if self.closing:  # the executor dropped it while shutting down; Closed fails it
                 return []
-            return self._finish(record, States.failed, exception=CeleriacError(
-                f"task {record.id} ({record.func_name}) was cancelled by executor "
-                f"{record.executor!r}"))
+            # Revoked outside this process (Flower, `celery control revoke`): someone meant
+            # to stop it, so it ends cancelled and is never retried.
+            logger.warning("task %s (%s) was revoked on executor %r: it ends cancelled, "
+                           "without a retry", record.id, record.func_name, record.executor)
+            return self._finish(record, States.cancelled)
         exc = fut.exception()
         if exc is None:
             if record.kind == "join":
@@ -382,6 +410,22 @@ class Kernel:
         result = [f.result() for f in futures] if futures is inner else futures[0].result()
         return self._finish(record, States.exec_done, result=result)
 
+    # ------------------------------------------------------------------ cancelling
+
+    def _cancel(self, event: Cancel) -> list:
+        """End an unfinished task as cancelled; a try an executor holds is revoked first.
+
+        A waiting task never runs: the events it waits for find it no longer pending. A
+        running join app's inner futures run on (they are tasks of their own).
+        """
+        record = event.record
+        if self.tasks.get(record.id) is not record:  # finished already: nothing to cancel
+            return []
+        out = [Revoke(record, record.try_id)] if record.status is States.launched else []
+        logger.info("task %s (%s) cancelled while %s", record.id, record.func_name,
+                    record.status.name)
+        return out + self._finish(record, States.cancelled)
+
     # ------------------------------------------------------------------ endings
 
     def _finish(self, record: TaskRecord, state: States, result=None, exception=None) -> list:
@@ -395,7 +439,9 @@ class Kernel:
         record.depends = []
         record.resolved = None
         record.kwargs = {k: record.kwargs[k] for k in _STD_STREAMS if k in record.kwargs}
-        if exception is not None:
+        if state is States.cancelled:
+            out.append(SetCancelled(record))
+        elif exception is not None:
             logger.debug("task %s %s: %s", record.id, state.name, exception)
             out.append(SetException(record, exception))
         else:

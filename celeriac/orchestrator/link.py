@@ -14,12 +14,25 @@ what to send and when, and what an outcome or a loss means for the run's futures
   worker run on another (the transport's sweeper); after a broker restart, only the tasks it
   lost are relaunched; and the run's own heartbeat is refreshed, so workers can tell when
   the run is gone.
+- Revoking (:meth:`CeleryLink.revoke`): a cancelled task's message is dropped from its queue,
+  and its id written, signed, where workers read it (:mod:`celeriac.wire.revokes`), so
+  one that reserved it skips it and one that runs it is stopped. A revoke sent with Celery's
+  remote control (Flower's revoke and terminate, ``celery control revoke``) is heard here on
+  the broadcast, even before any worker is up, and ends the task cancelled.
+
+On security: workers never obey remote-control revokes, since anyone on the broker can send
+one. This link accepts them for its own unfinished tasks, because all one can do is end a
+task as cancelled: it cannot decide a result or run code, and a client that can reach the
+broker can already stop a run by deleting its queues. The outcomes the link accepts are
+still only the ones a worker signed with the run's key.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
+import json
 import logging
 import reprlib
 import socket
@@ -39,8 +52,8 @@ from celeriac.errors import (
 )
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
-from celeriac.wire import payload
-from celeriac.wire.keys import results_key
+from celeriac.wire import payload, revokes, runend
+from celeriac.wire.keys import queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
 from celeriac.wire.redis_transport import RedisTransport
@@ -56,6 +69,9 @@ SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with Su
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
 RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
+QUEUE_SCAN = 10000           # queued messages looked through to drop a revoked one
+#: Celery's remote-control broadcast (kombu's Redis fanout: ``/<db>.celery.pidbox``)
+PIDBOX_PATTERNS = ("*celery.pidbox", "*celery.pidbox/*")
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
 
@@ -91,6 +107,38 @@ def _with_remote_traceback(failure):
     if failure.traceback and exc.__cause__ is None:
         exc.__cause__ = RemoteTraceback(failure.traceback)
     return exc
+
+
+class _TaskFuture(Future):
+    """The future of one call sent by a link: ``cancel()`` revokes the call."""
+
+    def __init__(self, link: "CeleryLink", task_id: str):
+        super().__init__()
+        self._link = link
+        self._task_id = task_id
+
+    def cancel(self) -> bool:
+        if self.done():
+            return self.cancelled()
+        self._link.revoke(self._task_id, "cancelled in the orchestrator")
+        return self.cancelled()
+
+
+def _revoked_ids(data) -> list:
+    """The task ids a remote-control broadcast (kombu's JSON envelope) revokes, if any."""
+    try:
+        envelope = json.loads(data)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        command = json.loads(body)
+        if command.get("method") not in ("revoke", "terminate"):
+            return []
+        ids = command.get("arguments", {}).get("task_id")
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return []
+    ids = [ids] if isinstance(ids, str) else ids
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def safe_url(url: str) -> str:
@@ -135,13 +183,15 @@ class CeleryLink:
         self._outbox: deque = deque()
         self._listener_out: list = []
         self._pushing: set = set()                                # task ids being sent
+        self._revoked: set = set()   # revoked message ids a dead worker may still hold
         self._drained_at = float("-inf")  # when the listener last emptied the results list
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._threads = [threading.Thread(target=carry(t), name=f"celeriac-{t.__name__.strip('_')}",
                                           daemon=True)
-                         for t in (self._sender, self._listener, self._watcher)]
+                         for t in (self._sender, self._listener, self._watcher,
+                                   self._remote_control)]
         self._listener_thread = self._threads[1]
         for t in self._threads:
             t.start()
@@ -159,7 +209,7 @@ class CeleryLink:
             raise SubmitException("the run's broker link is closed")
         digest, func_bytes = self._function(func, call.name)
         call_bytes = payload.dumps(call, f"arguments of {call.name}")
-        fut = Future()
+        fut = _TaskFuture(self, call.task_id)
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
         item = _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
@@ -211,6 +261,10 @@ class CeleryLink:
                 return
 
     def _push(self, batch) -> None:
+        pending = self._pending
+        batch = [item for item in batch if item.task_id in pending]  # not revoked meanwhile
+        if not batch:
+            return
         self._pushing = {item.task_id for item in batch}
         try:
             self._push_batch(batch)
@@ -374,6 +428,82 @@ class CeleryLink:
         """``time.monotonic()`` when a task of ``queue`` last finished, if one has."""
         return self._last_done.get(queue)
 
+    # --------------------------------------------------------------- revoking
+
+    def revoke(self, task_id: str, why: str) -> bool:
+        """End task (or message) ``task_id``: drop its message if it is queued, and have
+        workers skip it, or stop it if it runs. Its future ends cancelled.
+
+        Returns:
+            False if the task is not one of this run's unfinished tasks.
+        """
+        members = self._batches.get(task_id)
+        if members is not None:  # a whole packed message
+            ended = [m for m in members if self._forget(m)]
+            self._batches.pop(task_id, None)
+            ids = [task_id] + ended
+        elif self._forget(task_id):
+            ids = [task_id]
+        else:
+            return False
+        try:
+            revokes.publish(self.transport.client, self.key, self.run_id, ids)
+            dropped = self._drop_queued(ids[0])
+        except self.transport.errors as e:  # workers that get it will run it
+            logger.warning("could not revoke task %s on the broker: %s", task_id, e)
+            dropped = False
+        if not dropped:
+            self._revoked.add(ids[0])
+        logger.info("revoked %s (%s)%s", task_id, why,
+                    ": dropped from its queue" if dropped else "")
+        return True
+
+    def _forget(self, task_id: str) -> bool:
+        """Cancel the future of unfinished task ``task_id`` (False: there is none)."""
+        entry = self._pending.pop(task_id, None)
+        if entry is None:
+            return False
+        self._refusals.pop(task_id, None)
+        Future.cancel(entry[0])  # never _TaskFuture.cancel: that comes back here
+        return True
+
+    def _drop_queued(self, message_id: str) -> bool:
+        """Remove the message ``message_id`` from its queue if no worker has taken it yet."""
+        needle = f'"id": "{message_id}"'
+        for queue in list(self._queues):
+            for raw in self.transport.client.lrange(queue, -QUEUE_SCAN, -1):
+                if needle.encode() in raw and \
+                        json.loads(raw)["headers"].get("id") == message_id:
+                    return bool(self.transport.client.lrem(queue, 1, raw))
+        return False
+
+    def _remote_control(self) -> None:
+        """Hear Celery's remote-control broadcast and revoke this run's tasks named in a
+        ``revoke`` or ``terminate`` (see the module's docstring on why they are accepted)."""
+        pubsub = None
+        while not self._stop.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self.transport.client.pubsub(ignore_subscribe_messages=True)
+                    pubsub.psubscribe(*PIDBOX_PATTERNS)
+                message = pubsub.get_message(timeout=1.0)
+            except self.transport.errors as e:
+                logger.debug("remote-control listener: %s", e)
+                pubsub = None
+                self._stop.wait(1.0)
+                continue
+            if message is not None:
+                for task_id in _revoked_ids(message.get("data")):
+                    if self.revoke(task_id, "revoked with Celery's remote control (Flower "
+                                            "or `celery control revoke`)"):
+                        logger.warning("task %s was revoked with Celery's remote control: it "
+                                       "ends cancelled and is not retried", task_id)
+        if pubsub is not None:
+            try:
+                pubsub.close()
+            except self.transport.errors:
+                pass
+
     # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
@@ -391,11 +521,14 @@ class CeleryLink:
                     restart = self._recheck_restart(*restart)
                 if not self._pending:
                     continue
-                lost = sweeper.sweep(set(self._pending) | set(self._batches))
+                lost = sweeper.sweep(set(self._pending) | set(self._batches) | self._revoked)
             except self.transport.errors as e:
                 logger.warning("lost-worker sweep skipped: %s", e)
                 continue
             for task_id, why in lost:
+                if task_id in self._revoked:  # taken back from a worker killed to stop it
+                    self._revoked.discard(task_id)
+                    continue
                 logger.warning("task %s: %s", task_id, why)
                 self._complete(task_id, exception=self._lost(task_id, why))
 
@@ -481,8 +614,24 @@ class CeleryLink:
 
     # --------------------------------------------------------------- closing
 
-    def close(self) -> None:
-        """Stop the threads, drop the run's queues and results, fail what is pending. Idempotent."""
+    def _wait_for_workers(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until no worker started by hand (in no block)
+        serves one of this run's queues."""
+        prefix = queue_name(self.run_id, "")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(
+                w.block is None and (w.queue or "").startswith(prefix)
+                for w in self.transport.live_workers()):
+            time.sleep(0.1)
+
+    def close(self, wait_for_workers: float = 0.0) -> None:
+        """Stop the threads, drop the run's queues and results, fail what is pending. Idempotent.
+
+        Args:
+            wait_for_workers: wait up to this many seconds for workers started by hand for
+                this run to see that it has ended and leave (they would otherwise log
+                connection errors once a broker that stops with the run is gone).
+        """
         if self._closed:
             return
         self._closed = True
@@ -491,6 +640,10 @@ class CeleryLink:
         for t in self._threads:
             t.join(timeout=5)
         try:
+            runend.mark_ended(self.transport.client, self.key, self.run_id)  # workers leave now
+            if wait_for_workers > 0:
+                self._wait_for_workers(wait_for_workers)
+            self.transport.client.delete(revokes.revoked_key(self.run_id))
             self.transport.end_run(self._queues)
         except self.transport.errors:
             pass

@@ -25,13 +25,15 @@ class States(enum.Enum):
     memo_done = "memo_done"      # result taken from the memo table
     failed = "failed"            # finished with an error, no retries left
     dep_fail = "dep_fail"        # never ran: a dependency failed
+    cancelled = "cancelled"      # cancelled (AppFuture.cancel, or a revoke): never retried
 
     # Members are singletons compared by identity: hash them by identity too, in C (Enum's
     # own __hash__ is Python code, and the kernel hashes states several times per task).
     __hash__ = object.__hash__
 
 
-FINAL_STATES = frozenset({States.exec_done, States.memo_done, States.failed, States.dep_fail})
+FINAL_STATES = frozenset({States.exec_done, States.memo_done, States.failed, States.dep_fail,
+                          States.cancelled})
 
 TRANSITIONS = frozenset({
     (States.pending, States.launched),
@@ -44,6 +46,9 @@ TRANSITIONS = frozenset({
     (States.launched, States.joining),
     (States.joining, States.exec_done),
     (States.joining, States.failed),
+    (States.pending, States.cancelled),     # waiting (dependencies, memo owner, retry delay)
+    (States.launched, States.cancelled),    # queued or running: the executor revokes it
+    (States.joining, States.cancelled),
 })
 
 

@@ -134,7 +134,9 @@ def _execute(frame: bytes, message_id: str):
             raise e.failure.exception from None
         state.runtimes[task_id] = time.perf_counter() - start
         return result
-    batch = Batch([_run_one(func, task_id, call_bytes) for task_id, call_bytes in calls])
+    revoked = _revoked()
+    batch = Batch([_not_run(task_id) if task_id in revoked else _run_one(func, task_id, call_bytes)
+                   for task_id, call_bytes in calls])
     failed = len(batch.outcomes) - sum(1 for o in batch.outcomes if o[1])
     if failed:  # so Flower and the worker log show the message as failed
         state.failures[message_id] = batch
@@ -161,6 +163,21 @@ def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
         return task_id, ok, payload.dumps(value, "app's result"), runtime
     except SerializationError as e:
         return task_id, False, payload.dumps(Failure(e, "")), runtime
+
+
+def _revoked():
+    """The ids this worker knows its run revoked (its signed revokes, put into Celery's
+    revoked set by the worker's heartbeat thread; see workers.main.revoke_follower)."""
+    from celery.worker import state as worker_state
+    return worker_state.revoked
+
+
+def _not_run(task_id: str) -> tuple:
+    """The outcome of a revoked call of a packed message: not run (its run, which revoked
+    it, has already ended it as cancelled and ignores this)."""
+    from celeriac.errors import CeleriacError
+    return task_id, False, payload.dumps(Failure(CeleriacError(
+        f"call {task_id} was revoked by its run before it started; it was not run"), "")), 0.0
 
 
 class Batch:

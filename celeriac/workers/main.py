@@ -6,7 +6,9 @@ in its worker cannot make that worker look dead (and says when one is stopped ra
 busy). How many it runs is decided here, on the
 node, from the node's own cores, memory and accelerators (as Parsl's HTEX does), and each may
 be pinned to its own accelerator and cores. With an idle timeout it exits once its run's
-orchestrator is gone and it has nothing to run.
+orchestrator is gone and it has nothing to run. It kills the process running a task its run
+revoked (:class:`Terminator`), and exits at once, in one line, when its run has ended
+(:class:`RunEnd`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from celeriac.workers.pool import PoolSize, demand, serve_remote_control
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
+BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at start exits
 
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
@@ -48,12 +51,17 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         app.conf.broker_transport = transport.for_url(broker_url)
     state.main_pid = os.getpid()
     # Remote control runs no code but can decide a task's fate: anyone on the broker could
-    # send it, so the commands that end tasks are not served (inspection still is).
+    # send it, so the commands that end tasks are not served (inspection still is). The
+    # run's orchestrator hears revokes instead, and signs those it accepts (wire.revokes).
     for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
     serve_remote_control(state.running)  # pool_grow/shrink/autoscale: asks the supervisor
-    heartbeat = HeldTasks(redis_client(broker_url), hostname, also=transport.retry_acks).start()
+    client = redis_client(broker_url)
+    follow = revoke_follower(key, run_id)
+    follow(client, quiet=True)  # before consuming: a message revoked already is skipped
+    heartbeat = HeldTasks(client, hostname,
+                          also=lambda c: (transport.retry_acks(c), follow(c))).start()
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
     signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)
@@ -69,9 +77,156 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         heartbeat.stop()
 
 
+def revoke_follower(key: bytes, run_id: str):
+    """In a worker process: ``follow(client)`` puts the run's signed revokes into Celery's
+    revoked set, so a revoked message this worker has not started is acknowledged without
+    running (the supervisor stops one that runs: :class:`Terminator`)."""
+    from celery.worker import state as worker_state
+
+    from celeriac.wire import revokes
+
+    def follow(client, quiet: bool = False) -> None:
+        try:
+            ids = revokes.fetch(client, key, run_id)
+        except Exception:
+            if quiet:
+                return
+            raise
+        for task_id in ids:
+            worker_state.revoked.add(task_id)
+    return follow
+
+
+class Terminator:
+    """In the supervisor: kills the process running a task its run has revoked (a signed
+    revoke, see :mod:`celeriac.wire.revokes`), with the processes it started.
+
+    With the solo pool that process is the worker itself, which is then restarted like any
+    worker that died; with prefork it is the pool process. Looks on the broker only while
+    a task runs.
+    """
+
+    def __init__(self, client, key: bytes | None, run_id: str):
+        self.client, self.key, self.run_id = client, key, run_id
+        self.stopped: set[str] = set()
+        self.killed: set[str] = set()    # workers whose own process it killed
+
+    def check(self, beat, alive: dict) -> None:
+        """Stop revoked tasks among those ``alive`` workers ({name: pid}) are running."""
+        from celeriac.wire import revokes
+        running = {task_id: name for name in alive for task_id in beat.running.get(name, ())}
+        if self.key is None or not running:
+            return
+        try:
+            revoked = revokes.fetch(self.client, self.key, self.run_id)
+        except Exception:  # the broker is away: try again next beat
+            return
+        for task_id in sorted(running.keys() & revoked - self.stopped):
+            name = running[task_id]
+            pid = beat.pids.get(name, {}).get(task_id) or alive[name]
+            killed = kill_tree(pid)
+            self.stopped.add(task_id)
+            if pid == alive[name]:
+                self.killed.add(name)
+            logger.warning("task %s was revoked by run %s while worker %s ran it: killed "
+                           "process %d%s", task_id, self.run_id, name, pid,
+                           f" and {killed - 1} it started" if killed > 1 else "")
+
+
+def kill_tree(pid: int) -> int:
+    """SIGKILL process ``pid`` and its descendants; returns how many were signalled."""
+    children: dict[int, list] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    stat = fh.read()
+                children.setdefault(int(stat[stat.rfind(b")") + 2:].split()[1]),
+                                    []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    killed = 0
+    for p in reversed(tree):  # children first: none is left to be reparented and run on
+        try:
+            os.kill(p, signal.SIGKILL)
+            killed += 1
+        except (ProcessLookupError, PermissionError):
+            pass
+    return killed
+
+
+class RunEnd:
+    """Says when a worker's run is over: its run file says so, or its signed marker on the
+    broker does (see :mod:`celeriac.wire.runend`); ``over()`` gives the one line to log."""
+
+    def __init__(self, client, key: bytes | None, run_id: str, run_file: str | None = None):
+        self.client, self.key, self.run_id, self.run_file = client, key, run_id, run_file
+
+    def over(self, ask_broker: bool = True) -> str | None:
+        when = None
+        if self.run_file:
+            from celeriac.wire.runfile import RunFile
+            try:
+                when = RunFile.read(self.run_file).ended
+            except ConfigurationError:
+                pass
+        if when is None and ask_broker and self.key is not None:
+            from celeriac.wire import runend
+            try:
+                when = runend.ended_at(self.client, self.key, self.run_id)
+            except Exception:  # the broker is away: it cannot say
+                pass
+        if when is None:
+            return None
+        return (f"run {self.run_id} has ended (its orchestrator cleaned up at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): this worker "
+                "has nothing to serve and exits; start workers for a run while it is going")
+
+
+def run_gone(broker_url: str, key: bytes | None, run_id: str,
+             run_file: str | None = None) -> int | None:
+    """Before starting workers: the exit code if the run is over (0, saying so in one line)
+    or its broker cannot be reached for ``BROKER_START_WAIT`` seconds (1); else None."""
+    import redis
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
+    end = RunEnd(client, key, run_id, run_file)
+    deadline = time.monotonic() + BROKER_START_WAIT
+    try:
+        while True:
+            why = end.over(ask_broker=False)
+            if why is None:
+                try:
+                    client.ping()
+                    why = end.over()
+                    if why is None:
+                        return None
+                except redis.exceptions.RedisError as e:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.5)
+                        continue
+                    logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
+                                 "ended, its broker may have stopped with it; exiting",
+                                 _without_password(broker_url), BROKER_START_WAIT, e, run_id)
+                    return 1
+            logger.warning("%s", why)
+            return 0
+    finally:
+        client.close()
+
+
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+
+
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
               run_id: str, idle_timeout: float = 0, key: bytes | None = None,
-              pool: PoolSize | None = None) -> int:
+              pool: PoolSize | None = None, run_file: str | None = None) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
     ``info`` (queue, block, slots) goes into each worker's alive key. ``pool``, if given,
@@ -91,6 +246,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
 
     client = redis_client(broker_url)
     beat = AliveBeat(client, info)
+    terminator = Terminator(client, key, run_id)
+    run_end = RunEnd(client, key, run_id, run_file)
     orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
@@ -131,6 +288,11 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         if alive and time.monotonic() - last_beat >= INTERVAL:
             beat.beat(alive)  # also says which of them are stopped (SIGSTOP, a debugger)
             last_beat = time.monotonic()
+            terminator.check(beat, alive)
+            why = None if stopping else run_end.over()
+            if why is not None:
+                logger.warning("%s", why)
+                stop(signal.SIGTERM, None)
             if not stopping:
                 resize_pool(pool, client, beat, children, retiring, start)
             if not stopping and orphan.expired(beat.busy(alive)):
@@ -149,6 +311,12 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
                 continue
             beat.read(name, pipes[name])  # what it wrote before it died
             deaths.record(client, name, proc.returncode, beat.running.get(name, ()))
+            if name in terminator.killed:  # it ran a revoked task: not a broken worker
+                terminator.killed.discard(name)
+                logger.warning("worker %s stopped to end a revoked task; restarting it", name)
+                os.close(pipes.pop(name))
+                start(i)
+                continue
             quick_exits = quick_exits + 1 if time.monotonic() - started < QUICK_EXIT else 0
             if key is not None and key_matches_run(client, key, run_id) is False:
                 logger.error("worker %s exited, and the signing key given to `celeriac worker` "

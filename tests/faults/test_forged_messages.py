@@ -247,8 +247,11 @@ def test_worker_with_the_wrong_key_fails_the_task_clearly_and_leaves(dfk, run, t
 
 
 @pytest.mark.timeout(180)
-def test_revoke_broadcast_decides_nothing(dfk, run, tmp_path):
-    """Remote control is open to any broker client: a revoke must not end a task."""
+def test_revoke_broadcast_can_only_cancel(dfk, run, tmp_path):
+    """Remote control is open to any broker client: a revoke (Flower's, or anyone's) ends a
+    task as cancelled, and that is all it can do: it runs nothing and decides no result."""
+    from concurrent.futures import CancelledError
+
     from celery import Celery
     ledger = Ledger(tmp_path)
     futs = {10: triple(ledger.dir, 10)}
@@ -256,18 +259,24 @@ def test_revoke_broadcast_decides_nothing(dfk, run, tmp_path):
     client = redis.Redis.from_url(run.broker_url)
     try:
         byhand = queue_name(run.run_id, "byhand")
-        genuine = _queued(client, byhand, 10)
-        task_id = json.loads(genuine)["headers"]["id"]
-        deadline = time.monotonic() + 60
-        while not attacker.control.ping(timeout=1) and time.monotonic() < deadline:
-            pass  # the local worker is starting: a broadcast reaches only live workers
-        assert attacker.control.revoke(task_id, reply=True, timeout=3)
-        assert client.lrem(byhand, 1, genuine) == 1  # moved to a queue with a live worker
-        message = json.loads(genuine)
-        local = queue_name(run.run_id, "local")
-        message["properties"]["delivery_info"]["routing_key"] = local
-        client.lpush(local, json.dumps(message))
-        assert ledger.figures(futs, {10: 30}, timeout=60) == Figures(1, 1, 0, 0, 0)
+        task_id = json.loads(_queued(client, byhand, 10))["headers"]["id"]
+        attacker.control.revoke(task_id, terminate=True)
+        with pytest.raises(CancelledError):
+            futs[10].result(timeout=30)
+        assert client.llen(byhand) == 0  # the orchestrator dropped its message
+        assert ledger.runs() == {}
     finally:
         attacker.close()
         client.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_revoke_not_signed_with_the_runs_key_is_ignored(dfk, run, client, tmp_path):
+    """Workers obey only revokes their run signed: one written by another broker client
+    stops nothing."""
+    from celeriac.wire.revokes import revoked_key
+    ledger = Ledger(tmp_path)
+    futs = {11: triple(ledger.dir, 11)}
+    task_id = _queued_id(client, queue_name(run.run_id, "byhand"), 11)
+    client.hset(revoked_key(run.run_id), task_id, "0" * 64)
+    assert _finish(dfk, ledger, futs) == Figures(1, 1, 0, 0, 0)

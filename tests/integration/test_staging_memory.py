@@ -10,11 +10,13 @@ from staging_servers import HTTPFiles
 
 SIZE = 400 * 2**20
 
+# VmHWM is this process's own peak (ru_maxrss would start from the pytest process's size)
 PROBE = """
-import resource, sys
+import sys
 from celeriac.staging.http import download
 size = download(sys.argv[1], sys.argv[2])
-print(size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(size, int(hwm.split()[1]) // 1024)
 """
 
 
