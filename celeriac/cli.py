@@ -95,8 +95,8 @@ def _add_run_options(p) -> None:
 
 def _resolve(args, need_key: bool):
     """(broker_url, key, run_id) from the run file, options and environment."""
-    from celeriac.workers import payload
-    from celeriac.workers.runfile import RunFile
+    from celeriac.wire import payload
+    from celeriac.wire.runfile import RunFile
     if args.run_file:
         rf = RunFile.read(args.run_file)
         return rf.broker_url, rf.key.encode(), args.run_id or rf.run_id
@@ -111,7 +111,7 @@ def _resolve(args, need_key: bool):
 def _only_active_run(broker: str) -> str:
     import redis
 
-    from celeriac.workers.runfile import RUNS_KEY
+    from celeriac.wire.keys import RUNS_KEY
     try:
         runs = sorted(r.decode() for r in redis.Redis.from_url(broker).hkeys(RUNS_KEY))
     except redis.exceptions.RedisError as e:
@@ -123,6 +123,7 @@ def _only_active_run(broker: str) -> str:
 
 
 def _worker(args) -> int:
+    from celeriac.wire.keys import queue_name
     from celeriac.workers.main import (
         Placement,
         child_command,
@@ -131,9 +132,8 @@ def _worker(args) -> int:
         run_worker,
         supervise,
     )
-    from celeriac.workers.runfile import queue_name
     if args.die_with_parent:
-        from celeriac.orchestrator.processes import die_with_parent
+        from celeriac.processes import die_with_parent
         die_with_parent()
     if args.child:
         pin(args.accelerator, args.cpus)
@@ -198,7 +198,7 @@ def _report(args) -> int:
 
 def _flower(args) -> int:
     from celeriac.orchestrator.monitoring_flower import serve
-    from celeriac.workers.runfile import RunFile
+    from celeriac.wire.runfile import RunFile
     run_dir = None
     if args.run_file:
         rf = RunFile.read(args.run_file)

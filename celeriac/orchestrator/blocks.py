@@ -44,7 +44,7 @@ class PoolQueue(Protocol):
         """``time.monotonic()`` when a task of the queue last finished, if one has."""
 
     def workers(self) -> list:
-        """The live workers serving the queue (``liveness.LiveWorker``)."""
+        """The live workers serving the queue (``celeriac.wire.alive.LiveWorker``)."""
 
     def fail_all(self, error: BaseException) -> None:
         """Fail every task waiting on the queue with ``error``."""

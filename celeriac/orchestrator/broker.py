@@ -13,8 +13,8 @@ import time
 import redis
 
 from celeriac.errors import ConfigurationError
-from celeriac.orchestrator.processes import popen_tied_to_this_process
 from celeriac.private_files import PRIVATE_UMASK, private_dir
+from celeriac.processes import popen_tied_to_this_process
 
 logger = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ class RunContext:
         with self._lock:
             if self._link is None:
                 from celeriac.orchestrator.link import CeleryLink
-                from celeriac.workers.payload import new_key
-                from celeriac.workers.runfile import RunFile
+                from celeriac.wire.payload import new_key
+                from celeriac.wire.runfile import RunFile
                 url = self.config.broker
                 if url is None:
                     from celeriac.orchestrator.broker import EmbeddedRedis
@@ -54,7 +54,7 @@ class RunContext:
                 self._link.sent_events.tasks = self.tasks
                 if self.monitoring is not None:  # where each try ran, and the run's workers
                     self._link.ran_on = self.monitoring.ran_on
-                    self.monitoring.watch_workers(self._link.client, self.run_id)
+                    self.monitoring.watch_workers(self._link.transport, self.run_id)
             return self._link
 
     def close(self) -> None:
@@ -67,7 +67,7 @@ class RunContext:
         if broker is not None:
             broker.stop()
         if link is not None:  # a worker started from the run file now exits at once
-            from celeriac.workers.runfile import RunFile
+            from celeriac.wire.runfile import RunFile
             RunFile.mark_ended(self.run_file)
         if self._log_handler is not None:
             stop_file_logging(self._log_handler)

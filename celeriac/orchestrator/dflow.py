@@ -44,7 +44,7 @@ from celeriac.orchestrator.progress import Progress
 from celeriac.orchestrator.runlog import in_run
 from celeriac.orchestrator.states import TaskRecord
 from celeriac.orchestrator.summary import RunTally, format_summary
-from celeriac.workers.execute import Call
+from celeriac.wire.call import Call
 
 logger = logging.getLogger(__name__)
 

@@ -1,19 +1,21 @@
 """CeleryLink: one run's connection to its broker. One per DFK, shared by its Celery executors.
 
-- Sending: ``submit`` signs the call and builds the Celery (protocol 2) message in the caller's
-  thread; one sender thread pushes whatever has queued up in a single pipelined round trip
-  (one LPUSH per queue), instead of a kombu producer round trip per task. While an event
-  consumer (Flower) listens, the same pipeline publishes a ``task-sent`` event per message
-  (celeriac.orchestrator.sent_events).
-- Receiving: one listener thread pops the run's result list (never one subscription or poll
+The broker itself is reached through a transport (celeriac.wire.base); this module decides
+what to send and when, and what an outcome or a loss means for the run's futures.
+
+- Sending: ``submit`` signs the call and builds its task message in the caller's thread; one
+  sender thread sends whatever has queued up in a single round trip, instead of a kombu
+  producer round trip per task. While an event consumer (Flower) listens, the same round trip
+  publishes a ``task-sent`` event per message (celeriac.orchestrator.sent_events).
+- Receiving: one listener thread takes the run's outcomes (never one subscription or poll
   per task) and completes the futures.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
-  back from kombu's unacked table and failed with WorkerLost, which the DFK relaunches;
-  tasks held up by a stopped worker run on another (celeriac.orchestrator.recovery); after a
-  broker restart, only the tasks it lost are relaunched; and the run's own heartbeat key is
-  refreshed, so workers can tell when the run is gone.
+  back and failed with WorkerLost, which the DFK relaunches; tasks held up by a stopped
+  worker run on another (the transport's sweeper); after a broker restart, only the tasks it
+  lost are relaunched; and the run's own heartbeat is refreshed, so workers can tell when
+  the run is gone.
 - Revoking (:meth:`CeleryLink.revoke`): a cancelled task's message is dropped from its queue,
-  and its id written, signed, where workers read it (:mod:`celeriac.workers.revokes`), so
+  and its id written, signed, where workers read it (:mod:`celeriac.wire.revokes`), so
   one that reserved it skips it and one that runs it is stopped. A revoke sent with Celery's
   remote control (Flower's revoke and terminate, ``celery control revoke``) is heard here on
   the broadcast, even before any worker is up, and ends the task cancelled.
@@ -39,8 +41,6 @@ import time
 from collections import defaultdict, deque
 from concurrent.futures import Future
 
-import redis
-
 from celeriac.errors import (
     CeleriacError,
     ExecutorError,
@@ -50,14 +50,13 @@ from celeriac.errors import (
     UntrustedPayload,
     WorkerLost,
 )
-from celeriac.orchestrator import recovery
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
-from celeriac.workers import deaths, payload, revokes, runend
-from celeriac.workers.app import CONTENT_TYPE, TASK_NAME
-from celeriac.workers.backend import redis_client
-from celeriac.workers.liveness import ORCHESTRATOR_TTL, live_workers, orchestrator_key
-from celeriac.workers.runfile import RUNS_KEY, queue_name, results_key
+from celeriac.wire import payload, revokes, runend
+from celeriac.wire.keys import queue_name, results_key
+from celeriac.wire.message import TaskMessage
+from celeriac.wire.outcome import open_outcomes
+from celeriac.wire.redis_transport import RedisTransport
 
 logger = logging.getLogger(__name__)
 
@@ -163,14 +162,12 @@ class CeleryLink:
         self.run_id = run_id
         self.results_key = results_key(run_id)
         self._origin = f"{socket.gethostname()}:{run_id}"
-        self._send_client = redis_client(broker_url)
-        self._listen_client = redis_client(broker_url)
-        self.sent_events = SentEvents(self._send_client, self._origin, run_id)
+        self.transport = RedisTransport(broker_url, run_id)
+        self.sent_events = SentEvents(self.transport.client, self._origin, run_id)
         self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:
-            self._send_client.ping()
             self._register_run()
-        except redis.exceptions.RedisError as e:
+        except self.transport.errors as e:
             raise ExecutorError("celery", (
                 f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
                 "Is it running, and is the URL (and password) right?")) from None
@@ -226,9 +223,9 @@ class CeleryLink:
             self._wake.set()
         return fut
 
-    def _message(self, queue: str, items: list, sent: list | None = None) -> str:
-        """One Celery protocol-2 message carrying ``items`` (calls of one app); with ``sent``,
-        what its ``task-sent`` event needs is appended to it."""
+    def _message(self, queue: str, items: list, sent: list | None = None) -> TaskMessage:
+        """One task message carrying ``items`` (calls of one app); with ``sent``, what its
+        ``task-sent`` event needs is appended to it."""
         first = items[0]
         if len(items) == 1:
             celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
@@ -240,24 +237,8 @@ class CeleryLink:
             sent.append((celery_id, first.name, argsrepr, kwargsrepr, queue, first.task_id))
         frame = payload.sign(self.key, payload.dumps(
             (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
-        return json.dumps({
-            "body": base64.b64encode(frame).decode(),
-            "content-encoding": "binary",
-            "content-type": CONTENT_TYPE,
-            "headers": {
-                "lang": "py", "task": TASK_NAME, "id": celery_id, "shadow": first.name,
-                "eta": None, "expires": None, "group": None, "group_index": None,
-                "retries": 0, "timelimit": [None, None], "root_id": celery_id,
-                "parent_id": None, "argsrepr": argsrepr, "kwargsrepr": kwargsrepr,
-                "origin": self._origin, "ignore_result": False, "replaced_task_nesting": 0,
-                "stamped_headers": None, "stamps": {},
-            },
-            "properties": {
-                "correlation_id": celery_id, "reply_to": self.results_key,
-                "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0, "body_encoding": "base64", "delivery_tag": celery_id,
-            },
-        })
+        return TaskMessage(celery_id, first.name, frame, self.results_key, self._origin,
+                           argsrepr, kwargsrepr)
 
     def _function(self, func, name: str):
         entry = self._functions.get(func)
@@ -307,15 +288,12 @@ class CeleryLink:
         delay = 0.05
         while True:
             try:
-                pipe = self._send_client.pipeline(transaction=False)
-                self.sent_events.add(pipe, events)  # before the tasks, as Celery sends them
-                for queue, messages in by_queue.items():
-                    pipe.lpush(queue, *messages)
-                replies = pipe.execute()
+                replies = self.transport.send(
+                    by_queue, (self.sent_events.channel, events) if events else None)
                 if events:
-                    self.sent_events.heard(replies[:len(events)])
+                    self.sent_events.heard(replies)
                 return
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
                     error = SubmitException(
                         f"could not send the task to the broker at {safe_url(self.url)} for "
@@ -330,18 +308,13 @@ class CeleryLink:
     # --------------------------------------------------------------- receiving
 
     def _listener(self) -> None:
-        client = self._listen_client
         down_since = None
         while not self._stop.is_set():
             try:
                 popped_at = time.monotonic()
-                frames = client.lpop(self.results_key, 500)
-                drained = not frames or len(frames) < 500
-                if not frames:
-                    item = client.blpop([self.results_key], timeout=1)
-                    frames = [item[1]] if item else []
+                frames, drained = self.transport.receive(500, 1)
                 down_since = None
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 if self._stop.is_set():
                     return
                 down_since = down_since or time.monotonic()
@@ -366,7 +339,7 @@ class CeleryLink:
             self._noticed(frame)
             return
         try:
-            message_id, outcomes, *worker = payload.unseal(self.key, frame)
+            message_id, outcomes, *worker = open_outcomes(self.key, frame)
         except (UntrustedPayload, SerializationError) as e:
             logger.error("dropped a result frame that failed verification: %s", e)
             return
@@ -418,7 +391,7 @@ class CeleryLink:
             return UntrustedPayload(
                 f"{said}, and left without running it. Workers must be started with this "
                 "run's key (celeriac worker --run-file <run_dir>/worker.json, or CELERIAC_KEY)")
-        return WorkerLost(deaths.explain(self._send_client, task_id) or why)
+        return WorkerLost(self.transport.death_of(task_id) or why)
 
     def _complete(self, task_id, result=None, exception=None, runtime=None) -> None:
         self._refusals.pop(task_id, None)
@@ -455,12 +428,6 @@ class CeleryLink:
         """``time.monotonic()`` when a task of ``queue`` last finished, if one has."""
         return self._last_done.get(queue)
 
-    @property
-    def client(self):
-        """A Redis client for short commands from other threads (redis-py clients are
-        thread-safe; each command takes a pooled connection)."""
-        return self._send_client
-
     # --------------------------------------------------------------- revoking
 
     def revoke(self, task_id: str, why: str) -> bool:
@@ -480,9 +447,9 @@ class CeleryLink:
         else:
             return False
         try:
-            revokes.publish(self._send_client, self.key, self.run_id, ids)
+            revokes.publish(self.transport.client, self.key, self.run_id, ids)
             dropped = self._drop_queued(ids[0])
-        except redis.exceptions.RedisError as e:  # workers that get it will run it
+        except self.transport.errors as e:  # workers that get it will run it
             logger.warning("could not revoke task %s on the broker: %s", task_id, e)
             dropped = False
         if not dropped:
@@ -504,10 +471,10 @@ class CeleryLink:
         """Remove the message ``message_id`` from its queue if no worker has taken it yet."""
         needle = f'"id": "{message_id}"'
         for queue in list(self._queues):
-            for raw in self._send_client.lrange(queue, -QUEUE_SCAN, -1):
+            for raw in self.transport.client.lrange(queue, -QUEUE_SCAN, -1):
                 if needle.encode() in raw and \
                         json.loads(raw)["headers"].get("id") == message_id:
-                    return bool(self._send_client.lrem(queue, 1, raw))
+                    return bool(self.transport.client.lrem(queue, 1, raw))
         return False
 
     def _remote_control(self) -> None:
@@ -517,10 +484,10 @@ class CeleryLink:
         while not self._stop.is_set():
             try:
                 if pubsub is None:
-                    pubsub = self._listen_client.pubsub(ignore_subscribe_messages=True)
+                    pubsub = self.transport.client.pubsub(ignore_subscribe_messages=True)
                     pubsub.psubscribe(*PIDBOX_PATTERNS)
                 message = pubsub.get_message(timeout=1.0)
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 logger.debug("remote-control listener: %s", e)
                 pubsub = None
                 self._stop.wait(1.0)
@@ -534,13 +501,13 @@ class CeleryLink:
         if pubsub is not None:
             try:
                 pubsub.close()
-            except redis.exceptions.RedisError:
+            except self.transport.errors:
                 pass
 
     # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
-        sweeper = recovery.Sweeper(self._send_client, self._describe)
+        sweeper = self.transport.sweeper(self._describe)
         server = self._server_id()
         restart = None  # (when, message ids missing) while a broker restart is checked
         while not self._stop.wait(SWEEP_INTERVAL):
@@ -555,7 +522,7 @@ class CeleryLink:
                 if not self._pending:
                     continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches) | self._revoked)
-            except redis.exceptions.RedisError as e:
+            except self.transport.errors as e:
                 logger.warning("lost-worker sweep skipped: %s", e)
                 continue
             for task_id, why in lost:
@@ -587,24 +554,20 @@ class CeleryLink:
         return {m: ids for m, ids in messages.items() if not unsent.intersection(ids)}
 
     def _server_id(self):
-        """The broker's run id: it changes when Redis restarts (and forgets its queues)."""
-        try:
-            return self._send_client.info("server").get("run_id")
-        except redis.exceptions.RedisError:
-            return None
+        """The broker's instance: it changes when the broker restarts (and may forget)."""
+        return self.transport.instance()
 
     def _register_run(self) -> None:
         """Say on the broker that this run is active (how `celeriac worker` finds it)."""
-        self._send_client.hset(RUNS_KEY, self.run_id, json.dumps({
-            "started": time.time(), "key_check": payload.key_check(self.key, self.run_id)}))
+        self.transport.register_run({
+            "started": time.time(), "key_check": payload.key_check(self.key, self.run_id)})
         self._beat()
 
     def _beat(self) -> None:
         """Refresh the run's heartbeat: workers whose run stops beating may leave when idle."""
         try:
-            self._send_client.set(orchestrator_key(self.run_id), "1",
-                                  px=int(ORCHESTRATOR_TTL * 1000))
-        except redis.exceptions.RedisError as e:
+            self.transport.beat_run()
+        except self.transport.errors as e:
             logger.warning("orchestrator heartbeat failed: %s", e)
 
     def _broker_restarted(self):
@@ -613,10 +576,10 @@ class CeleryLink:
         checked again after ``RESTART_RECHECK`` seconds (:meth:`_recheck_restart`)."""
         try:
             self._register_run()  # a broker that lost its data forgot the run too
-        except redis.exceptions.RedisError:
+        except self.transport.errors:
             pass
         outstanding = self._outstanding()
-        found, _unacked = recovery.whereabouts(self._send_client, self._queues)
+        found, _unacked = self.transport.whereabouts(self._queues)
         missing = set(outstanding) - found
         if not missing:
             self._relaunch_lost([], len(outstanding))
@@ -634,10 +597,9 @@ class CeleryLink:
         if time.monotonic() - since < RESTART_RECHECK or self._drained_at < since:
             return since, missing, unfinished
         outstanding = self._outstanding()
-        found, unacked = recovery.whereabouts(self._send_client, self._queues)
+        found, unacked = self.transport.whereabouts(self._queues)
         lost = [m for m in missing if m in outstanding and m not in found]
-        lost = [m for m in lost if m not in unacked or recovery.take_back(self._send_client,
-                                                                          unacked[m])]
+        lost = [m for m in lost if m not in unacked or self.transport.take_back(unacked[m])]
         self._relaunch_lost(lost, unfinished)
         return None
 
@@ -659,7 +621,7 @@ class CeleryLink:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(
                 w.block is None and (w.queue or "").startswith(prefix)
-                for w in live_workers(self._send_client)):
+                for w in self.transport.live_workers()):
             time.sleep(0.1)
 
     def close(self, wait_for_workers: float = 0.0) -> None:
@@ -678,15 +640,12 @@ class CeleryLink:
         for t in self._threads:
             t.join(timeout=5)
         try:
-            runend.mark_ended(self._send_client, self.key, self.run_id)  # workers leave now
+            runend.mark_ended(self.transport.client, self.key, self.run_id)  # workers leave now
             if wait_for_workers > 0:
                 self._wait_for_workers(wait_for_workers)
-            self._send_client.delete(self.results_key, *self._queues,
-                                     revokes.revoked_key(self.run_id))
-            self._send_client.hdel(RUNS_KEY, self.run_id)
-            self._send_client.delete(orchestrator_key(self.run_id))
-        except redis.exceptions.RedisError:
+            self.transport.client.delete(revokes.revoked_key(self.run_id))
+            self.transport.end_run(self._queues)
+        except self.transport.errors:
             pass
         self.fail_all(CeleriacError("the run was shut down before this task finished"))
-        self._send_client.close()
-        self._listen_client.close()
+        self.transport.close()

@@ -89,16 +89,15 @@ class _Roster:
     """Which of a run's workers are alive, as rows: ``("j", name, host, block, executor,
     time)`` when one appears, ``("x", name, time)`` when its heartbeat has expired."""
 
-    def __init__(self, client, run_id: str):
-        self.client = client
-        self.prefix = f"celeriac.{run_id}."    # the run's queues (runfile.queue_name)
+    def __init__(self, transport, run_id: str):
+        self.transport = transport
+        self.prefix = f"celeriac.{run_id}."    # the run's queues (wire.keys.queue_name)
         self.alive: set = set()
         self.due = True                        # read at the next flush, whatever the time
 
     def changes(self, now: float) -> list:
-        from celeriac.workers.liveness import live_workers
         try:
-            workers = [w for w in live_workers(self.client)
+            workers = [w for w in self.transport.live_workers()
                        if (w.queue or "").startswith(self.prefix)]
         except Exception as e:  # the broker away: the next read catches up
             logger.debug("could not read the workers' heartbeats: %s", e)
@@ -187,10 +186,11 @@ class RunDatabase:
             roster.due = True  # a worker not seen yet: read its heartbeat (block) while
             self._wake.set()   # it is there (once per worker)
 
-    def watch_workers(self, client, run_id: str) -> None:
+    def watch_workers(self, transport, run_id: str) -> None:
         """Record this run's workers (joined, left) from their heartbeats on the broker,
-        read with ``client`` every :data:`HEARTBEAT_SECONDS` by the feeder thread."""
-        self._roster = _Roster(client, run_id)
+        read through the run's ``transport`` every :data:`HEARTBEAT_SECONDS` by the feeder
+        thread."""
+        self._roster = _Roster(transport, run_id)
 
     def block(self, executor: str, block: str, state: str, job_id: Optional[str] = None) -> None:
         """A block of ``executor`` was submitted, started running, or ended."""

@@ -149,7 +149,7 @@ def _heartbeat_seen(broker: str, run_id: str) -> bool:
     """Whether the run's orchestrator heartbeat is on the broker (False if unreachable)."""
     import redis
 
-    from celeriac.workers.liveness import orchestrator_key
+    from celeriac.wire.keys import orchestrator_key
     try:
         client = redis.Redis.from_url(broker, socket_timeout=3, socket_connect_timeout=3)
         try:

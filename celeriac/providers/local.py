@@ -8,8 +8,8 @@ import signal
 import subprocess
 import time
 
-from celeriac.orchestrator.processes import popen_tied_to_this_process
 from celeriac.private_files import private_dir, private_file
+from celeriac.processes import popen_tied_to_this_process
 from celeriac.providers.base import ExecutionProvider, JobState, JobStatus
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The Celery app shared by orchestrator and workers, and the one generic task.
+"""The Celery app a worker runs, and the one generic task (its name and body: wire.message).
 
 Every app call travels as the registered task ``celeriac.execute`` with ``shadow=<app name>``,
 so Flower and worker logs show the user's function name. Its body is a signed frame
@@ -16,34 +16,20 @@ import pickle
 import time
 
 from celery import Celery
-from kombu.serialization import register
 
 from celeriac.errors import SerializationError, UntrustedPayload
-from celeriac.workers import payload, refusal
-from celeriac.workers.execute import AppFailed, Failure, run_call
+from celeriac.wire import payload
+from celeriac.wire.call import AppFailed, Failure
+from celeriac.wire.message import SERIALIZER, TASK_NAME
+from celeriac.workers import refusal
+from celeriac.workers.execute import run_call
 from celeriac.workers.liveness import RunningNotes
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "celeriac.execute"
-CONTENT_TYPE = "application/x-celeriac"
-SERIALIZER = "celeriac"
 #: Long enough that kombu never re-delivers a running task by itself: the orchestrator
-#: notices dead workers from their heartbeats (see celeriac.orchestrator.recovery).
+#: notices dead workers from their heartbeats (see celeriac.wire.redis_recovery).
 VISIBILITY_TIMEOUT = 7 * 24 * 3600
-
-
-def _decode(body: bytes):
-    # The body is one signed frame; it stays opaque until the task verifies it.
-    return (body,), {}, {}
-
-
-def _encode(obj) -> bytes:
-    args, _kwargs, _embed = obj
-    return args[0]
-
-
-register(SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encoding="binary")
 
 
 class WorkerState:
@@ -79,7 +65,7 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
              run_id: str | None = None) -> Celery:
     """The Celery app for a run's broker (in a worker, ``key`` is what verifies payloads and
     ``run_id`` names the one results list it replies to)."""
-    from celeriac.workers.runfile import results_key
+    from celeriac.wire.keys import results_key
     if key is not None:
         state.key = key
     if run_id is not None:

@@ -16,27 +16,19 @@ import tenacity
 from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.backends.base import BaseBackend
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from celeriac.errors import SerializationError, WorkerLost
-from celeriac.workers import payload
-from celeriac.workers.app import TASK_NAME, Batch, state
-from celeriac.workers.execute import Failure
+from celeriac.wire import outcome, payload
+from celeriac.wire.call import Failure
+from celeriac.wire.message import TASK_NAME
+from celeriac.wire.redis_transport import redis_client
+from celeriac.workers.app import Batch, state
 
 logger = logging.getLogger(__name__)
 
 #: How long a worker keeps trying to hand in an outcome while the broker is away (restarting,
 #: failing over): longer than any restart, so a finished task is not reported as failed.
 RESULT_GIVE_UP = 120.0
-
-
-def redis_client(url: str) -> redis.Redis:
-    """A Redis client that rides out short connection drops (5 retries with backoff)."""
-    return redis.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=2.0), 5),
-        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
-        health_check_interval=30)
 
 
 class ResultListBackend(BaseBackend):
@@ -86,7 +78,7 @@ class ResultListBackend(BaseBackend):
         # an outcome belongs to when one value cannot be unpickled there. The worker's name
         # (``name@host``) is signed with them: the run database records where each try ran.
         worker = getattr(request, "hostname", None) or self._hostname
-        self._push(task_id, payload.seal(state.key, (task_id, outcomes, worker)))
+        self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes, worker))
         return result
 
     def _push(self, task_id: str, frame: bytes) -> None:

@@ -16,7 +16,8 @@ from celeriac.errors import (
     log_files_text,
 )
 from celeriac.private_files import is_private_dir, private_dir, private_file
-from celeriac.workers.execute import AppFailed, Call, Failure, stops_the_worker
+from celeriac.wire.call import AppFailed, Call, Failure
+from celeriac.workers.execute import stops_the_worker
 
 
 def run_bash(func, call: Call) -> int:

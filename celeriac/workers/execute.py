@@ -15,81 +15,10 @@ import pickle
 import select
 import signal
 import time
-import traceback
-from dataclasses import dataclass, field
-from typing import Optional
 
-from celeriac.errors import AppExited, AppTimeout, SerializationError
-from celeriac.workers import payload
-
-
-@dataclass
-class Call:
-    """One try of one app call, as a worker needs it (the function travels separately)."""
-
-    task_id: str                 # unique per try; the Celery task id
-    tid: int                     # the DFK's task id
-    name: str                    # the app's name, shown in Flower and logs
-    kind: str                    # 'python' or 'bash'
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-    walltime: Optional[float] = None
-    stdout: object = None        # bash apps: path, (path, mode) or None
-    stderr: object = None
-    outputs: tuple = ()          # bash apps: Files that must exist afterwards
-    staging: object = None       # a celeriac.staging.intask.StagePlan: transfers around the app
-
-
-@dataclass
-class Failure:
-    """An exception from an app, with its traceback as text (tracebacks don't pickle)."""
-
-    exception: BaseException
-    traceback: str
-
-    @classmethod
-    def capture(cls, exc: BaseException, skip_frames: int = 0, app_name: str = "") -> "Failure":
-        """The failure of app ``app_name`` that raised ``exc`` (its traceback kept as text).
-
-        An exception that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, ...)
-        is replaced by :class:`AppExited` saying what the app did.
-        """
-        tb = exc.__traceback__
-        for _ in range(skip_frames):
-            if tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        if not isinstance(exc, Exception):
-            exc = exited(exc, app_name)
-        return cls(exc, text)
-
-    def portable(self) -> "Failure":
-        """This failure, with the exception replaced by a description if it won't pickle."""
-        try:
-            payload.dumps(self.exception)
-            return self
-        except SerializationError:
-            exc = self.exception
-            return Failure(SerializationError(
-                f"the app raised {type(exc).__module__}.{type(exc).__qualname__}: {exc}, "
-                "which could not be pickled to send back; its traceback is attached"),
-                self.traceback)
-
-
-def exited(exc: BaseException, app_name: str) -> AppExited:
-    """An :class:`AppExited` describing ``exc``, which is not an ``Exception``."""
-    if isinstance(exc, SystemExit):
-        code = exc.code
-        what = "called sys.exit()" if code is None else f"called sys.exit({code!r})"
-        return AppExited(app_name, what, code if isinstance(code, (int, str)) else None)
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else \
-        f"{kind.__module__}.{kind.__qualname__}"
-    try:
-        text = str(exc)
-    except Exception:
-        text = ""
-    return AppExited(app_name, f"raised {name}: {text}" if text else f"raised {name}")
+from celeriac.errors import AppTimeout, SerializationError
+from celeriac.wire import payload
+from celeriac.wire.call import AppFailed, Call, Failure
 
 
 def stops_the_worker(exc: BaseException) -> bool:
@@ -97,14 +26,6 @@ def stops_the_worker(exc: BaseException) -> bool:
     wherever the worker's main thread is, even inside an app), not something the app did."""
     return type(exc).__name__ in ("WorkerShutdown", "WorkerTerminate") and \
         type(exc).__module__ == "celery.exceptions"
-
-
-class AppFailed(Exception):
-    """Raised inside a worker to carry a :class:`Failure` out of :func:`run_call`."""
-
-    def __init__(self, failure: Failure):
-        super().__init__(failure.exception)
-        self.failure = failure
 
 
 def run_call(func, call: Call, isolate_walltime: bool = True):
@@ -183,7 +104,7 @@ def _run_forked(func, call: Call):
         os.close(rfd)
         status = _reap(pid)
     if not chunks:
-        from celeriac.workers.deaths import describe
+        from celeriac.wire.deaths import describe
         how = "" if status is None else f": {describe(os.waitstatus_to_exitcode(status))}"
         raise AppFailed(Failure(RuntimeError(
             f"[{call.name}] the process running the app (forked for its walltime) ended "

@@ -29,7 +29,7 @@ timeout rather than hold an allocation for a run that is gone.
 
 When a worker dies its alive key expires; the orchestrator then takes back the tasks no live
 worker holds from kombu's unacked table and relaunches them, and the tasks of a worker
-stopped for too long run elsewhere (celeriac.orchestrator.recovery).
+stopped for too long run elsewhere (celeriac.wire.redis_recovery).
 """
 
 from __future__ import annotations
@@ -39,19 +39,14 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+
+from celeriac.wire.keys import ALIVE_PREFIX, HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
 
 logger = logging.getLogger(__name__)
 
-WORKERS_KEY = "celeriac:workers"
-ALIVE_PREFIX = "celeriac:alive:"
-HELD_PREFIX = "celeriac:held:"
-RUNNING_PREFIX = "celeriac:running:"
 RUNNING_FD_ENV = "CELERIAC_RUNNING_FD"
 INTERVAL = 1.0
 TTL = 5.0
-ORCHESTRATOR_PREFIX = "celeriac:orchestrator:"
-ORCHESTRATOR_TTL = 10.0
 READY_NOTE = b"*"
 HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
 
@@ -232,52 +227,3 @@ def process_stopped(pid: int) -> bool:
     except OSError:  # gone, or no /proc: not known to be stopped
         return False
     return stat[stat.rfind(b")") + 2:][:1] in (b"T", b"t")
-
-
-def orchestrator_key(run_id: str) -> str:
-    """The key a run's orchestrator keeps alive while it runs."""
-    return ORCHESTRATOR_PREFIX + run_id
-
-
-@dataclass(frozen=True)
-class LiveWorker:
-    """One worker process with a fresh heartbeat, as the broker describes it."""
-
-    name: str
-    queue: str | None
-    block: str | None
-    slots: int
-    ready: bool
-    stopped_for: float | None = None       # seconds it (or a process running a task) is stopped
-    stopped_tasks: tuple | None = None     # the tasks held up; None: all it holds
-    supervisor: str | None = None          # the `celeriac worker` process that started it
-    max_slots: int | None = None           # slots its supervisor may grow to (autoscale)
-
-
-def live_workers(client) -> list[LiveWorker]:
-    """Every worker whose alive key has not expired (on any queue)."""
-    names = sorted(n.decode() for n in client.smembers(WORKERS_KEY))
-    values = client.mget([ALIVE_PREFIX + n for n in names]) if names else []
-    found = []
-    for name, value in zip(names, values):
-        if value is None:
-            continue
-        try:
-            info = json.loads(value)
-        except ValueError:
-            info = None
-        if not isinstance(info, dict):  # a worker of an older celeriac: capacity unknown
-            info = {}
-        stopped_for = info.get("stopped_for")
-        stopped_tasks = info.get("stopped_tasks")
-        found.append(LiveWorker(
-            name, info.get("queue"), info.get("block"), int(info.get("slots") or 1),
-            bool(info.get("ready")),
-            float(stopped_for) if isinstance(stopped_for, (int, float)) else None,
-            tuple(stopped_tasks) if isinstance(stopped_tasks, list) else None,
-            info.get("supervisor"), _count(info.get("max_slots"))))
-    return found
-
-
-def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -22,15 +22,15 @@ import sys
 import time
 
 from celeriac.errors import ConfigurationError
-from celeriac.orchestrator.processes import die_with_parent
+from celeriac.processes import die_with_parent
+from celeriac.wire.keys import queue_name
+from celeriac.wire.options import CPU_AFFINITIES
 from celeriac.workers.pool import PoolSize, demand, serve_remote_control
-from celeriac.workers.runfile import queue_name
 
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
 BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at start exits
-CPU_AFFINITIES = ("none", "block", "alternating", "block-reverse")
 
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
@@ -40,9 +40,9 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     from celery import signals
     from celery.worker.control import Panel
 
+    from celeriac.wire.redis_transport import redis_client
     from celeriac.workers import transport
     from celeriac.workers.app import make_app, state
-    from celeriac.workers.backend import redis_client
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
@@ -52,7 +52,7 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     state.main_pid = os.getpid()
     # Remote control runs no code but can decide a task's fate: anyone on the broker could
     # send it, so the commands that end tasks are not served (inspection still is). The
-    # run's orchestrator hears revokes instead, and signs those it accepts (workers.revokes).
+    # run's orchestrator hears revokes instead, and signs those it accepts (wire.revokes).
     for command in ("revoke", "terminate", "revoke_by_stamped_headers"):
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
@@ -83,7 +83,7 @@ def revoke_follower(key: bytes, run_id: str):
     running (the supervisor stops one that runs: :class:`Terminator`)."""
     from celery.worker import state as worker_state
 
-    from celeriac.workers import revokes
+    from celeriac.wire import revokes
 
     def follow(client, quiet: bool = False) -> None:
         try:
@@ -99,7 +99,7 @@ def revoke_follower(key: bytes, run_id: str):
 
 class Terminator:
     """In the supervisor: kills the process running a task its run has revoked (a signed
-    revoke, see :mod:`celeriac.workers.revokes`), with the processes it started.
+    revoke, see :mod:`celeriac.wire.revokes`), with the processes it started.
 
     With the solo pool that process is the worker itself, which is then restarted like any
     worker that died; with prefork it is the pool process. Looks on the broker only while
@@ -113,7 +113,7 @@ class Terminator:
 
     def check(self, beat, alive: dict) -> None:
         """Stop revoked tasks among those ``alive`` workers ({name: pid}) are running."""
-        from celeriac.workers import revokes
+        from celeriac.wire import revokes
         running = {task_id: name for name in alive for task_id in beat.running.get(name, ())}
         if self.key is None or not running:
             return
@@ -162,7 +162,7 @@ def kill_tree(pid: int) -> int:
 
 class RunEnd:
     """Says when a worker's run is over: its run file says so, or its signed marker on the
-    broker does (see :mod:`celeriac.workers.runend`); ``over()`` gives the one line to log."""
+    broker does (see :mod:`celeriac.wire.runend`); ``over()`` gives the one line to log."""
 
     def __init__(self, client, key: bytes | None, run_id: str, run_file: str | None = None):
         self.client, self.key, self.run_id, self.run_file = client, key, run_id, run_file
@@ -170,13 +170,13 @@ class RunEnd:
     def over(self, ask_broker: bool = True) -> str | None:
         when = None
         if self.run_file:
-            from celeriac.workers.runfile import RunFile
+            from celeriac.wire.runfile import RunFile
             try:
                 when = RunFile.read(self.run_file).ended
             except ConfigurationError:
                 pass
         if when is None and ask_broker and self.key is not None:
-            from celeriac.workers import runend
+            from celeriac.wire import runend
             try:
                 when = runend.ended_at(self.client, self.key, self.run_id)
             except Exception:  # the broker is away: it cannot say
@@ -239,8 +239,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     seen and no task has run for that many seconds. A worker that dies when ``key`` is not
     the run's key stops them all (exit code 2): the others would only die the same way.
     """
-    from celeriac.workers import deaths
-    from celeriac.workers.backend import redis_client
+    from celeriac.wire import deaths
+    from celeriac.wire.redis_transport import redis_client
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
     from celeriac.workers.refusal import key_matches_run
 
@@ -410,7 +410,7 @@ class OrphanClock:
 
 def orchestrator_seen(client, run_id: str):
     """A ``seen()`` for :class:`OrphanClock`: is the run's heartbeat key on the broker?"""
-    from celeriac.workers.liveness import orchestrator_key
+    from celeriac.wire.keys import orchestrator_key
     key = orchestrator_key(run_id)
 
     def seen() -> bool:

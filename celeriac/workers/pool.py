@@ -172,7 +172,7 @@ class PoolSize:
 def demand(client, queue: str, names, concurrency: int) -> int:
     """Processes' worth of work for one queue: messages waiting in it plus those the
     ``names`` workers hold (reserved or running), ``concurrency`` per process."""
-    from celeriac.workers.liveness import HELD_PREFIX
+    from celeriac.wire.keys import HELD_PREFIX
     try:
         waiting = client.llen(queue)
         held = client.mget([HELD_PREFIX + n for n in names]) if names else []

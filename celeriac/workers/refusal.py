@@ -14,8 +14,8 @@ import os
 import signal
 import socket
 
-from celeriac.workers import payload
-from celeriac.workers.runfile import RUNS_KEY
+from celeriac.wire import payload
+from celeriac.wire.keys import RUNS_KEY
 
 logger = logging.getLogger(__name__)
 

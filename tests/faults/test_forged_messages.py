@@ -23,7 +23,8 @@ import celeriac
 from celeriac import Config, python_app
 from celeriac.errors import UntrustedPayload
 from celeriac.executors import CeleryExecutor
-from celeriac.workers.runfile import RunFile, queue_name, results_key
+from celeriac.wire.keys import queue_name, results_key
+from celeriac.wire.runfile import RunFile
 
 
 @python_app(executors=["byhand"])
@@ -273,7 +274,7 @@ def test_revoke_broadcast_can_only_cancel(dfk, run, tmp_path):
 def test_a_revoke_not_signed_with_the_runs_key_is_ignored(dfk, run, client, tmp_path):
     """Workers obey only revokes their run signed: one written by another broker client
     stops nothing."""
-    from celeriac.workers.revokes import revoked_key
+    from celeriac.wire.revokes import revoked_key
     ledger = Ledger(tmp_path)
     futs = {11: triple(ledger.dir, 11)}
     task_id = _queued_id(client, queue_name(run.run_id, "byhand"), 11)

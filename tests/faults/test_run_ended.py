@@ -15,8 +15,8 @@ import celeriac
 from celeriac import Config
 from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.broker import EmbeddedRedis
-from celeriac.workers.liveness import live_workers
-from celeriac.workers.runfile import RunFile
+from celeriac.wire.alive import live_workers
+from celeriac.wire.runfile import RunFile
 
 EXIT_WITHIN = 60  # generous: the point is seconds, not the two minutes of the idle timeout
 

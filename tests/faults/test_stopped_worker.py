@@ -11,7 +11,7 @@ from ledger import Figures, Ledger, mark
 import celeriac
 from celeriac import Config, python_app
 from celeriac.executors import CeleryExecutor
-from celeriac.orchestrator.recovery import STOPPED_RELAUNCH, STOPPED_WARN
+from celeriac.wire.redis_recovery import STOPPED_RELAUNCH, STOPPED_WARN
 
 
 @python_app

@@ -15,7 +15,6 @@ from services import flower, get_json
 import celeriac
 from celeriac import Config, python_app
 from celeriac.executors import CeleryExecutor
-from celeriac.workers.liveness import live_workers
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +53,7 @@ def wait_until(predicate, timeout, what):
 
 
 def ready_workers(ex):
-    return [w for w in live_workers(ex._link.client) if w.queue == ex.queue and w.ready]
+    return [w for w in ex._link.transport.live_workers() if w.queue == ex.queue and w.ready]
 
 
 def post(url):

@@ -17,7 +17,6 @@ from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.broker import EmbeddedRedis
 from celeriac.providers import LocalProvider
 from celeriac.providers.base import ExecutionProvider, JobState
-from celeriac.workers.liveness import live_workers
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ def wait_until(predicate, timeout, what):
 
 
 def workers_of(ex):
-    return [w for w in live_workers(ex._link.client) if w.queue == ex.queue]
+    return [w for w in ex._link.transport.live_workers() if w.queue == ex.queue]
 
 
 def block_of(hostname):
@@ -239,7 +238,7 @@ ORCHESTRATOR = textwrap.dedent("""
 
 @pytest.mark.timeout(120)
 def test_worker_of_a_killed_orchestrator_exits_after_its_idle_timeout(tmp_path):
-    from celeriac.workers.liveness import ORCHESTRATOR_TTL
+    from celeriac.wire.keys import ORCHESTRATOR_TTL
     broker = EmbeddedRedis(str(tmp_path / "redis")).start()  # outlives the orchestrator
     orchestrator = worker = None
     try:

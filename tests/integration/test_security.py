@@ -15,7 +15,8 @@ import celeriac
 from celeriac import Config, python_app
 from celeriac.errors import UntrustedPayload
 from celeriac.executors import CeleryExecutor
-from celeriac.workers.runfile import RunFile, queue_name
+from celeriac.wire.keys import queue_name
+from celeriac.wire.runfile import RunFile
 
 pytestmark = pytest.mark.integration
 

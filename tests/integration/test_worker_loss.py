@@ -91,7 +91,7 @@ def test_prefork_child_killed_mid_task_the_task_is_rerun(dfk, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_task_holding_the_gil_longer_than_the_heartbeat_ttl_runs_once(dfk, tmp_path):
-    from celeriac.orchestrator.recovery import GRACE
+    from celeriac.wire.redis_recovery import GRACE
     from celeriac.workers.liveness import TTL
     start = time.perf_counter()
     sum(range(10 ** 7))

@@ -17,7 +17,8 @@ import pytest
 import celeriac
 from celeriac import Config
 from celeriac.executors import Executor, ThreadPoolExecutor
-from celeriac.workers.execute import AppFailed, Call, run_call
+from celeriac.wire.call import AppFailed, Call
+from celeriac.workers.execute import run_call
 
 
 @dataclass

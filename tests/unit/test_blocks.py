@@ -8,7 +8,7 @@ import pytest
 from celeriac.errors import ExecutorError, ProviderError, ScaleOutFailed
 from celeriac.orchestrator.blocks import MAX_BLOCK_FAILURES, BlockManager, Capacity
 from celeriac.providers.base import ExecutionProvider, JobState, JobStatus
-from celeriac.workers.liveness import LiveWorker
+from celeriac.wire.alive import LiveWorker
 
 
 class MemoryProvider(ExecutionProvider):

@@ -198,8 +198,8 @@ def _alive(pid) -> bool:
 
 
 def test_a_run_file_marked_ended_tells_a_worker_its_run_is_over(tmp_path):
+    from celeriac.wire.runfile import RunFile
     from celeriac.workers.main import RunEnd
-    from celeriac.workers.runfile import RunFile
     path = str(tmp_path / "worker.json")
     RunFile(broker_url="redis://127.0.0.1:1/0", key="k", run_id="r1").write(path)
     end = RunEnd(client=None, key=None, run_id="r1", run_file=path)

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from celeriac.errors import SerializationError, UntrustedPayload
-from celeriac.workers import payload
+from celeriac.wire import payload
 
 
 class WritesAFile:

@@ -13,7 +13,8 @@ import psutil
 import pytest
 
 from celeriac.errors import AppTimeout, SerializationError
-from celeriac.workers.execute import AppFailed, Call, run_call
+from celeriac.wire.call import AppFailed, Call
+from celeriac.workers.execute import run_call
 
 
 def call(name="app", walltime=5.0, args=(), kwargs=None):

@@ -1,10 +1,11 @@
 """Executor: where the DFK sends a task once its dependencies are done.
 
-The contract: :meth:`submit` takes the app's function and one :class:`~celeriac.workers.
-execute.Call`, and returns a ``concurrent.futures.Future`` that resolves to the app's return
-value, or fails with the app's exception (its worker traceback as ``__cause__``). A future
-failing with :class:`~celeriac.errors.WorkerLost` means the task did not finish because its
-worker died; the DFK decides whether to relaunch it. :meth:`shutdown` is safe to call twice.
+The contract: :meth:`submit` takes the app's function and one
+:class:`~celeriac.wire.call.Call`, and returns a ``concurrent.futures.Future`` that resolves
+to the app's return value, or fails with the app's exception (its worker traceback as
+``__cause__``). A future failing with :class:`~celeriac.errors.WorkerLost` means the task
+did not finish because its worker died; the DFK decides whether to relaunch it.
+:meth:`shutdown` is safe to call twice.
 """
 
 from __future__ import annotations

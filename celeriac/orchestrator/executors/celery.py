@@ -22,8 +22,8 @@ from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.strategy import BlockRecord
 from celeriac.private_files import private_dir
 from celeriac.staging.base import check_storage_options
-from celeriac.workers.main import CPU_AFFINITIES
-from celeriac.workers.runfile import queue_name
+from celeriac.wire.keys import queue_name
+from celeriac.wire.options import CPU_AFFINITIES
 
 logger = logging.getLogger(__name__)
 
@@ -353,8 +353,7 @@ class _LinkQueue:
         return self._link.last_done(self._queue)
 
     def workers(self) -> list:
-        from celeriac.workers.liveness import live_workers
-        return [w for w in live_workers(self._link.client) if w.queue == self._queue]
+        return [w for w in self._link.transport.live_workers() if w.queue == self._queue]
 
     def fail_all(self, error: BaseException) -> None:
         self._link.fail_all(error, queue=self._queue)

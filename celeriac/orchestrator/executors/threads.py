@@ -13,7 +13,8 @@ from celeriac.orchestrator import parsl_options as parsl
 from celeriac.orchestrator.executors.base import Executor
 from celeriac.orchestrator.runlog import carry
 from celeriac.staging.base import check_storage_options
-from celeriac.workers.execute import AppFailed, Call, run_call
+from celeriac.wire.call import AppFailed, Call
+from celeriac.workers.execute import run_call
 
 
 class ThreadPoolExecutor(Executor):

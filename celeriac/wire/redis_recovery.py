@@ -29,12 +29,8 @@ import json
 import logging
 import time
 
-from celeriac.workers.liveness import (
-    HELD_PREFIX,
-    RUNNING_PREFIX,
-    WORKERS_KEY,
-    live_workers,
-)
+from celeriac.wire.alive import live_workers
+from celeriac.wire.keys import HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
 
 logger = logging.getLogger(__name__)
 

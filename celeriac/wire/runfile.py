@@ -13,19 +13,6 @@ from dataclasses import asdict, dataclass
 from celeriac.errors import ConfigurationError
 
 
-def queue_name(run_id: str, label: str) -> str:
-    """The Celery queue of one executor of one run."""
-    return f"celeriac.{run_id}.{label}"
-
-
-def results_key(run_id: str) -> str:
-    """The Redis list a run's results are pushed to."""
-    return f"celeriac:results:{run_id}"
-
-
-RUNS_KEY = "celeriac:runs"
-
-
 @dataclass
 class RunFile:
     broker_url: str

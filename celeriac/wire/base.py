@@ -1,0 +1,105 @@
+"""Transport: what a run's orchestrator needs from its broker, one implementation per kind.
+
+A transport is made for one run (its broker URL and run id) by the run's link
+(``celeriac.orchestrator.link``), which owns the threads; every method is called from one of
+them and may block for a round trip. A broker that cannot be reached raises one of
+:attr:`Transport.errors`; the link retries or gives up, and names the broker in its error.
+
+- **Queues.** :meth:`send` puts task messages (:class:`~celeriac.wire.message.TaskMessage`)
+  on executor queues (:func:`~celeriac.wire.keys.queue_name`), where ``celery worker``
+  processes consume them with late acks.
+- **Outcomes.** Workers send signed outcome frames (:mod:`celeriac.wire.outcome`) to the run;
+  :meth:`receive` hands them over, in the order they came.
+- **The run.** :meth:`register_run` says the run exists (how ``celeriac worker`` finds it and
+  checks its key), :meth:`beat_run` keeps it fresh, :meth:`end_run` removes it with its
+  queues and outcomes.
+- **Workers.** :meth:`live_workers` says which workers are alive, with their queue, block
+  and slots; :meth:`death_of` how a dead worker under a task ended, if it was recorded.
+- **Lost messages.** :meth:`sweeper` finds this run's messages held by workers that died (to
+  relaunch) or are stopped (to run elsewhere); :meth:`instance` changes when the broker
+  restarts; :meth:`whereabouts` says which messages it still has then, and
+  :meth:`take_back` removes one a gone worker had taken, so that one party relaunches it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Iterable, Protocol
+
+from celeriac.wire.alive import LiveWorker
+from celeriac.wire.message import TaskMessage
+
+
+class Sweeper(Protocol):
+    """A run's look at its broker's workers, kept between sweeps."""
+
+    def sweep(self, pending) -> list[tuple[str, str]]:
+        """``[(message id, why), ...]`` for each of ``pending`` taken back from a dead (or
+        too long stopped) worker, to fail with WorkerLost so the DFK relaunches it."""
+
+
+class Transport(ABC):
+    """One run's broker. Subclasses set :attr:`errors` and implement the methods below."""
+
+    #: What the methods raise when the broker cannot be reached (worth retrying).
+    errors: tuple[type[BaseException], ...] = ()
+
+    @abstractmethod
+    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+        """Put each queue's messages on it (one round trip, where the broker allows).
+
+        Args:
+            events: ``(channel, [event, ...])``: Celery events (kombu envelopes) to publish
+                in the same round trip, before the messages, as Celery sends them.
+
+        Returns:
+            For each event, how many listeners it reached.
+        """
+
+    @abstractmethod
+    def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
+        """Up to ``limit`` outcome frames, waiting up to ``timeout`` seconds if there are none.
+
+        Returns:
+            ``(frames, drained)``: drained is True when no frame sent before the call is left.
+        """
+
+    @abstractmethod
+    def register_run(self, info: dict) -> None:
+        """Say the run exists, with ``info`` (JSON: its start time, its key check)."""
+
+    @abstractmethod
+    def beat_run(self) -> None:
+        """Refresh the run's heartbeat; workers whose run stops beating may leave when idle."""
+
+    @abstractmethod
+    def end_run(self, queues: Iterable[str]) -> None:
+        """Remove the run: its record, heartbeat, outcomes and ``queues``."""
+
+    @abstractmethod
+    def live_workers(self) -> list[LiveWorker]:
+        """Every worker with a fresh heartbeat, on any queue."""
+
+    @abstractmethod
+    def death_of(self, message_id: str) -> str | None:
+        """How the worker that died running ``message_id`` ended, if its supervisor said."""
+
+    @abstractmethod
+    def sweeper(self, describe: Callable[[str], str]) -> Sweeper:
+        """A :class:`Sweeper` for this run (``describe(message id)`` names its app for logs)."""
+
+    @abstractmethod
+    def instance(self) -> str | None:
+        """The broker's instance id: it changes when the broker restarts (None: unknown)."""
+
+    @abstractmethod
+    def whereabouts(self, queues: Iterable[str]) -> tuple[set, dict]:
+        """``(found, taken)``: the message ids queued on ``queues`` or held by a live worker,
+        and ``{message id: handle}`` of those delivered to a worker not known to hold them."""
+
+    @abstractmethod
+    def take_back(self, handle) -> bool:
+        """Take a delivered message back from its worker (True for one caller only)."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""

@@ -1,0 +1,113 @@
+"""The Redis transport: a run's queues, outcomes, records and lost messages on a Redis broker.
+
+Task messages are kombu's Redis envelopes (JSON, the body base64) pushed onto the queue's list,
+so ``celery worker`` consumes them as if a kombu producer had sent them; outcomes are
+RPUSHed by workers onto the run's result list (``celeriac.workers.backend``) and popped here.
+Lost messages are found in kombu's unacked table (:mod:`celeriac.wire.redis_recovery`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from celeriac.wire import deaths, redis_recovery
+from celeriac.wire.alive import LiveWorker, live_workers
+from celeriac.wire.base import Transport
+from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
+from celeriac.wire.message import CONTENT_TYPE, TaskMessage
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A Redis client that rides out short connection drops (5 retries with backoff)."""
+    return redis.Redis.from_url(
+        url, retry=Retry(ExponentialBackoff(cap=2.0), 5),
+        retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        health_check_interval=30)
+
+
+def envelope(message: TaskMessage, queue: str) -> str:
+    """``message`` as kombu's Redis transport stores it on ``queue``'s list."""
+    return json.dumps({
+        "body": base64.b64encode(message.frame).decode(),
+        "content-encoding": "binary",
+        "content-type": CONTENT_TYPE,
+        "headers": message.headers(),
+        "properties": dict(
+            message.properties(), delivery_info={"exchange": "", "routing_key": queue},
+            body_encoding="base64", delivery_tag=message.id),
+    })
+
+
+class RedisTransport(Transport):
+    """One run on a Redis broker (``redis://`` or ``rediss://``).
+
+    Two connections: one blocks in BLPOP for outcomes, the other serves every other command
+    (redis-py clients are thread-safe; each command takes a pooled connection).
+    """
+
+    errors = (redis.exceptions.RedisError,)
+
+    def __init__(self, url: str, run_id: str):
+        self.run_id = run_id
+        self.results_key = results_key(run_id)
+        self.client = redis_client(url)
+        self._listen_client = redis_client(url)
+
+    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        channel, published = events or (None, ())
+        for event in published:
+            pipe.publish(channel, event)
+        for queue, batch in messages.items():
+            pipe.lpush(queue, *[envelope(m, queue) for m in batch])
+        return pipe.execute()[:len(published)]
+
+    def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
+        frames = self._listen_client.lpop(self.results_key, limit)
+        drained = not frames or len(frames) < limit
+        if not frames:
+            item = self._listen_client.blpop([self.results_key], timeout=timeout)
+            frames = [item[1]] if item else []
+        return frames, drained
+
+    def register_run(self, info: dict) -> None:
+        self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))
+
+    def beat_run(self) -> None:
+        self.client.set(orchestrator_key(self.run_id), "1", px=int(ORCHESTRATOR_TTL * 1000))
+
+    def end_run(self, queues) -> None:
+        self.client.delete(self.results_key, *queues)
+        self.client.hdel(RUNS_KEY, self.run_id)
+        self.client.delete(orchestrator_key(self.run_id))
+
+    def live_workers(self) -> list[LiveWorker]:
+        return live_workers(self.client)
+
+    def death_of(self, message_id: str) -> str | None:
+        return deaths.explain(self.client, message_id)
+
+    def sweeper(self, describe) -> redis_recovery.Sweeper:
+        return redis_recovery.Sweeper(self.client, describe)
+
+    def instance(self) -> str | None:
+        """Redis's run id: it changes when Redis restarts (and may have forgotten its lists)."""
+        try:
+            return self.client.info("server").get("run_id")
+        except redis.exceptions.RedisError:
+            return None
+
+    def whereabouts(self, queues) -> tuple[set, dict]:
+        return redis_recovery.whereabouts(self.client, queues)
+
+    def take_back(self, handle) -> bool:
+        return redis_recovery.take_back(self.client, handle)
+
+    def close(self) -> None:
+        self.client.close()
+        self._listen_client.close()
