@@ -56,7 +56,7 @@ from celeriac.wire import payload, revokes, runend
 from celeriac.wire.keys import queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
-from celeriac.wire.redis_transport import RedisTransport
+from celeriac.wire.redis_transport import RedisTransport, fanout_channel
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,10 @@ LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
 RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
 QUEUE_SCAN = 10000           # queued messages looked through to drop a revoked one
-#: Celery's remote-control broadcast (kombu's Redis fanout: ``/<db>.celery.pidbox``)
-PIDBOX_PATTERNS = ("*celery.pidbox", "*celery.pidbox/*")
+#: the exchange of Celery's remote-control broadcast (kombu's Redis fanout: the channel
+#: ``/<db>.celery.pidbox``; subscribed by name, not by pattern, so that the pattern count
+#: still tells whether an event consumer such as Flower listens, see sent_events)
+PIDBOX_EXCHANGE = "celery.pidbox"
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
 
@@ -439,13 +441,14 @@ class CeleryLink:
         """
         members = self._batches.get(task_id)
         if members is not None:  # a whole packed message
-            ended = [m for m in members if self._forget(m)]
+            taken = {m: e for m in members if (e := self._take(m)) is not None}
             self._batches.pop(task_id, None)
-            ids = [task_id] + ended
-        elif self._forget(task_id):
-            ids = [task_id]
+            ids = [task_id] + list(taken)
         else:
-            return False
+            entry = self._take(task_id)
+            if entry is None:
+                return False
+            taken, ids = {task_id: entry}, [task_id]
         try:
             revokes.publish(self.transport.client, self.key, self.run_id, ids)
             dropped = self._drop_queued(ids[0])
@@ -456,16 +459,17 @@ class CeleryLink:
             self._revoked.add(ids[0])
         logger.info("revoked %s (%s)%s", task_id, why,
                     ": dropped from its queue" if dropped else "")
+        for entry in taken.values():  # once the broker knows: whoever waits sees it done
+            Future.cancel(entry[0])  # never _TaskFuture.cancel: that comes back here
         return True
 
-    def _forget(self, task_id: str) -> bool:
-        """Cancel the future of unfinished task ``task_id`` (False: there is none)."""
+    def _take(self, task_id: str):
+        """Take unfinished task ``task_id`` out of the pending table, so no outcome ends it
+        (None: there is none)."""
         entry = self._pending.pop(task_id, None)
-        if entry is None:
-            return False
-        self._refusals.pop(task_id, None)
-        Future.cancel(entry[0])  # never _TaskFuture.cancel: that comes back here
-        return True
+        if entry is not None:
+            self._refusals.pop(task_id, None)
+        return entry
 
     def _drop_queued(self, message_id: str) -> bool:
         """Remove the message ``message_id`` from its queue if no worker has taken it yet."""
@@ -485,7 +489,7 @@ class CeleryLink:
             try:
                 if pubsub is None:
                     pubsub = self.transport.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.psubscribe(*PIDBOX_PATTERNS)
+                    pubsub.subscribe(fanout_channel(self.transport.client, PIDBOX_EXCHANGE))
                 message = pubsub.get_message(timeout=1.0)
             except self.transport.errors as e:
                 logger.debug("remote-control listener: %s", e)

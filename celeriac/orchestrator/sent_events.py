@@ -33,6 +33,8 @@ from typing import Mapping, Optional
 import redis
 from celery.utils.time import utcoffset
 
+from celeriac.wire.redis_transport import fanout_channel
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["SentEvents", "CHECK_SECONDS", "channel_for", "first_dependency"]
@@ -47,10 +49,8 @@ _ROUTING_KEY = "task.sent"    # EventDispatcher: the event type with '-' as '.'
 
 
 def channel_for(client: redis.Redis) -> str:
-    """The Redis channel kombu publishes ``task-sent`` events on, for ``client``'s database
-    (kombu's default ``fanout_prefix`` and ``fanout_patterns``, as Flower uses them)."""
-    db = client.connection_pool.connection_kwargs.get("db", 0) or 0
-    return f"/{db}.{_EXCHANGE}/{_ROUTING_KEY}"
+    """The Redis channel kombu publishes ``task-sent`` events on (as Flower hears them)."""
+    return fanout_channel(client, _EXCHANGE, _ROUTING_KEY)
 
 
 def first_dependency(tasks: Mapping, tid: int) -> Optional[tuple]:

@@ -30,6 +30,15 @@ def redis_client(url: str) -> redis.Redis:
         health_check_interval=30)
 
 
+def fanout_channel(client: redis.Redis, exchange: str, routing_key: str = "") -> str:
+    """The pub/sub channel kombu's Redis transport publishes a fanout message on, for
+    ``client``'s database (kombu's default ``fanout_prefix`` and ``fanout_patterns``):
+    ``/0.celeryev/task.sent`` for events, ``/0.celery.pidbox`` for a remote-control
+    broadcast."""
+    db = client.connection_pool.connection_kwargs.get("db", 0) or 0
+    return f"/{db}.{exchange}/{routing_key}" if routing_key else f"/{db}.{exchange}"
+
+
 def envelope(message: TaskMessage, queue: str) -> str:
     """``message`` as kombu's Redis transport stores it on ``queue``'s list."""
     return json.dumps({
