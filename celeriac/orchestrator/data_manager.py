@@ -18,7 +18,7 @@ from typing import Optional
 from celeriac.errors import ConfigurationError, StagingError, hide_password
 from celeriac.orchestrator.futures import DataFuture
 from celeriac.staging.files import File
-from celeriac.staging.intask import STAGE_IN, STAGE_OUT, StagePlan, Transfer
+from celeriac.staging.intask import STAGE_IN, STAGE_OUT, StagePlan, Transfer, make_parent
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class DataManager:
 
 def run_transfer_in(provider, file, working_dir, parent=None, _parsl_staging_inhibit=True):
     """The body of a stage-in task: ``provider.transfer_in``, any failure a StagingError."""
-    _prepare(file)
+    make_parent(file)
     _transfer(provider.transfer_in, file, working_dir)
     return file
 
@@ -219,14 +219,6 @@ def run_transfer_out(provider, file, working_dir, app_result=None,
                            f"(on {os.uname().nodename})")
     _transfer(provider.transfer_out, file, working_dir)
     return file
-
-
-def _prepare(file) -> None:
-    directory = os.path.dirname(os.path.abspath(file.local_path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise StagingError(file.url, f"cannot make directory {directory}: {e}") from None
 
 
 def _transfer(method, file, working_dir) -> None:

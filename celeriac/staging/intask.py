@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from celeriac.errors import StagingError, hide_password
 
-__all__ = ["STAGE_IN", "STAGE_OUT", "APP", "Transfer", "StagePlan", "run_staged"]
+__all__ = ["STAGE_IN", "STAGE_OUT", "APP", "Transfer", "StagePlan", "run_staged", "make_parent"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def run_staged(run: Callable, func: Callable, call, *extra):
     """
     plan = call.staging
     for transfer in plan.outs:  # the app writes its outputs here, on this worker
-        _make_parent(transfer.file)
+        make_parent(transfer.file)
     for transfer in plan.ins:
         _transfer(STAGE_IN, transfer, call)
     call = _with_staged_inputs(call, plan.ins)
@@ -127,7 +127,7 @@ def _transfer(name: str, transfer: Transfer, call) -> None:
     method = transfer.provider.transfer_in if name == STAGE_IN else \
         transfer.provider.transfer_out
     if name == STAGE_IN:
-        _make_parent(file)
+        make_parent(file)
     start = time.monotonic()
     events = _TaskEvents(call, name, file)
     try:
@@ -189,7 +189,8 @@ class _TaskEvents:
             self.task = None
 
 
-def _make_parent(file) -> None:
+def make_parent(file) -> None:
+    """Make the directory ``file.local_path`` goes in (a StagingError if it cannot be)."""
     directory = os.path.dirname(os.path.abspath(file.local_path))
     try:
         os.makedirs(directory, exist_ok=True)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from celeriac.errors import ConfigurationError
+from celeriac.errors import ConfigurationError, hide_password
 from celeriac.processes import die_with_parent
 from celeriac.wire.keys import queue_name
 from celeriac.wire.options import CPU_AFFINITIES
@@ -211,17 +211,12 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
                         continue
                     logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
                                  "ended, its broker may have stopped with it; exiting",
-                                 _without_password(broker_url), BROKER_START_WAIT, e, run_id)
+                                 hide_password(broker_url), BROKER_START_WAIT, e, run_id)
                     return 1
             logger.warning("%s", why)
             return 0
     finally:
         client.close()
-
-
-def _without_password(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rsplit('@', 1)[1]}" if "@" in rest else url
 
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
