@@ -53,7 +53,7 @@ from celeriac.errors import (
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
-from celeriac.wire.keys import queue_name, results_key
+from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
 from celeriac.wire.redis_transport import RedisTransport, fanout_channel
@@ -514,19 +514,26 @@ class CeleryLink:
         sweeper = self.transport.sweeper(self._describe)
         server = self._server_id()
         restart = None  # (when, message ids missing) while a broker restart is checked
+        # After the broker was away, workers' alive keys may have expired meanwhile: no one
+        # is judged dead until they have had a whole TTL of the broker back to beat again.
+        judge_after = 0.0
         while not self._stop.wait(SWEEP_INTERVAL):
             self._beat()
             try:
                 now = self._server_id()
+                if now is None:
+                    judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
                 if server is not None and now is not None and now != server:
+                    judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
                     restart = self._broker_restarted()
                 server = now or server
                 if restart is not None:
                     restart = self._recheck_restart(*restart)
-                if not self._pending:
+                if not self._pending or time.monotonic() < judge_after:
                     continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches) | self._revoked)
             except self.transport.errors as e:
+                judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
                 logger.warning("lost-worker sweep skipped: %s", e)
                 continue
             for task_id, why in lost:

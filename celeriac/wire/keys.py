@@ -20,6 +20,7 @@ WORKERS_KEY = "celeriac:workers"
 ALIVE_PREFIX = "celeriac:alive:"
 HELD_PREFIX = "celeriac:held:"
 RUNNING_PREFIX = "celeriac:running:"
+ALIVE_TTL = 5.0  # an alive key not refreshed for this long (seconds) means its worker is gone
 ORCHESTRATOR_PREFIX = "celeriac:orchestrator:"
 ORCHESTRATOR_TTL = 10.0
 

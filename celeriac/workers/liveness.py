@@ -40,13 +40,13 @@ import os
 import threading
 import time
 
-from celeriac.wire.keys import ALIVE_PREFIX, HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
+from celeriac.wire.keys import ALIVE_PREFIX, ALIVE_TTL, HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
 
 logger = logging.getLogger(__name__)
 
 RUNNING_FD_ENV = "CELERIAC_RUNNING_FD"
 INTERVAL = 1.0
-TTL = 5.0
+TTL = ALIVE_TTL
 READY_NOTE = b"*"
 HELD_TTL = 24 * 3600.0  # only so a vanished worker's list does not stay forever
 
