@@ -118,7 +118,7 @@ def _execute(frame: bytes, message_id: str):
         digest, func_bytes, calls = payload.unseal(state.key, frame)
     except UntrustedPayload as e:
         from celery import current_app, current_task
-        refusal.refuse(state, current_app.backend.client, message_id,
+        refusal.refuse(state, current_app.backend.side, message_id,
                        current_task.request.hostname, e)
         raise
     state.key_proven = True
