@@ -1,0 +1,136 @@
+"""The AMQP transport on a real RabbitMQ with real ``celery worker`` processes.
+
+A task the orchestrator's transport publishes runs on a worker and its outcome comes back on
+the run's results queue; a worker killed under a task (late acks) has RabbitMQ give the task
+to another worker, which finishes it; and queued tasks survive a broker restart.
+"""
+
+import hashlib
+import operator
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from services import RMQ_ENV, _run_script
+
+from celeriac.wire import outcome, payload
+from celeriac.wire.amqp_transport import AmqpTransport
+from celeriac.wire.call import Call
+from celeriac.wire.keys import queue_name, results_key
+from celeriac.wire.message import TaskMessage
+
+pytestmark = pytest.mark.timeout(240)
+
+WORKER = """
+import os, sys
+from celeriac.workers.app import make_app, state
+from celeriac.workers.liveness import RunningNotes
+url, run_id, queue, name = sys.argv[1:5]
+app = make_app(url, bytes.fromhex(os.environ.pop("TEST_KEY")), run_id=run_id)
+state.running = RunningNotes.from_environment()
+app.worker_main(["worker", "-Q", queue, "-P", "solo", "-c", "1", "-n", name,
+                 "--without-gossip", "--without-mingle", "--loglevel", "WARNING"])
+"""
+
+
+@pytest.fixture
+def run(rabbitmq, tmp_path):
+    run_id = f"r-amqp-{os.getpid()}-{time.monotonic_ns()}"
+    transport = AmqpTransport(rabbitmq, run_id)
+    transport.register_run({})
+    key = payload.new_key()
+    workers = []
+
+    def worker(name):
+        log = open(tmp_path / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, rabbitmq, run_id, queue_name(run_id, "default"),
+             f"{name}@test"], env=dict(os.environ, TEST_KEY=key.hex()), stdout=log,
+            stderr=subprocess.STDOUT)
+        workers.append(proc)
+        return proc
+
+    yield transport, key, worker, run_id
+    for proc in workers:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    try:
+        transport.end_run([queue_name(run_id, "default")])
+    finally:
+        transport.close()
+
+
+def a_message(key, run_id, task_id, func, args):
+    func_bytes = payload.dumps(func)
+    frame = payload.sign(key, payload.dumps(
+        (hashlib.blake2b(func_bytes, digest_size=16).hexdigest(), func_bytes,
+         [(task_id, payload.dumps(Call(task_id, 1, func.__name__, "python", args)))])))
+    return TaskMessage(task_id, func.__name__, frame, results_key(run_id), f"test:{run_id}")
+
+
+def outcomes(transport, key, count, timeout=120):
+    """``{task id: (ok, value, worker)}`` of the next ``count`` outcomes."""
+    found, deadline = {}, time.monotonic() + timeout
+    while len(found) < count and time.monotonic() < deadline:
+        frames, _ = transport.receive(100, 1)
+        for frame in frames:
+            _id, results, worker = outcome.open_outcomes(key, frame)
+            for task_id, ok, value, _runtime in results:
+                found[task_id] = (ok, payload.loads(value), worker)
+    return found
+
+
+def delivered(transport, queue, timeout=60):
+    """Wait until ``queue`` is empty with a consumer: its message is with a worker."""
+    channel = transport._send.default_channel
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _name, waiting, consumers = channel.queue_declare(queue, passive=True)
+        if waiting == 0 and consumers:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_published_task_runs_on_a_celery_worker_and_its_outcome_comes_back(run):
+    transport, key, worker, run_id = run
+    queue = queue_name(run_id, "default")
+    transport.send({queue: [a_message(key, run_id, f"t-{i}", operator.mul, (i, 7))
+                            for i in range(5)]})
+    worker("w1")
+    got = outcomes(transport, key, 5)
+    assert got == {f"t-{i}": (True, i * 7, "w1@test") for i in range(5)}
+
+
+def test_a_killed_workers_task_is_redelivered_to_another_worker_and_finishes(run):
+    transport, key, worker, run_id = run
+    queue = queue_name(run_id, "default")
+    first = worker("w1")
+    transport.send({queue: [a_message(key, run_id, "long", time.sleep, (4,))]})
+    assert delivered(transport, queue), "the worker never took the task"
+    time.sleep(1)  # it runs the task now (late ack: the message is still unacknowledged)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    worker("w2")
+    assert outcomes(transport, key, 1) == {"long": (True, None, "w2@test")}
+
+
+def test_queued_tasks_survive_a_broker_restart(run):
+    transport, key, worker, run_id = run
+    queue = queue_name(run_id, "default")
+    transport.send({queue: [a_message(key, run_id, f"t-{i}", operator.add, (i, 1))
+                            for i in range(3)]})
+    pid = int(open(os.path.join(RMQ_ENV["STATE_DIR"], "beam.pid")).read())
+    os.kill(pid, signal.SIGTERM)
+    while os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.2)
+    up = _run_script("start_rabbitmq.sh", RMQ_ENV)
+    assert up.returncode == 0, up.stdout + up.stderr
+    worker("w1")
+    with pytest.raises(transport.errors):
+        transport.receive(10, 1)  # the old connection is gone: the link retries
+    assert outcomes(transport, key, 3) == {f"t-{i}": (True, i + 1, "w1@test") for i in range(3)}
