@@ -11,9 +11,10 @@ Outcomes: workers publish each signed frame (:class:`AmqpWorkerSide`) to the run
 results queue (named by :func:`~celeriac.wire.keys.results_key`), which the orchestrator
 consumes on a connection of its own.
 
-Not yet on AMQP (see the README's RabbitMQ section): the run's records (registration, beat,
-live workers, held tasks, deaths, revokes, the run's end), which the Redis transport keeps
-as keys; :meth:`AmqpTransport.live_workers` and the sweeper therefore see no workers.
+The run's record and heartbeat, and the workers' alive values, are on the board
+(:mod:`celeriac.wire.amqp_board`). Not yet on AMQP: workers writing their alive, held and
+running values there (their supervisors still write Redis keys), deaths, revokes, the run's
+end, and the sweeper for stopped workers.
 """
 
 from __future__ import annotations
@@ -24,8 +25,16 @@ import threading
 import amqp
 from kombu import Connection
 
+from celeriac.wire import alive
+from celeriac.wire.amqp_board import Board, Writer, run_topic
 from celeriac.wire.base import Transport
-from celeriac.wire.keys import results_key
+from celeriac.wire.keys import (
+    ALIVE_PREFIX,
+    ORCHESTRATOR_TTL,
+    RUNS_KEY,
+    orchestrator_key,
+    results_key,
+)
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
 from celeriac.wire.worker_side import WorkerSide
 
@@ -63,6 +72,9 @@ class AmqpTransport(Transport):
         self._listen = None
         self._buffer: list[bytes] = []
         self._lock = threading.Lock()
+        self._run_values: dict = {}  # what the run says on the board, every beat
+        self.writer = Writer(url)
+        self.board = Board(url, ["worker.#", run_topic(run_id)])
 
     # -- sending ---------------------------------------------------------------------------
     def _channel(self):
@@ -134,9 +146,13 @@ class AmqpTransport(Transport):
     # -- the run ---------------------------------------------------------------------------
     def register_run(self, info: dict) -> None:
         self._consume()  # the results queue exists before any worker publishes to it
+        self._run_values[f"{RUNS_KEY}:{self.run_id}"] = info
+        self.beat_run()
 
     def beat_run(self) -> None:
-        pass
+        """Say the run is alive, with its record (a board value lasts a couple of beats)."""
+        self.writer.publish(run_topic(self.run_id), dict(
+            self._run_values, **{orchestrator_key(self.run_id): "1"}), 2 * ORCHESTRATOR_TTL)
 
     def end_run(self, queues) -> None:
         if self._listen is not None:  # stop consuming before the results queue goes
@@ -155,9 +171,11 @@ class AmqpTransport(Transport):
                     if attempt == 2:
                         raise
 
-    # -- workers (records not yet on AMQP) -------------------------------------------------
+    # -- workers --------------------------------------------------------------------------
     def live_workers(self):
-        return []
+        """The workers whose supervisors' alive values on the board are fresh."""
+        values = self.board.items(ALIVE_PREFIX)
+        return alive.from_values(sorted((k[len(ALIVE_PREFIX):], v) for k, v in values.items()))
 
     def death_of(self, message_id: str) -> str | None:
         return None
@@ -175,6 +193,8 @@ class AmqpTransport(Transport):
         return False
 
     def close(self) -> None:
+        self.board.close()
+        self.writer.close()
         for conn in (self._send, self._listen):
             if conn is not None:
                 conn.release()

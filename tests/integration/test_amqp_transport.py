@@ -134,3 +134,34 @@ def test_queued_tasks_survive_a_broker_restart(run):
     with pytest.raises(transport.errors):
         transport.receive(10, 1)  # the old connection is gone: the link retries
     assert outcomes(transport, key, 3) == {f"t-{i}": (True, i + 1, "w1@test") for i in range(3)}
+
+
+def test_the_board_carries_worker_beats_to_the_run_and_the_runs_beat_to_workers(run, rabbitmq):
+    from celeriac.wire.amqp_board import Board, Writer, run_topic, worker_topic
+    from celeriac.wire.keys import ALIVE_PREFIX, RUNS_KEY, orchestrator_key
+    from celeriac.workers.liveness import TTL
+    transport, _key, _worker, run_id = run
+    assert transport.board.wait_connected(30)
+    # A worker's side, started after the run registered: it hears the run's next beat.
+    seen_by_worker = Board(rabbitmq, [run_topic(run_id)])
+    supervisor = Writer(rabbitmq)
+    try:
+        assert seen_by_worker.wait_connected(30)
+        transport.register_run({"key_check": "abc"})
+        info = {"queue": queue_name(run_id, "default"), "block": "0", "slots": 2,
+                "ready": True}
+        supervisor.publish(worker_topic("w1@test"), {ALIVE_PREFIX + "w1@test": info}, TTL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                transport.live_workers() and seen_by_worker.get(orchestrator_key(run_id))):
+            time.sleep(0.1)
+        [w] = transport.live_workers()
+        assert (w.name, w.queue, w.block, w.slots, w.ready) == (
+            "w1@test", queue_name(run_id, "default"), "0", 2, True)
+        assert seen_by_worker.get(f"{RUNS_KEY}:{run_id}") == {"key_check": "abc"}
+        # Its supervisor stops beating: after the alive value's ttl the worker is gone.
+        time.sleep(TTL + 0.5)
+        assert transport.live_workers() == []
+    finally:
+        seen_by_worker.close()
+        supervisor.close()

@@ -8,4 +8,6 @@ kill "$pid" 2>/dev/null
 for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
 kill -9 "$pid" 2>/dev/null
 rm -rf "$D"
+# rabbitmq-server started epmd; stop it too unless another Erlang node still uses it.
+pgrep -x beam.smp >/dev/null || epmd -kill >/dev/null 2>&1 || true
 echo "rabbitmq stopped"
