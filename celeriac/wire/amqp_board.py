@@ -59,20 +59,58 @@ class Writer:
     def publish(self, topic: str, values: dict, ttl: float | None) -> None:
         """Put each ``{key: value}`` (JSON) on the board under ``topic`` for ``ttl`` seconds
         (None: until replaced; a value None deletes the key)."""
+        message = amqp.Message(
+            json.dumps({"values": values, "ttl": ttl}), content_type="application/json",
+            expiration=str(int(ttl * 1000)) if ttl else None)
         with self._lock:
+            for attempt in (1, 2):  # a connection the broker dropped (it restarted): anew
+                try:
+                    if self._conn is None or not self._conn.connected:
+                        self._conn = _connect(self.url)
+                    self._conn.default_channel.basic_publish(
+                        message, exchange=EXCHANGE, routing_key=topic)
+                    return
+                except self.errors:
+                    self._drop()
+                    if attempt == 2:
+                        raise
+
+    def _drop(self) -> None:
+        if self._conn is not None:
             try:
-                if self._conn is None or not self._conn.connected:
-                    self._conn = _connect(self.url)
-                channel = self._conn.default_channel
-                channel.basic_publish(amqp.Message(
-                    json.dumps({"values": values, "ttl": ttl}), content_type="application/json",
-                    expiration=str(int(ttl * 1000)) if ttl else None),
-                    exchange=EXCHANGE, routing_key=topic)
-            except self.errors:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
-                raise
+                self._conn.close()
+            except Exception:
+                pass
+        self._conn = None
+
+    def queue_length(self, queue: str | None) -> int:
+        """Messages waiting in ``queue`` (0 if it does not exist; None: only reach the
+        broker)."""
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._conn is None or not self._conn.connected:
+                        self._conn = _connect(self.url)
+                    if queue is None:
+                        return 0
+                    return self._passive_length(queue)
+                except self.errors:
+                    self._drop()
+                    if attempt == 2:
+                        raise
+        return 0
+
+    def _passive_length(self, queue: str) -> int:
+        channel = self._conn.channel()
+        try:
+            return channel.queue_declare(queue, passive=True)[1]
+        except amqp.exceptions.NotFound:  # no such queue (it closed the channel)
+            return 0
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
 
     def close(self) -> None:
         if self._conn is not None:

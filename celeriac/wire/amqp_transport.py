@@ -11,30 +11,26 @@ Outcomes: workers publish each signed frame (:class:`AmqpWorkerSide`) to the run
 results queue (named by :func:`~celeriac.wire.keys.results_key`), which the orchestrator
 consumes on a connection of its own.
 
-The run's record and heartbeat, and the workers' alive values, are on the board
-(:mod:`celeriac.wire.amqp_board`). Not yet on AMQP: workers writing their alive, held and
-running values there (their supervisors still write Redis keys), deaths, revokes, the run's
-end, and the sweeper for stopped workers.
+The run's records (its record and heartbeat, revokes and end; the workers' alive, held and
+running values; deaths) are on the board (:mod:`celeriac.wire.amqp_records`). A dead
+worker's messages go back to their queue by RabbitMQ itself (late acks: its connection
+closed), so the sweeper has nothing to take back. Not yet on AMQP: relaunching the tasks of
+a stopped (SIGSTOP) worker, and hearing Flower's revokes.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
 import amqp
 from kombu import Connection
 
-from celeriac.wire import alive
-from celeriac.wire.amqp_board import Board, Writer, run_topic
+from celeriac.wire import alive, deaths
+from celeriac.wire.amqp_records import Records
 from celeriac.wire.base import Transport
-from celeriac.wire.keys import (
-    ALIVE_PREFIX,
-    ORCHESTRATOR_TTL,
-    RUNS_KEY,
-    orchestrator_key,
-    results_key,
-)
+from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
 from celeriac.wire.worker_side import WorkerSide
 
@@ -72,9 +68,7 @@ class AmqpTransport(Transport):
         self._listen = None
         self._buffer: list[bytes] = []
         self._lock = threading.Lock()
-        self._run_values: dict = {}  # what the run says on the board, every beat
-        self.writer = Writer(url)
-        self.board = Board(url, ["worker.#", run_topic(run_id)])
+        self.client = Records(url, run_id, workers=True)  # the run's and workers' records
 
     # -- sending ---------------------------------------------------------------------------
     def _channel(self):
@@ -146,13 +140,13 @@ class AmqpTransport(Transport):
     # -- the run ---------------------------------------------------------------------------
     def register_run(self, info: dict) -> None:
         self._consume()  # the results queue exists before any worker publishes to it
-        self._run_values[f"{RUNS_KEY}:{self.run_id}"] = info
+        self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))
         self.beat_run()
 
     def beat_run(self) -> None:
-        """Say the run is alive, with its record (a board value lasts a couple of beats)."""
-        self.writer.publish(run_topic(self.run_id), dict(
-            self._run_values, **{orchestrator_key(self.run_id): "1"}), 2 * ORCHESTRATOR_TTL)
+        """Say the run is alive, and again all it said (for workers that started since)."""
+        self.client.set(orchestrator_key(self.run_id), "1", px=int(ORCHESTRATOR_TTL * 1000))
+        self.client.republish()
 
     def end_run(self, queues) -> None:
         if self._listen is not None:  # stop consuming before the results queue goes
@@ -165,20 +159,21 @@ class AmqpTransport(Transport):
                     for queue in [*queues, self.results_key]:
                         channel.queue_delete(queue)
                     channel.tx_commit()
-                    return
+                    break
                 except self.errors:
                     self._send.close()
                     if attempt == 2:
                         raise
+        self.client.hdel(RUNS_KEY, self.run_id)
+        self.client.delete(orchestrator_key(self.run_id))
 
     # -- workers --------------------------------------------------------------------------
     def live_workers(self):
         """The workers whose supervisors' alive values on the board are fresh."""
-        values = self.board.items(ALIVE_PREFIX)
-        return alive.from_values(sorted((k[len(ALIVE_PREFIX):], v) for k, v in values.items()))
+        return alive.live_workers(self.client)
 
     def death_of(self, message_id: str) -> str | None:
-        return None
+        return deaths.explain(self.client, message_id)
 
     def sweeper(self, describe):
         return _NoSweeper()
@@ -193,8 +188,7 @@ class AmqpTransport(Transport):
         return False
 
     def close(self) -> None:
-        self.board.close()
-        self.writer.close()
+        self.client.close()
         for conn in (self._send, self._listen):
             if conn is not None:
                 conn.release()
@@ -210,9 +204,10 @@ class _NoSweeper:
 class AmqpWorkerSide(WorkerSide):
     """A worker's outcomes published (persistent, confirmed) to its run's results queue."""
 
-    def __init__(self, url: str):
-        self.url = url
+    def __init__(self, url: str, run_id: str | None = None):
+        self.url, self.run_id = url, run_id
         self._conn = None
+        self._records = None
         probe = Connection(url, transport="pyamqp")
         self.errors = tuple(probe.connection_errors) + tuple(probe.channel_errors)
 
@@ -232,12 +227,18 @@ class AmqpWorkerSide(WorkerSide):
             raise
 
     @property
-    def records(self):
-        from celeriac.errors import ConfigurationError
-        raise ConfigurationError(
-            "the run's records (liveness, revokes, the run's end) are not on AMQP brokers "
-            "yet: use a redis:// broker for celeriac worker")
+    def records(self) -> Records:
+        """The run's records on the board (see :mod:`celeriac.wire.amqp_records`)."""
+        if self._records is None:
+            if self.run_id is None:
+                from celeriac.errors import ConfigurationError
+                raise ConfigurationError("a worker on an AMQP broker needs its run's id")
+            self._records = Records(self.url, self.run_id)
+            self._records.board.wait_connected(5)
+        return self._records
 
     def close(self) -> None:
+        if self._records is not None:
+            self._records.close()
         if self._conn is not None:
             self._conn.release()

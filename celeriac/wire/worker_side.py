@@ -4,8 +4,8 @@ A worker process (and its supervisor) makes one :class:`WorkerSide` for its brok
 :func:`for_url`. It hands each signed outcome frame to its run with :meth:`push_outcome`
 (the orchestrator's :meth:`~celeriac.wire.base.Transport.receive` gets it), retrying on
 :attr:`errors`. The run's records (liveness, held tasks, revokes, the run's end) are read and
-written through :attr:`records`, a Redis client; a broker kind without a key-value store says
-so there.
+written through :attr:`records`: a Redis client, or the same commands on RabbitMQ
+(celeriac.wire.amqp_records).
 """
 
 from __future__ import annotations
@@ -65,14 +65,14 @@ class RedisWorkerSide(WorkerSide):
         self._client.close()
 
 
-def for_url(url: str) -> WorkerSide:
-    """The worker side for broker ``url``, by its scheme."""
+def for_url(url: str, run_id: str | None = None) -> WorkerSide:
+    """The worker side for broker ``url`` (serving run ``run_id``), by its scheme."""
     scheme = scheme_of(url)
     if scheme in REDIS_SCHEMES:
         return RedisWorkerSide(url)
     if scheme in AMQP_SCHEMES:
         from celeriac.wire.amqp_transport import AmqpWorkerSide
-        return AmqpWorkerSide(url)
+        return AmqpWorkerSide(url, run_id)
     raise ConfigurationError(
         f"broker {scheme or url!r}:// is not one celeriac workers can serve: use a redis:// "
         "(or rediss://) URL, or amqp:// for RabbitMQ")

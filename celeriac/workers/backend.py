@@ -52,7 +52,7 @@ class ResultListBackend(BaseBackend):
         """This process's way to its run (created lazily: prefork children must not share
         a socket)."""
         if self._client is None:
-            self._client = worker_side.for_url(self.app.conf.broker_url)
+            self._client = worker_side.for_url(self.app.conf.broker_url, state.run_id)
         return self._client
 
     @property

@@ -2,10 +2,12 @@
 
 A task the orchestrator's transport publishes runs on a worker and its outcome comes back on
 the run's results queue; a worker killed under a task (late acks) has RabbitMQ give the task
-to another worker, which finishes it; and queued tasks survive a broker restart.
+to another worker, which reports it lost (the run relaunches it) rather than run it twice;
+queued tasks survive a broker restart; and the run's and workers' beats cross the board.
 """
 
 import hashlib
+import json
 import operator
 import os
 import signal
@@ -16,6 +18,7 @@ import time
 import pytest
 from services import RMQ_ENV, _run_script
 
+from celeriac.errors import WorkerLost
 from celeriac.wire import outcome, payload
 from celeriac.wire.amqp_transport import AmqpTransport
 from celeriac.wire.call import Call
@@ -106,7 +109,7 @@ def test_a_published_task_runs_on_a_celery_worker_and_its_outcome_comes_back(run
     assert got == {f"t-{i}": (True, i * 7, "w1@test") for i in range(5)}
 
 
-def test_a_killed_workers_task_is_redelivered_to_another_worker_and_finishes(run):
+def test_a_killed_workers_task_comes_back_to_the_run_as_lost_not_run_twice(run):
     transport, key, worker, run_id = run
     queue = queue_name(run_id, "default")
     first = worker("w1")
@@ -116,7 +119,12 @@ def test_a_killed_workers_task_is_redelivered_to_another_worker_and_finishes(run
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     worker("w2")
-    assert outcomes(transport, key, 1) == {"long": (True, None, "w2@test")}
+    # RabbitMQ gave the message to w2 (redelivered): w2 says it was lost rather than run it
+    # again, so the run relaunches it as a new try, counted as a lost worker.
+    [(ok, failure, name)] = outcomes(transport, key, 1).values()
+    assert (ok, name) == (False, "w2@test")
+    assert isinstance(failure.exception, WorkerLost)
+    assert "died while holding it" in str(failure.exception)
 
 
 def test_queued_tasks_survive_a_broker_restart(run):
@@ -141,7 +149,7 @@ def test_the_board_carries_worker_beats_to_the_run_and_the_runs_beat_to_workers(
     from celeriac.wire.keys import ALIVE_PREFIX, RUNS_KEY, orchestrator_key
     from celeriac.workers.liveness import TTL
     transport, _key, _worker, run_id = run
-    assert transport.board.wait_connected(30)
+    assert transport.client.board.wait_connected(30)
     # A worker's side, started after the run registered: it hears the run's next beat.
     seen_by_worker = Board(rabbitmq, [run_topic(run_id)])
     supervisor = Writer(rabbitmq)
@@ -150,7 +158,8 @@ def test_the_board_carries_worker_beats_to_the_run_and_the_runs_beat_to_workers(
         transport.register_run({"key_check": "abc"})
         info = {"queue": queue_name(run_id, "default"), "block": "0", "slots": 2,
                 "ready": True}
-        supervisor.publish(worker_topic("w1@test"), {ALIVE_PREFIX + "w1@test": info}, TTL)
+        supervisor.publish(worker_topic("w1@test"), {ALIVE_PREFIX + "w1@test": json.dumps(info)},
+                           TTL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
                 transport.live_workers() and seen_by_worker.get(orchestrator_key(run_id))):
@@ -158,7 +167,7 @@ def test_the_board_carries_worker_beats_to_the_run_and_the_runs_beat_to_workers(
         [w] = transport.live_workers()
         assert (w.name, w.queue, w.block, w.slots, w.ready) == (
             "w1@test", queue_name(run_id, "default"), "0", 2, True)
-        assert seen_by_worker.get(f"{RUNS_KEY}:{run_id}") == {"key_check": "abc"}
+        assert json.loads(seen_by_worker.get(f"{RUNS_KEY}#{run_id}")) == {"key_check": "abc"}
         # Its supervisor stops beating: after the alive value's ttl the worker is gone.
         time.sleep(TTL + 0.5)
         assert transport.live_workers() == []
