@@ -56,12 +56,15 @@ class Writer:
         probe = Connection(url, transport="pyamqp")
         self.errors = tuple(probe.connection_errors) + tuple(probe.channel_errors)
 
-    def publish(self, topic: str, values: dict, ttl: float | None) -> None:
+    def publish(self, topic: str, values: dict, ttl: float | None,
+                ttls: dict | None = None) -> None:
         """Put each ``{key: value}`` (JSON) on the board under ``topic`` for ``ttl`` seconds
-        (None: until replaced; a value None deletes the key)."""
+        (None: until replaced; a value None deletes the key), in one message; ``ttls`` gives
+        some keys their own."""
         message = amqp.Message(
-            json.dumps({"values": values, "ttl": ttl}), content_type="application/json",
-            expiration=str(int(ttl * 1000)) if ttl else None)
+            json.dumps({"values": values, "ttl": ttl, "ttls": ttls or {}}),
+            content_type="application/json",
+            expiration=str(int(ttl * 1000)) if ttl and not ttls else None)
         with self._lock:
             for attempt in (1, 2):  # a connection the broker dropped (it restarted): anew
                 try:
@@ -151,16 +154,17 @@ class Board:
     def _got(self, message) -> None:
         try:
             data = json.loads(message.body)
-            values, ttl = dict(data["values"]), data.get("ttl")
+            values, ttl, ttls = dict(data["values"]), data.get("ttl"), dict(data.get("ttls") or {})
         except (ValueError, KeyError, TypeError):
             return
-        expires = time.monotonic() + (float(ttl) if ttl else 1e12)
+        now = time.monotonic()
         with self._lock:
             for key, value in values.items():
+                seconds = ttls.get(key, ttl)
                 if value is None:
                     self._values.pop(key, None)
                 else:
-                    self._values[key] = (value, expires)
+                    self._values[key] = (value, now + (float(seconds) if seconds else 1e12))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -9,11 +9,13 @@ run's topic for the rest), a read looks in the reader's mirror. A hash field is 
 wrote for its run (its record, revokes, end, deaths) are published again by
 :meth:`Records.republish` every beat, so a reader that starts late has them. Queues are not
 records: ``llen`` asks RabbitMQ, and a queued message cannot be picked out (``lrange`` is
-empty): a revoked message still queued is skipped by the worker that gets it.
+empty): a revoked message still queued is skipped by the worker that gets it. ``pubsub``
+hears a fanout exchange (Celery's remote-control broadcast: Flower's revokes).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from types import SimpleNamespace
 
@@ -97,15 +99,20 @@ class Records:
     def srem(self, name, *values):
         return 0
 
+    def own(self, key: str, value: str, ttl: float | None) -> None:
+        """Hold ``key`` among this process's run values without publishing it now (the next
+        :meth:`republish` does)."""
+        with self._lock:
+            self._owned[key] = (value, ttl)
+
     def republish(self) -> None:
-        """Publish again every value this process wrote for its run (each beat)."""
+        """Publish again every value this process holds for its run, in one message: a
+        reader that has one of them has them all."""
         with self._lock:
             owned = dict(self._owned)
-        by_ttl: dict = {}
-        for key, (value, ttl) in owned.items():
-            by_ttl.setdefault(ttl, {})[key] = value
-        for ttl, values in by_ttl.items():
-            self.writer.publish(run_topic(self.run_id), values, ttl)
+        if owned:
+            self.writer.publish(run_topic(self.run_id), {k: v for k, (v, _t) in owned.items()},
+                                None, {k: t for k, (_v, t) in owned.items()})
 
     # -- reading ---------------------------------------------------------------------------
     def get(self, key):
@@ -149,7 +156,7 @@ class Records:
         return _Pipeline(self)
 
     def pubsub(self, **_kwargs):
-        return _NoPubSub()
+        return _FanoutListener(self.url)
 
     def close(self) -> None:
         self.board.close()
@@ -183,18 +190,41 @@ class _Pipeline:
         return results
 
 
-class _NoPubSub:
-    """Celery's remote-control broadcast is not heard on AMQP yet: nothing comes."""
+class _FanoutListener:
+    """What a Redis pub/sub gives for a fanout exchange (Celery's remote-control broadcast):
+    ``subscribe("/0.celery.pidbox")`` binds a queue of its own to ``celery.pidbox``, declared
+    as kombu's Mailbox declares it; each message comes as kombu's Redis envelope (JSON)."""
 
-    def __init__(self):
-        self._stop = threading.Event()
+    def __init__(self, url: str):
+        self.url = url
+        self._conn = None
+        self._got: list[str] = []
 
     def subscribe(self, *channels):
-        pass
+        from celeriac.wire.amqp_board import _connect
+        self._conn = _connect(self.url)
+        channel = self._conn.default_channel
+        queue, _, _ = channel.queue_declare("", exclusive=True, auto_delete=True)
+        for name in channels:
+            exchange = name.split(".", 1)[1] if name.startswith("/") else name
+            channel.exchange_declare(exchange, "fanout", durable=False, auto_delete=False)
+            channel.queue_bind(queue, exchange, "")
+        channel.basic_consume(queue, callback=self._on_message, no_ack=True)
+
+    def _on_message(self, message) -> None:
+        body = message.body.decode() if isinstance(message.body, bytes) else message.body
+        self._got.append(json.dumps({"body": body, "properties": {}}))
 
     def get_message(self, timeout=0.0):
-        self._stop.wait(timeout)
-        return None
+        import socket
+        if not self._got:
+            try:
+                self._conn.drain_events(timeout=timeout)
+            except socket.timeout:
+                pass
+        return {"type": "message", "data": self._got.pop(0)} if self._got else None
 
     def close(self):
-        self._stop.set()
+        if self._conn is not None:
+            self._conn.release()
+            self._conn = None

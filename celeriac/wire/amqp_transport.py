@@ -14,8 +14,9 @@ consumes on a connection of its own.
 The run's records (its record and heartbeat, revokes and end; the workers' alive, held and
 running values; deaths) are on the board (:mod:`celeriac.wire.amqp_records`). A dead
 worker's messages go back to their queue by RabbitMQ itself (late acks: its connection
-closed), so the sweeper has nothing to take back. Not yet on AMQP: relaunching the tasks of
-a stopped (SIGSTOP) worker, and hearing Flower's revokes.
+closed) and the worker that gets it back reports it lost (``workers.app``), so the sweeper
+has nothing to take back. Not yet on AMQP: relaunching the tasks of a stopped (SIGSTOP)
+worker, and Celery's task-sent events.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import amqp
 from kombu import Connection
@@ -145,7 +147,7 @@ class AmqpTransport(Transport):
 
     def beat_run(self) -> None:
         """Say the run is alive, and again all it said (for workers that started since)."""
-        self.client.set(orchestrator_key(self.run_id), "1", px=int(ORCHESTRATOR_TTL * 1000))
+        self.client.own(orchestrator_key(self.run_id), "1", ORCHESTRATOR_TTL)
         self.client.republish()
 
     def end_run(self, queues) -> None:
@@ -235,6 +237,12 @@ class AmqpWorkerSide(WorkerSide):
                 raise ConfigurationError("a worker on an AMQP broker needs its run's id")
             self._records = Records(self.url, self.run_id)
             self._records.board.wait_connected(5)
+            # Until the run's next beat the board knows nothing of it (its revokes, its key
+            # check): wait for it, so a message revoked already is skipped, not run.
+            deadline = time.monotonic() + ORCHESTRATOR_TTL
+            while not self._records.exists(orchestrator_key(self.run_id)) and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
         return self._records
 
     def close(self) -> None:
