@@ -119,6 +119,20 @@ class CeleriacNoMonitoring(Celeriac):
             yield dfk
 
 
+class CeleriacAmqp(Celeriac):
+    """celeriac's default executor on RabbitMQ ($CELERIAC_BENCH_AMQP, default the test
+    broker that tests/scripts/start_rabbitmq.sh starts) instead of the embedded Redis."""
+
+    name = "celeriac-amqp"
+
+    @contextlib.contextmanager
+    def load(self):
+        import celeriac
+        url = os.environ.get("CELERIAC_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5699//")
+        with celeriac.load(celeriac.Config(broker=url)) as dfk:
+            yield dfk
+
+
 class Plain:
     """No system: apps stay plain functions.
 
@@ -137,7 +151,7 @@ class Plain:
 
 
 SYSTEMS = {s.name: s for s in (ParslHTEX(), ParslThreads(), Celeriac(),
-                                CeleriacNoMonitoring())}
+                                CeleriacNoMonitoring(), CeleriacAmqp())}
 REFERENCE = "parsl-htex"
 
 

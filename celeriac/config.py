@@ -23,7 +23,8 @@ class Config:
     Args:
         executors: executors to run apps on. None or empty means one ``CeleryExecutor``
             labelled ``celery`` with a ``LocalProvider`` (one worker process per core).
-        broker: ``redis://[:password@]host:port/db`` of an existing Redis. None starts an
+        broker: ``redis://[:password@]host:port/db`` of an existing Redis, or
+            ``amqp://user:password@host:port/vhost`` of a RabbitMQ. None starts an
             embedded Redis on loopback with a random password, under the run directory.
         app_cache: allow ``cache=True`` apps to be memoized (False turns memoization off).
         checkpoint_files: checkpoint directories whose results ``cache=True`` apps reuse, e.g.
@@ -209,11 +210,12 @@ def _check_options(o: dict) -> None:
         checks.problem(f"retry_handler must be a function (exception, task_record) -> cost, "
                        f"not {o['retry_handler']!r}")
     broker = o["broker"]
-    if broker is not None and (not isinstance(broker, str)
-                               or not broker.startswith(("redis://", "rediss://"))):
+    if broker is not None and (not isinstance(broker, str) or not broker.startswith(
+            ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://"))):
         scheme = broker.split("://")[0] if isinstance(broker, str) else repr(broker)
-        checks.problem(f"broker {scheme}:// is not supported yet: "
-                       "use redis://host:port/db, or leave broker unset for the embedded Redis")
+        checks.problem(f"broker {scheme}:// is not supported: use redis://host:port/db, "
+                       "amqp://user:password@host:port/vhost for RabbitMQ, or leave broker "
+                       "unset for the embedded Redis")
     checks.done()
 
 

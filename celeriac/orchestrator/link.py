@@ -53,10 +53,11 @@ from celeriac.errors import (
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
+from celeriac.wire.base import for_url as transport_for_url
 from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
-from celeriac.wire.redis_transport import RedisTransport, fanout_channel
+from celeriac.wire.redis_transport import fanout_channel
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class CeleryLink:
         self.run_id = run_id
         self.results_key = results_key(run_id)
         self._origin = f"{socket.gethostname()}:{run_id}"
-        self.transport = RedisTransport(broker_url, run_id)
+        self.transport = transport_for_url(broker_url, run_id)
         self.sent_events = SentEvents(self.transport.client, self._origin, run_id)
         self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:

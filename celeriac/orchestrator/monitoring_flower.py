@@ -145,11 +145,21 @@ class TaskFeed:
             task.state = "SENT"
 
 
+_boards: dict = {}  # (broker, run id) -> the run's records on an AMQP broker, kept open
+
+
 def _heartbeat_seen(broker: str, run_id: str) -> bool:
     """Whether the run's orchestrator heartbeat is on the broker (False if unreachable)."""
     import redis
 
     from celeriac.wire.keys import orchestrator_key
+    from celeriac.wire.worker_side import AMQP_SCHEMES, scheme_of
+    if scheme_of(broker) in AMQP_SCHEMES:  # heard on the board: a first look waits a beat
+        from celeriac.wire.amqp_records import Records
+        if (broker, run_id) not in _boards:
+            _boards[broker, run_id] = Records(broker, run_id)
+            time.sleep(2.0)
+        return bool(_boards[broker, run_id].exists(orchestrator_key(run_id)))
     try:
         client = redis.Redis.from_url(broker, socket_timeout=3, socket_connect_timeout=3)
         try:

@@ -27,12 +27,18 @@ def live_workers(client) -> list[LiveWorker]:
     """Every worker whose alive key has not expired (on any queue)."""
     names = sorted(n.decode() for n in client.smembers(WORKERS_KEY))
     values = client.mget([ALIVE_PREFIX + n for n in names]) if names else []
+    return from_values(zip(names, values))
+
+
+def from_values(pairs) -> list[LiveWorker]:
+    """The live workers of ``(name, alive value)`` pairs (JSON text or a dict; None:
+    expired)."""
     found = []
-    for name, value in zip(names, values):
+    for name, value in pairs:
         if value is None:
             continue
         try:
-            info = json.loads(value)
+            info = value if isinstance(value, dict) else json.loads(value)
         except ValueError:
             info = None
         if not isinstance(info, dict):  # a worker of an older celeriac: capacity unknown

@@ -103,3 +103,13 @@ class Transport(ABC):
 
     def close(self) -> None:
         """Release connections. Idempotent."""
+
+
+def for_url(url: str, run_id: str) -> Transport:
+    """The transport of run ``run_id`` on broker ``url``, by its scheme."""
+    from celeriac.wire.worker_side import AMQP_SCHEMES, scheme_of
+    if scheme_of(url) in AMQP_SCHEMES:
+        from celeriac.wire.amqp_transport import AmqpTransport
+        return AmqpTransport(url, run_id)
+    from celeriac.wire.redis_transport import RedisTransport
+    return RedisTransport(url, run_id)

@@ -17,7 +17,7 @@ import time
 
 from celery import Celery
 
-from celeriac.errors import SerializationError, UntrustedPayload
+from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
 from celeriac.wire import payload
 from celeriac.wire.call import AppFailed, Failure
 from celeriac.wire.message import SERIALIZER, TASK_NAME
@@ -118,11 +118,16 @@ def _execute(frame: bytes, message_id: str):
         digest, func_bytes, calls = payload.unseal(state.key, frame)
     except UntrustedPayload as e:
         from celery import current_app, current_task
-        refusal.refuse(state, current_app.backend.client, message_id,
+        refusal.refuse(state, current_app.backend.side, message_id,
                        current_task.request.hostname, e)
         raise
     state.key_proven = True
     state.verified.add(message_id)  # the backend signs outcomes for these messages only
+    given_back = _given_back()
+    if given_back:  # the run relaunches each call as a new try, as after any lost worker
+        failure = payload.dumps(Failure(WorkerLost(given_back), ""))
+        state.failures[message_id] = Batch([(t, False, failure, None) for t, _c in calls])
+        raise WorkerLost(given_back)
     func = state.function(digest, func_bytes)
     if len(calls) == 1:
         task_id, call_bytes = calls[0]
@@ -163,6 +168,24 @@ def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
         return task_id, ok, payload.dumps(value, "app's result"), runtime
     except SerializationError as e:
         return task_id, False, payload.dumps(Failure(e, "")), runtime
+
+
+def _given_back() -> str | None:
+    """Why the message being run was given back by RabbitMQ, if it was (None: it was not,
+    or the broker is Redis, whose lost messages the run takes back itself).
+
+    With late acks RabbitMQ gives a message back to its queue when the connection of the
+    worker holding it closes (the worker was killed, ran out of memory, lost its node, or
+    the broker restarted), and marks it redelivered. Running it now could run it twice;
+    saying so lets the run relaunch it as a new try, counted as a lost worker."""
+    from celery import current_app, current_task
+    if not str(current_app.conf.broker_url).startswith(("amqp", "pyamqp")):
+        return None
+    if not (current_task.request.delivery_info or {}).get("redelivered"):
+        return None
+    return ("its worker died while holding it (killed, out of memory, or its node was "
+            "lost), or the broker restarted: RabbitMQ gave the message back when the "
+            "worker's connection closed")
 
 
 def _revoked():

@@ -1,4 +1,5 @@
-"""The result path: one RPUSH of a signed frame onto the run's result list per task.
+"""The result path: one signed frame per task handed to the run (an RPUSH onto its result
+list on Redis, a publish to its results queue on RabbitMQ: celeriac.wire.worker_side).
 
 Celery calls this backend for every outcome it knows of (success, the app's exception, a
 prefork child lost under a task, a decode error), so nothing a worker sees is dropped. The
@@ -11,17 +12,15 @@ from __future__ import annotations
 import logging
 import socket
 
-import redis
 import tenacity
 from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.backends.base import BaseBackend
 
 from celeriac.errors import SerializationError, WorkerLost
-from celeriac.wire import outcome, payload
+from celeriac.wire import outcome, payload, worker_side
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
-from celeriac.wire.redis_transport import redis_client
 from celeriac.workers.app import Batch, state
 
 logger = logging.getLogger(__name__)
@@ -49,10 +48,17 @@ class ResultListBackend(BaseBackend):
         self._hostname = socket.gethostname()
 
     @property
-    def client(self) -> redis.Redis:
-        if self._client is None:  # created lazily: prefork children must not share a socket
-            self._client = redis_client(self.app.conf.broker_url)
+    def side(self) -> worker_side.WorkerSide:
+        """This process's way to its run (created lazily: prefork children must not share
+        a socket)."""
+        if self._client is None:
+            self._client = worker_side.for_url(self.app.conf.broker_url, state.run_id)
         return self._client
+
+    @property
+    def client(self):
+        """A Redis client for the run's records (see :attr:`WorkerSide.records`)."""
+        return self.side.records
 
     def store_result(self, task_id, result, state_name, traceback=None, request=None, **kwargs):
         if not self._vouch(task_id, result, state_name, request):
@@ -82,14 +88,13 @@ class ResultListBackend(BaseBackend):
         return result
 
     def _push(self, task_id: str, frame: bytes) -> None:
-        """RPUSH ``frame`` onto the run's result list, riding out a broker that is away for
-        up to ``RESULT_GIVE_UP`` seconds. Meanwhile the task counts as running here, so a
-        restarted broker's run does not take it for lost and run it again."""
+        """Hand ``frame`` to the run (``WorkerSide.push_outcome``), riding out a broker that
+        is away for up to ``RESULT_GIVE_UP`` seconds. Meanwhile the task counts as running
+        here, so a restarted broker's run does not take it for lost and run it again."""
         held = False
         try:
             for attempt in tenacity.Retrying(
-                    retry=tenacity.retry_if_exception_type(
-                        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
+                    retry=tenacity.retry_if_exception_type(self.side.errors),
                     wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
                     stop=tenacity.stop_after_delay(RESULT_GIVE_UP), reraise=True,
                     before_sleep=_say_waiting):
@@ -97,7 +102,7 @@ class ResultListBackend(BaseBackend):
                     if attempt.retry_state.attempt_number == 2:
                         state.running.note(b"+", task_id)
                         held = True
-                    self.client.rpush(state.results_key, frame)
+                    self.side.push_outcome(state.results_key, frame)
         finally:
             if held:
                 state.running.note(b"-", task_id)

@@ -40,7 +40,7 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     from celery import signals
     from celery.worker.control import Panel
 
-    from celeriac.wire.redis_transport import redis_client
+    from celeriac.wire import worker_side
     from celeriac.workers import transport
     from celeriac.workers.app import make_app, state
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
@@ -57,7 +57,7 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
         Panel.data.pop(command, None)
     state.running = RunningNotes.from_environment()
     serve_remote_control(state.running)  # pool_grow/shrink/autoscale: asks the supervisor
-    client = redis_client(broker_url)
+    client = worker_side.for_url(broker_url, run_id).records
     follow = revoke_follower(key, run_id)
     follow(client, quiet=True)  # before consuming: a message revoked already is skipped
     heartbeat = HeldTasks(client, hostname,
@@ -192,8 +192,14 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
              run_file: str | None = None) -> int | None:
     """Before starting workers: the exit code if the run is over (0, saying so in one line)
     or its broker cannot be reached for ``BROKER_START_WAIT`` seconds (1); else None."""
-    import redis
-    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
+    from celeriac.wire import worker_side
+    if worker_side.scheme_of(broker_url) in worker_side.AMQP_SCHEMES:
+        side = worker_side.for_url(broker_url, run_id)
+        client, errors = side.records, side.errors
+    else:
+        import redis
+        client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
+        errors = (redis.exceptions.RedisError,)
     end = RunEnd(client, key, run_id, run_file)
     deadline = time.monotonic() + BROKER_START_WAIT
     try:
@@ -205,7 +211,7 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
                     why = end.over()
                     if why is None:
                         return None
-                except redis.exceptions.RedisError as e:
+                except errors as e:
                     if time.monotonic() < deadline:
                         time.sleep(0.5)
                         continue
@@ -234,12 +240,11 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     seen and no task has run for that many seconds. A worker that dies when ``key`` is not
     the run's key stops them all (exit code 2): the others would only die the same way.
     """
-    from celeriac.wire import deaths
-    from celeriac.wire.redis_transport import redis_client
+    from celeriac.wire import deaths, worker_side
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
     from celeriac.workers.refusal import key_matches_run
 
-    client = redis_client(broker_url)
+    client = worker_side.for_url(broker_url, run_id).records
     beat = AliveBeat(client, info)
     terminator = Terminator(client, key, run_id)
     run_end = RunEnd(client, key, run_id, run_file)

@@ -33,20 +33,20 @@ def key_matches_run(client, key: bytes, run_id: str) -> bool | None:
     return published == payload.key_check(key, run_id)
 
 
-def refuse(state, client, message_id: str, worker: str, error: Exception) -> None:
+def refuse(state, side, message_id: str, worker: str, error: Exception) -> None:
     """Handle a message whose frame did not verify with ``state.key``.
 
     Returns (the caller raises ``error``, and no reply is sent) when the message was forged;
     does not return when this worker's key is wrong.
     """
-    if not state.key_proven and key_matches_run(client, state.key, state.run_id) is False:
+    if not state.key_proven and key_matches_run(side.records, state.key, state.run_id) is False:
         logger.error(
             "cannot verify message %s: this worker's signing key is not run %s's key. Leaving "
             "with the message unacknowledged, so the run gets it back and fails the task "
             "with this explanation. Start workers with the run's worker.json (--run-file) or "
             "its CELERIAC_KEY", message_id, state.run_id)
         try:
-            client.rpush(state.results_key, payload.notice(
+            side.push_outcome(state.results_key, payload.notice(
                 id=message_id, worker=worker, host=socket.gethostname(),
                 error=f"{error} (its key is not this run's)"))
         finally:

@@ -1,7 +1,7 @@
 """Integration fixtures: a real embedded Redis and real `celery worker` processes."""
 
 import pytest
-from services import gridengine, slurm, sshd  # noqa: F401  (session fixtures for every module)
+from services import gridengine, rabbitmq, slurm, sshd  # noqa: F401  (session fixtures for every module)
 
 import celeriac
 from celeriac import Config

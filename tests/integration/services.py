@@ -1,6 +1,6 @@
-"""Session fixtures that start real services (Slurm, Grid Engine, a private sshd) with the
-scripts under ``tests/scripts``, and stop them at the end of the session if they started them;
-plus Flower for one run, and a look for processes a run left behind.
+"""Session fixtures that start real services (Slurm, Grid Engine, a private sshd, RabbitMQ)
+with the scripts under ``tests/scripts``, and stop them at the end of the session if they
+started them; plus Flower for one run, and a look for processes a run left behind.
 
 Slurm runs as a private two-node cluster (its own slurm.conf, ports 6827/6828, state under
 /var/lib/celeriac-slurm-test) so that it never disturbs, nor is disturbed by, another Slurm on
@@ -36,6 +36,9 @@ SLURM_ENV = {
 SGE_ENV = {"SGE_ROOT": "/var/lib/gridengine", "SGE_CELL": "default"}
 SSHD_DIR = Path(os.environ.get("SSHD_DIR", "/var/lib/celeriac-sshd"))
 SSHD_PORT = int(os.environ.get("SSHD_PORT", "2222"))
+#: The test RabbitMQ: its own port (not 5698, which a developer's may use) and state dir.
+RMQ_ENV = {"RMQ_PORT": "5699", "RMQ_DIST_PORT": "25699", "RMQ_NODE": "celeriactest",
+           "STATE_DIR": "/tmp/celeriac-rabbitmq-test"}
 
 
 @dataclass
@@ -123,6 +126,20 @@ def sshd():
                str(SSHD_DIR / "known_hosts"))
     if "already running" not in up.stdout:
         subprocess.run(["bash", str(SCRIPTS / "stop_sshd.sh")], env=env, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """The URL of a private RabbitMQ (Debian's rabbitmq-server on 127.0.0.1:5699, its data,
+    logs and feature flags under /tmp/celeriac-rabbitmq-test), started for this session and
+    stopped after it unless it was already up."""
+    _need_root("RabbitMQ")
+    up = _run_script("start_rabbitmq.sh", RMQ_ENV)
+    if up.returncode != 0:
+        pytest.fail(f"start_rabbitmq.sh failed:\n{up.stdout}\n{up.stderr}")
+    yield f"amqp://guest:guest@127.0.0.1:{RMQ_ENV['RMQ_PORT']}//"
+    if "already running" not in up.stdout:
+        _run_script("stop_rabbitmq.sh", RMQ_ENV, timeout=120)
 
 
 def get_json(url):

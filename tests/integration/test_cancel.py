@@ -41,16 +41,18 @@ def plus_one(x):
     return x + 1
 
 
-@pytest.fixture(scope="module")
-def dfk(run_dir):
+@pytest.fixture(scope="module", params=["redis", "amqp"])
+def dfk(request, tmp_path_factory):
     """One solo worker (so a second task waits in the queue), retries=2, and an executor
     with no workers until a test starts one by hand."""
     celeriac.clear()
+    broker = request.getfixturevalue("rabbitmq") if request.param == "amqp" else None
+    run_dir = str(tmp_path_factory.mktemp(request.param))
     d = celeriac.load(Config([CeleryExecutor(label="celery", workers_per_node=1),
                               CeleryExecutor(label="prefork", workers_per_node=1,
                                              pool="prefork", concurrency=2),
                               CeleryExecutor(label="later", provider=None)],
-                             run_dir=run_dir, retries=2))
+                             run_dir=run_dir, retries=2, broker=broker))
     yield d
     d.cleanup()
     celeriac.clear()

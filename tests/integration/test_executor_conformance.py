@@ -16,13 +16,16 @@ pytestmark = pytest.mark.integration
 EXECUTORS = {
     "threads": lambda: ThreadPoolExecutor(label="threads", max_threads=2),
     "celery": lambda: CeleryExecutor(label="celery", workers_per_node=2),
+    # The same executor on RabbitMQ (the session's test broker) instead of the embedded Redis.
+    "celery-amqp": lambda: CeleryExecutor(label="celery", workers_per_node=2),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(EXECUTORS))
 def dfk(request, tmp_path_factory):
     celeriac.clear()
-    d = celeriac.load(Config([EXECUTORS[request.param]()],
+    broker = request.getfixturevalue("rabbitmq") if request.param.endswith("-amqp") else None
+    d = celeriac.load(Config([EXECUTORS[request.param]()], broker=broker,
                              run_dir=str(tmp_path_factory.mktemp(request.param))))
     yield d
     d.cleanup()

@@ -1,4 +1,5 @@
-"""A worker killed with SIGKILL mid-task does not lose the task: it runs again elsewhere."""
+"""A worker killed with SIGKILL mid-task does not lose the task: it runs again elsewhere
+(on Redis and on RabbitMQ)."""
 
 import os
 import signal
@@ -37,13 +38,15 @@ def where():
     return current_task.request.hostname
 
 
-@pytest.fixture(scope="module")
-def dfk(run_dir):
+@pytest.fixture(scope="module", params=["redis", "amqp"])
+def dfk(request, tmp_path_factory):
+    """A run on the embedded Redis, then on the test RabbitMQ (native redelivery)."""
     celeriac.clear()
+    broker = request.getfixturevalue("rabbitmq") if request.param == "amqp" else None
     d = celeriac.load(Config([
         CeleryExecutor(label="solo", workers_per_node=2),
         CeleryExecutor(label="prefork", workers_per_node=1, pool="prefork", concurrency=2),
-    ], run_dir=run_dir))
+    ], broker=broker, run_dir=str(tmp_path_factory.mktemp(request.param))))
     yield d
     d.cleanup()
     celeriac.clear()

@@ -6,11 +6,13 @@
 #   SSH channel: openssh-server (sshd) + openssh-client   launchers: parallel, mpich
 #   second "host": iproute2 (ip netns), util-linux (nsenter, unshare)   staging: rsync
 #   run reports (tests/integration/test_run_report.py): chromium, headless
+#   AMQP transport: rabbitmq-server (started by tests/scripts/start_rabbitmq.sh)
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 HOST=$(hostname -s)
 PKGS="slurmctld slurmd slurm-client munge gridengine-master gridengine-exec gridengine-client
-      openssh-server openssh-client parallel mpich iproute2 util-linux procps rsync chromium"
+      openssh-server openssh-client parallel mpich iproute2 util-linux procps rsync chromium
+      rabbitmq-server"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null \
             | grep -q "install ok installed" || echo "$p"; done)
 [ -z "$missing" ] && { echo "test packages: all installed"; exit 0; }

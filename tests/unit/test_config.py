@@ -64,12 +64,17 @@ def test_retries_must_be_a_non_negative_int(retries):
         Config(retries=retries)
 
 
-@pytest.mark.parametrize("broker", ["amqp://guest@localhost//", "pyamqp://h//", "sqs://"])
-def test_non_redis_broker_is_refused_saying_what_works(broker):
+@pytest.mark.parametrize("broker", ["sqs://", "kafka://h:9092", "localhost:6379"])
+def test_a_broker_of_another_kind_is_refused_saying_what_works(broker):
     with pytest.raises(ConfigurationError) as info:
         Config(broker=broker)
     assert broker.split("://")[0] in str(info.value)
-    assert "redis://" in str(info.value)
+    assert "redis://" in str(info.value) and "amqp://" in str(info.value)
+
+
+@pytest.mark.parametrize("broker", ["amqp://guest:guest@localhost:5672//", "pyamqp://h//"])
+def test_a_rabbitmq_broker_is_accepted(broker):
+    assert Config(broker=broker).broker == broker
 
 
 @pytest.mark.parametrize("broker", ["redis://localhost:6379/0", "rediss://:pw@host:6380/1"])

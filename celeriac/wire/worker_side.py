@@ -1,0 +1,78 @@
+"""The worker side of the transport seam: how a worker hands in outcomes, per broker kind.
+
+A worker process (and its supervisor) makes one :class:`WorkerSide` for its broker URL with
+:func:`for_url`. It hands each signed outcome frame to its run with :meth:`push_outcome`
+(the orchestrator's :meth:`~celeriac.wire.base.Transport.receive` gets it), retrying on
+:attr:`errors`. The run's records (liveness, held tasks, revokes, the run's end) are read and
+written through :attr:`records`: a Redis client, or the same commands on RabbitMQ
+(celeriac.wire.amqp_records).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from celeriac.errors import ConfigurationError
+
+#: The URL schemes of the brokers celeriac's workers can serve.
+REDIS_SCHEMES = ("redis", "rediss")
+AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of broker ``url`` (``redis``, ``amqp``...), lower case."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+class WorkerSide(ABC):
+    """One worker process's way to its run on the broker (created lazily per process:
+    prefork children must not share a socket)."""
+
+    #: What :meth:`push_outcome` raises while the broker is away (worth retrying).
+    errors: tuple[type[BaseException], ...] = ()
+
+    @abstractmethod
+    def push_outcome(self, results_key: str, frame: bytes) -> None:
+        """Hand one signed outcome frame to the run whose results go to ``results_key``."""
+
+    @property
+    @abstractmethod
+    def records(self):
+        """A Redis client for the run's records (liveness, revokes, the run's end)."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+
+class RedisWorkerSide(WorkerSide):
+    """Outcomes RPUSHed onto the run's result list; records in the same Redis."""
+
+    def __init__(self, url: str):
+        import redis
+
+        from celeriac.wire.redis_transport import redis_client
+        self.errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._client = redis_client(url)
+
+    def push_outcome(self, results_key: str, frame: bytes) -> None:
+        self._client.rpush(results_key, frame)
+
+    @property
+    def records(self):
+        return self._client
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def for_url(url: str, run_id: str | None = None) -> WorkerSide:
+    """The worker side for broker ``url`` (serving run ``run_id``), by its scheme."""
+    scheme = scheme_of(url)
+    if scheme in REDIS_SCHEMES:
+        return RedisWorkerSide(url)
+    if scheme in AMQP_SCHEMES:
+        from celeriac.wire.amqp_transport import AmqpWorkerSide
+        return AmqpWorkerSide(url, run_id)
+    raise ConfigurationError(
+        f"broker {scheme or url!r}:// is not one celeriac workers can serve: use a redis:// "
+        "(or rediss://) URL, or amqp:// for RabbitMQ")
