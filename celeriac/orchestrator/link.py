@@ -19,17 +19,11 @@ what to send and when, and what an outcome or a loss means for the run's futures
   one that reserved it skips it and one that runs it is stopped. A revoke sent with Celery's
   remote control (Flower's revoke and terminate, ``celery control revoke``) is heard here on
   the broadcast, even before any worker is up, and ends the task cancelled.
-
-On security: workers never obey remote-control revokes, since anyone on the broker can send
-one. This link accepts them for its own unfinished tasks, because all one can do is end a
-task as cancelled: it cannot decide a result or run code, and a client that can reach the
-broker can already stop a run by deleting its queues. The outcomes the link accepts are
-still only the ones a worker signed with the run's key.
+  (Why accepting them is safe: :mod:`celeriac.orchestrator.remote_control`.)
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import itertools
 import json
@@ -50,6 +44,7 @@ from celeriac.errors import (
     UntrustedPayload,
     WorkerLost,
 )
+from celeriac.orchestrator import remote_control
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
@@ -57,7 +52,6 @@ from celeriac.wire.base import for_url as transport_for_url
 from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
-from celeriac.wire.redis_transport import fanout_channel
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +65,6 @@ LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
 RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
 QUEUE_SCAN = 10000           # queued messages looked through to drop a revoked one
-#: the exchange of Celery's remote-control broadcast (kombu's Redis fanout: the channel
-#: ``/<db>.celery.pidbox``; subscribed by name, not by pattern, so that the pattern count
-#: still tells whether an event consumer such as Flower listens, see sent_events)
-PIDBOX_EXCHANGE = "celery.pidbox"
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
 
@@ -125,23 +115,6 @@ class _TaskFuture(Future):
             return self.cancelled()
         self._link.revoke(self._task_id, "cancelled in the orchestrator")
         return self.cancelled()
-
-
-def _revoked_ids(data) -> list:
-    """The task ids a remote-control broadcast (kombu's JSON envelope) revokes, if any."""
-    try:
-        envelope = json.loads(data)
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        command = json.loads(body)
-        if command.get("method") not in ("revoke", "terminate"):
-            return []
-        ids = command.get("arguments", {}).get("task_id")
-    except (TypeError, ValueError, KeyError, AttributeError):
-        return []
-    ids = [ids] if isinstance(ids, str) else ids
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def safe_url(url: str) -> str:
@@ -483,31 +456,7 @@ class CeleryLink:
         return False
 
     def _remote_control(self) -> None:
-        """Hear Celery's remote-control broadcast and revoke this run's tasks named in a
-        ``revoke`` or ``terminate`` (see the module's docstring on why they are accepted)."""
-        pubsub = None
-        while not self._stop.is_set():
-            try:
-                if pubsub is None:
-                    pubsub = self.transport.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(fanout_channel(self.transport.client, PIDBOX_EXCHANGE))
-                message = pubsub.get_message(timeout=1.0)
-            except self.transport.errors as e:
-                logger.debug("remote-control listener: %s", e)
-                pubsub = None
-                self._stop.wait(1.0)
-                continue
-            if message is not None:
-                for task_id in _revoked_ids(message.get("data")):
-                    if self.revoke(task_id, "revoked with Celery's remote control (Flower "
-                                            "or `celery control revoke`)"):
-                        logger.warning("task %s was revoked with Celery's remote control: it "
-                                       "ends cancelled and is not retried", task_id)
-        if pubsub is not None:
-            try:
-                pubsub.close()
-            except self.transport.errors:
-                pass
+        remote_control.listen(self.transport, self._stop, self.revoke)
 
     # --------------------------------------------------------------- watching
 
