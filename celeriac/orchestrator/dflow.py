@@ -30,8 +30,8 @@ from celeriac.errors import (
     InvalidResourceSpecification,
     SerializationError,
 )
+from celeriac.orchestrator import callbacks, parsl_options, retries
 from celeriac.orchestrator import kernel as k
-from celeriac.orchestrator import parsl_options, retries
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext, new_run_id
 from celeriac.orchestrator.data_manager import INHIBIT, DataManager
@@ -335,7 +335,7 @@ class DataFlowKernel:
         elif kind is k.Watch:
             done = partial(self._post_for, instruction.event, record)
             for fut in instruction.futures:
-                fut.add_done_callback(done)
+                getattr(fut, "on_done", fut.add_done_callback)(done)
         elif kind is k.ScheduleRetry:
             self._timers.call_later(instruction.delay, self._post, k.RetryDue(record))
         elif kind is k.Checkpoint:
@@ -455,6 +455,7 @@ class DataFlowKernel:
             self._settle()
             pending = [r.app_fu for r in list(self.tasks.values())]
             if not pending:
+                callbacks.wait_idle()  # the users' done-callbacks of those tasks have run
                 return
             for fut in pending:
                 try:
@@ -488,6 +489,7 @@ class DataFlowKernel:
             # the order events came, which tasks cleanup ends, so each completes once.
             self._post(k.Closed())
             self._settle()
+            callbacks.wait_idle()
             summary = ", ".join(f"{state.name} {n}" for state, n in
                                 self.task_state_counts.items() if n)
             logger.info("Summary of tasks in DFK: %s", summary or "no tasks")

@@ -17,6 +17,8 @@ from concurrent.futures import Future
 from types import MappingProxyType
 from typing import Optional, TypeVar
 
+from celeriac.orchestrator import callbacks
+
 T = TypeVar("T")
 
 _NO_KWARGS = MappingProxyType({})
@@ -98,9 +100,24 @@ class FinishedTask:
 
 
 class _Awaitable:
+    """What AppFuture and DataFuture add to ``Future``: ``await`` and callbacks that may wait."""
+
     def __await__(self):
         import asyncio
         return asyncio.wrap_future(self).__await__()
+
+    def add_done_callback(self, fn) -> None:
+        """Call ``fn(future)`` once the future is done (at once if it is): on celeriac's
+        callback thread, never on the thread that handles the run's events, so ``fn`` may
+        wait for other futures (see :mod:`celeriac.orchestrator.callbacks`)."""
+        if self.done():
+            Future.add_done_callback(self, fn)
+        else:
+            Future.add_done_callback(self, callbacks.deferred(fn))
+
+    def on_done(self, fn) -> None:
+        """celeriac's own callbacks: called in the thread that completes the future."""
+        Future.add_done_callback(self, fn)
 
 
 class AppFuture(_Awaitable, Future[T]):
@@ -198,7 +215,7 @@ class DataFuture(_Awaitable, Future):
         self.app_fut = app_fut
         self.file_obj = file_obj
         self._tid = tid
-        app_fut.add_done_callback(self._parent_done)
+        getattr(app_fut, "on_done", app_fut.add_done_callback)(self._parent_done)
 
     def _parent_done(self, fut: Future) -> None:
         if fut.cancelled():  # no file will come
