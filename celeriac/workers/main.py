@@ -150,8 +150,13 @@ def kill_tree(pid: int) -> int:
         p = todo.pop()
         tree.append(p)
         todo += children.get(p, [])
+    for p in tree:  # freeze the tree first, parents first: none forks or sees a child die
+        try:
+            os.kill(p, signal.SIGSTOP)
+        except (ProcessLookupError, PermissionError):
+            pass
     killed = 0
-    for p in reversed(tree):  # children first: none is left to be reparented and run on
+    for p in tree:
         try:
             os.kill(p, signal.SIGKILL)
             killed += 1
