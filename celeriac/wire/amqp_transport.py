@@ -31,7 +31,7 @@ from kombu import Connection
 
 from celeriac.wire import alive, deaths
 from celeriac.wire.amqp_board import Board
-from celeriac.wire.amqp_records import Records
+from celeriac.wire.amqp_records import FanoutListener, Records
 from celeriac.wire.amqp_recovery import AmqpSweeper
 from celeriac.wire.base import Transport
 from celeriac.wire.keys import (
@@ -207,6 +207,13 @@ class AmqpTransport(Transport):
 
     def take_back(self, handle) -> bool:
         return False
+
+    def listen_broadcast(self, exchange: str):
+        """A queue of its own bound to the fanout ``exchange`` (kombu's Mailbox declares it
+        so), each message handed over as kombu's Redis envelope."""
+        listener = FanoutListener(self.url)
+        listener.subscribe(exchange)
+        return listener
 
     def close(self) -> None:
         self.client.close()
