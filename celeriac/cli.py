@@ -49,8 +49,9 @@ def main(argv=None) -> int:
                         "without a task to run (default 120; 0 never exits)")
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
-    w.add_argument("--prefetch-multiplier", type=int, default=4,
-                   help="messages each pool slot reserves ahead (default 4)")
+    w.add_argument("--prefetch-multiplier", type=int, default=None,
+                   help="messages each pool slot reserves ahead (default 4 on Redis, 1 on "
+                        "RabbitMQ)")
     w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")
@@ -109,13 +110,14 @@ def _resolve(args, need_key: bool):
 
 
 def _only_active_run(broker: str) -> str:
-    import redis
-
-    from celeriac.wire.keys import RUNS_KEY
+    from celeriac.wire import worker_side
+    side = worker_side.for_url(broker)
     try:
-        runs = sorted(r.decode() for r in redis.Redis.from_url(broker).hkeys(RUNS_KEY))
-    except redis.exceptions.RedisError as e:
+        runs = side.active_runs()
+    except side.errors as e:
         raise ConfigurationError(f"cannot reach the broker to find the run: {e}") from None
+    finally:
+        side.close()
     if len(runs) != 1:
         raise ConfigurationError(
             f"{len(runs)} runs are active on this broker {runs}; choose one with --run-id")

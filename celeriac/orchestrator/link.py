@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import reprlib
 import socket
@@ -424,7 +423,7 @@ class CeleryLink:
                 return False
             taken, ids = {task_id: entry}, [task_id]
         try:
-            revokes.publish(self.transport.client, self.key, self.run_id, ids)
+            self.transport.revoke(self.key, ids)
             dropped = self._drop_queued(ids[0])
         except self.transport.errors as e:  # workers that get it will run it
             logger.warning("could not revoke task %s on the broker: %s", task_id, e)
@@ -447,13 +446,7 @@ class CeleryLink:
 
     def _drop_queued(self, message_id: str) -> bool:
         """Remove the message ``message_id`` from its queue if no worker has taken it yet."""
-        needle = f'"id": "{message_id}"'
-        for queue in list(self._queues):
-            for raw in self.transport.client.lrange(queue, -QUEUE_SCAN, -1):
-                if needle.encode() in raw and \
-                        json.loads(raw)["headers"].get("id") == message_id:
-                    return bool(self.transport.client.lrem(queue, 1, raw))
-        return False
+        return self.transport.drop_queued(self._queues, message_id)
 
     def _remote_control(self) -> None:
         remote_control.listen(self.transport, self._stop, self.revoke)

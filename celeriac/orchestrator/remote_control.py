@@ -18,8 +18,6 @@ import logging
 import threading
 from typing import Callable
 
-from celeriac.wire.redis_transport import fanout_channel
-
 logger = logging.getLogger(__name__)
 
 #: the exchange of Celery's remote-control broadcast (kombu's Redis fanout: the channel
@@ -52,8 +50,7 @@ def listen(transport, stop: threading.Event, revoke: Callable[[str, str], bool])
     while not stop.is_set():
         try:
             if pubsub is None:
-                pubsub = transport.client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(fanout_channel(transport.client, PIDBOX_EXCHANGE))
+                pubsub = transport.listen_broadcast(PIDBOX_EXCHANGE)
             message = pubsub.get_message(timeout=1.0)
         except transport.errors as e:
             logger.debug("remote-control listener: %s", e)

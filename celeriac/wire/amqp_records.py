@@ -156,7 +156,7 @@ class Records:
         return _Pipeline(self)
 
     def pubsub(self, **_kwargs):
-        return _FanoutListener(self.url)
+        return FanoutListener(self.url)
 
     def close(self) -> None:
         self.board.close()
@@ -190,7 +190,7 @@ class _Pipeline:
         return results
 
 
-class _FanoutListener:
+class FanoutListener:
     """What a Redis pub/sub gives for a fanout exchange (Celery's remote-control broadcast):
     ``subscribe("/0.celery.pidbox")`` binds a queue of its own to ``celery.pidbox``, declared
     as kombu's Mailbox declares it; each message comes as kombu's Redis envelope (JSON)."""

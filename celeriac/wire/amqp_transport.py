@@ -15,8 +15,8 @@ The run's records (its record and heartbeat, revokes and end; the workers' alive
 running values; deaths) are on the board (:mod:`celeriac.wire.amqp_records`). A dead
 worker's messages go back to their queue by RabbitMQ itself (late acks: its connection
 closed) and the worker that gets it back reports it lost (``workers.app``), so the sweeper
-has nothing to take back. Not yet on AMQP: relaunching the tasks of a stopped (SIGSTOP)
-worker, and Celery's task-sent events.
+has nothing to take back; the tasks of a stopped (SIGSTOP) worker are relaunched as a new
+try (:mod:`celeriac.wire.amqp_recovery`). Not yet on AMQP: Celery's task-sent events.
 """
 
 from __future__ import annotations
@@ -30,15 +30,31 @@ import amqp
 from kombu import Connection
 
 from celeriac.wire import alive, deaths
-from celeriac.wire.amqp_records import Records
+from celeriac.wire.amqp_board import Board
+from celeriac.wire.amqp_records import FanoutListener, Records
+from celeriac.wire.amqp_recovery import AmqpSweeper
 from celeriac.wire.base import Transport
-from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
+from celeriac.wire.keys import (
+    HELD_PREFIX,
+    ORCHESTRATOR_TTL,
+    RUNS_KEY,
+    orchestrator_key,
+    results_key,
+)
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
-from celeriac.wire.worker_side import WorkerSide
+from celeriac.wire.worker_side import WorkerSide, held_lists
 
 #: The run's queues expire this long after their last use once the run is gone (a run that
 #: ends cleanly deletes them; this bounds what a crashed one leaves).
 QUEUE_EXPIRES_MS = 7 * 24 * 3600 * 1000
+
+#: A run says again all it said every beat (the link's sweep interval, 2 s): a reader that
+#: listens this long has heard every active run.
+RUN_BEAT_WAIT = 3.0
+
+
+def _safe(url: str) -> str:
+    return f"{url.split('://', 1)[0]}://***@{url.rsplit('@', 1)[1]}" if "@" in url else url
 
 
 def publish_args(message: TaskMessage, queue: str) -> dict:
@@ -178,10 +194,13 @@ class AmqpTransport(Transport):
         return deaths.explain(self.client, message_id)
 
     def sweeper(self, describe):
-        return _NoSweeper()
+        return AmqpSweeper(self.client, describe)
 
     def instance(self) -> str | None:
-        return None
+        """One id while the board is connected, None while the broker is away: a restart is
+        not told apart (RabbitMQ keeps its durable queues and gives unacknowledged messages
+        back itself), but the run waits for workers to beat again before judging them."""
+        return "rabbitmq" if self.client.board.wait_connected(0) else None
 
     def whereabouts(self, queues) -> tuple[set, dict]:
         return set(), {}
@@ -189,18 +208,18 @@ class AmqpTransport(Transport):
     def take_back(self, handle) -> bool:
         return False
 
+    def listen_broadcast(self, exchange: str):
+        """A queue of its own bound to the fanout ``exchange`` (kombu's Mailbox declares it
+        so), each message handed over as kombu's Redis envelope."""
+        listener = FanoutListener(self.url)
+        listener.subscribe(exchange)
+        return listener
+
     def close(self) -> None:
         self.client.close()
         for conn in (self._send, self._listen):
             if conn is not None:
                 conn.release()
-
-
-class _NoSweeper:
-    """RabbitMQ requeues a dead worker's unacknowledged messages itself (late acks)."""
-
-    def sweep(self, pending) -> list[tuple[str, str]]:
-        return []
 
 
 class AmqpWorkerSide(WorkerSide):
@@ -210,6 +229,7 @@ class AmqpWorkerSide(WorkerSide):
         self.url, self.run_id = url, run_id
         self._conn = None
         self._records = None
+        self._workers = None  # every worker's values (for held), made when first needed
         probe = Connection(url, transport="pyamqp")
         self.errors = tuple(probe.connection_errors) + tuple(probe.channel_errors)
 
@@ -245,7 +265,28 @@ class AmqpWorkerSide(WorkerSide):
                 time.sleep(0.05)
         return self._records
 
+    def held(self, names) -> dict[str, list]:
+        """What ``names`` said they hold, from a board of every worker's values (it knows
+        nothing on the first call: workers say it again every second)."""
+        if self._workers is None:
+            self._workers = Board(self.url, ["worker.#"])
+        return held_lists(names, [self._workers.get(HELD_PREFIX + n) for n in names])
+
+    def active_runs(self) -> list[str]:
+        """The runs heard on the board within a run's beat (each active run says it is)."""
+        board = Board(self.url, ["run.#"])
+        try:
+            if not board.wait_connected(10):
+                raise OSError(f"cannot connect to the broker at {_safe(self.url)}")
+            time.sleep(RUN_BEAT_WAIT)
+            prefix = RUNS_KEY + "#"
+            return sorted(k[len(prefix):] for k in board.items(prefix))
+        finally:
+            board.close()
+
     def close(self) -> None:
+        if self._workers is not None:
+            self._workers.close()
         if self._records is not None:
             self._records.close()
         if self._conn is not None:

@@ -19,6 +19,13 @@ them and may block for a round trip. A broker that cannot be reached raises one 
   relaunch) or are stopped (to run elsewhere); :meth:`instance` changes when the broker
   restarts; :meth:`whereabouts` says which messages it still has then, and
   :meth:`take_back` removes one a gone worker had taken, so that one party relaunches it.
+- **Revokes.** :meth:`revoke` writes a cancelled task's id, signed, where the run's workers
+  read it (:mod:`celeriac.wire.revokes`); :meth:`drop_queued` takes its message off its
+  queue if no worker has it yet; :meth:`listen_broadcast` hears Celery's remote-control
+  broadcast (Flower's revokes), which the run decides on (``orchestrator.remote_control``).
+
+The run's records (liveness, revokes, the run's end) are read and written through
+:attr:`Transport.client`, which answers the few Redis commands they use on either broker.
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ class Transport(ABC):
 
     #: What the methods raise when the broker cannot be reached (worth retrying).
     errors: tuple[type[BaseException], ...] = ()
+    #: The run's id, and its records (a Redis client, or the same commands on the broker).
+    run_id: str
+    client = None
 
     @abstractmethod
     def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
@@ -100,6 +110,25 @@ class Transport(ABC):
     @abstractmethod
     def take_back(self, handle) -> bool:
         """Take a delivered message back from its worker (True for one caller only)."""
+
+    def revoke(self, key: bytes, ids) -> None:
+        """Revoke ``ids`` (task or message ids) of the run, signed with its ``key``, where
+        its workers read them: one that has not started one skips it, one that runs it is
+        stopped."""
+        from celeriac.wire import revokes
+        revokes.publish(self.client, key, self.run_id, ids)
+
+    def drop_queued(self, queues: Iterable[str], message_id: str) -> bool:
+        """Remove message ``message_id`` from whichever of ``queues`` holds it, if no worker
+        has taken it (False: not found, or a queued message cannot be picked out on this
+        broker; the worker that gets it skips it, since it is revoked)."""
+        return False
+
+    @abstractmethod
+    def listen_broadcast(self, exchange: str):
+        """A listener of Celery's remote-control broadcast on fanout ``exchange``: its
+        ``get_message(timeout)`` gives ``{"data": <kombu's Redis envelope, JSON>}`` or None,
+        and ``close()`` ends it."""
 
     def close(self) -> None:
         """Release connections. Idempotent."""

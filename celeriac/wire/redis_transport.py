@@ -21,6 +21,8 @@ from celeriac.wire.base import Transport
 from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
 
+QUEUE_SCAN = 10000  # queued messages looked through to drop a revoked one
+
 
 def redis_client(url: str) -> redis.Redis:
     """A Redis client that rides out short connection drops (5 retries with backoff)."""
@@ -116,6 +118,21 @@ class RedisTransport(Transport):
 
     def take_back(self, handle) -> bool:
         return redis_recovery.take_back(self.client, handle)
+
+    def drop_queued(self, queues, message_id: str) -> bool:
+        """Looks through the last ``QUEUE_SCAN`` messages of each queue (workers pop from
+        that end); LREM is atomic, so a worker that pops it first has it instead."""
+        needle = f'"id": "{message_id}"'.encode()
+        for queue in list(queues):
+            for raw in self.client.lrange(queue, -QUEUE_SCAN, -1):
+                if needle in raw and json.loads(raw)["headers"].get("id") == message_id:
+                    return bool(self.client.lrem(queue, 1, raw))
+        return False
+
+    def listen_broadcast(self, exchange: str):
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(fanout_channel(self.client, exchange))
+        return pubsub
 
     def close(self) -> None:
         self.client.close()

@@ -5,14 +5,17 @@ A worker process (and its supervisor) makes one :class:`WorkerSide` for its brok
 (the orchestrator's :meth:`~celeriac.wire.base.Transport.receive` gets it), retrying on
 :attr:`errors`. The run's records (liveness, held tasks, revokes, the run's end) are read and
 written through :attr:`records`: a Redis client, or the same commands on RabbitMQ
-(celeriac.wire.amqp_records).
+(celeriac.wire.amqp_records). A supervisor that autoscales reads what its workers hold with
+:meth:`held`; ``celeriac worker`` without a run id asks :meth:`active_runs`.
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 
 from celeriac.errors import ConfigurationError
+from celeriac.wire.keys import HELD_PREFIX, RUNS_KEY
 
 #: The URL schemes of the brokers celeriac's workers can serve.
 REDIS_SCHEMES = ("redis", "rediss")
@@ -40,8 +43,29 @@ class WorkerSide(ABC):
     def records(self):
         """A Redis client for the run's records (liveness, revokes, the run's end)."""
 
+    @abstractmethod
+    def held(self, names) -> dict[str, list]:
+        """``{worker: ids of the tasks it holds, reserved or running}`` for workers ``names``
+        (a worker not heard from holds none)."""
+
+    @abstractmethod
+    def active_runs(self) -> list[str]:
+        """The ids of the runs whose orchestrators are active on the broker, sorted."""
+
     def close(self) -> None:
         """Release connections. Idempotent."""
+
+
+def held_lists(names, values) -> dict[str, list]:
+    """``{name: ids}`` from each worker's held value (JSON text; None: nothing)."""
+    held = {}
+    for name, value in zip(names, values):
+        try:
+            ids = json.loads(value) if value else []
+        except ValueError:
+            ids = []
+        held[name] = ids if isinstance(ids, list) else []
+    return held
 
 
 class RedisWorkerSide(WorkerSide):
@@ -60,6 +84,14 @@ class RedisWorkerSide(WorkerSide):
     @property
     def records(self):
         return self._client
+
+    def held(self, names) -> dict[str, list]:
+        names = list(names)
+        return held_lists(names, self._client.mget([HELD_PREFIX + n for n in names])
+                          if names else [])
+
+    def active_runs(self) -> list[str]:
+        return sorted(r.decode() for r in self._client.hkeys(RUNS_KEY))
 
     def close(self) -> None:
         self._client.close()

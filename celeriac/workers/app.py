@@ -61,10 +61,22 @@ class WorkerState:
 state = WorkerState()
 
 
-def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int = 4,
+def default_prefetch(broker_url: str) -> int:
+    """Messages a worker reserves ahead per pool slot unless told: 4 on Redis, 1 on RabbitMQ.
+
+    RabbitMQ pushes messages to a consumer up to its prefetch count; a worker that is stopped
+    (SIGSTOP) keeps receiving them without being able to say it holds them, so they would
+    wait for it unseen. With late acks and 1 per slot, a slot running a task gets no more."""
+    return 1 if str(broker_url).startswith(("amqp", "pyamqp")) else 4
+
+
+def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int | None = None,
              run_id: str | None = None) -> Celery:
     """The Celery app for a run's broker (in a worker, ``key`` is what verifies payloads and
-    ``run_id`` names the one results list it replies to)."""
+    ``run_id`` names the one results list it replies to; ``prefetch_multiplier`` None:
+    :func:`default_prefetch`)."""
+    if prefetch_multiplier is None:
+        prefetch_multiplier = default_prefetch(broker_url)
     from celeriac.wire.keys import results_key
     if key is not None:
         state.key = key

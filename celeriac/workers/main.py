@@ -35,7 +35,7 @@ BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at s
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
                concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING",
-               logfile: str | None = None, prefetch_multiplier: int = 4) -> None:
+               logfile: str | None = None, prefetch_multiplier: int | None = None) -> None:
     """Run one Celery worker in this process until it is told to stop."""
     from celery import signals
     from celery.worker.control import Panel
@@ -249,7 +249,8 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
     from celeriac.workers.refusal import key_matches_run
 
-    client = worker_side.for_url(broker_url, run_id).records
+    side = worker_side.for_url(broker_url, run_id)
+    client = side.records
     beat = AliveBeat(client, info)
     terminator = Terminator(client, key, run_id)
     run_end = RunEnd(client, key, run_id, run_file)
@@ -299,7 +300,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
                 logger.warning("%s", why)
                 stop(signal.SIGTERM, None)
             if not stopping:
-                resize_pool(pool, client, beat, children, retiring, start)
+                resize_pool(pool, side, beat, children, retiring, start)
             if not stopping and orphan.expired(beat.busy(alive)):
                 logger.warning("run %s: no orchestrator for %.0fs and no task running; "
                                "stopping its workers (idle timeout)", run_id, idle_timeout)
@@ -344,7 +345,7 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
         time.sleep(0.1)
 
 
-def resize_pool(pool: PoolSize, client, beat, children: dict, retiring: set, start) -> None:
+def resize_pool(pool: PoolSize, side, beat, children: dict, retiring: set, start) -> None:
     """Start or stop worker processes so the pool has the size that its workers' requests
     (relayed in ``beat.requests``) and, when autoscaling, the queue ask for. Processes
     stopped to shrink go idle ones first, newest first; they finish the task they run."""
@@ -354,7 +355,7 @@ def resize_pool(pool: PoolSize, client, beat, children: dict, retiring: set, sta
     current = {i: name for i, (proc, _t, name) in children.items()
                if i not in retiring and proc.poll() is None}
     if pool.autoscale is not None:
-        pool.follow(demand(client, beat.info.get("queue"), list(current.values()), slots))
+        pool.follow(demand(side, beat.info.get("queue"), list(current.values()), slots))
     beat.info["max_slots"] = pool.max_slots(slots)
     for _ in range(pool.processes - len(current)):
         start(min(set(range(len(children) + 1)) - set(children)))
@@ -374,8 +375,9 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
     name = f"{name}-{i}.{generation}@{socket.gethostname()}"
     cmd = [sys.executable, "-m", "celeriac", "worker", "--child", "--executor", args.executor,
            "--pool", args.pool, "--concurrency", str(args.concurrency),
-           "--prefetch-multiplier", str(args.prefetch_multiplier),
            "--loglevel", args.loglevel, "--hostname", name]
+    if args.prefetch_multiplier is not None:
+        cmd += ["--prefetch-multiplier", str(args.prefetch_multiplier)]
     if placement.accelerators:
         cmd += ["--accelerator", placement.accelerators[i % len(placement.accelerators)]]
     if placement.cpus:  # a pool grown past the node's placement shares its cores

@@ -15,7 +15,6 @@ Celery worker's pool would.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -169,15 +168,18 @@ class PoolSize:
         return self.autoscale[0] * concurrency if self.autoscale else None
 
 
-def demand(client, queue: str, names, concurrency: int) -> int:
+def demand(side, queue: str, names, concurrency: int) -> int:
     """Processes' worth of work for one queue: messages waiting in it plus those the
-    ``names`` workers hold (reserved or running), ``concurrency`` per process."""
-    from celeriac.wire.keys import HELD_PREFIX
+    ``names`` workers hold (reserved or running), ``concurrency`` per process.
+
+    Args:
+        side: the supervisor's :class:`~celeriac.wire.worker_side.WorkerSide`.
+    """
     try:
-        waiting = client.llen(queue)
-        held = client.mget([HELD_PREFIX + n for n in names]) if names else []
+        waiting = side.records.llen(queue)
+        held = side.held(names)
     except Exception as e:  # a broker restart: keep the size until it answers
         logger.warning("autoscale cannot read the queue this round: %s", e)
         return 0
-    tasks = waiting + sum(len(json.loads(h)) for h in held if h)
+    tasks = waiting + sum(len(ids) for ids in held.values())
     return math.ceil(tasks / max(1, concurrency))

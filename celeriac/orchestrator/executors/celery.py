@@ -54,7 +54,8 @@ class CeleryExecutor(Executor):
         pool: Celery pool of each worker process (``solo`` runs one task at a time with the
             fewest hops; ``prefork``/``threads`` with ``concurrency`` > 1).
         concurrency: pool size per worker process.
-        prefetch_multiplier: messages a worker reserves ahead, per pool slot.
+        prefetch_multiplier: messages a worker reserves ahead, per pool slot (None: 4 on
+            Redis, 1 on RabbitMQ, where a stopped worker would keep receiving them unseen).
         worker_loglevel: log level of the workers' logs under ``<run_dir>/workers``.
         worker_start_timeout: seconds a block may run without any of its workers connecting
             before it counts as failed (0: wait forever).
@@ -76,7 +77,7 @@ class CeleryExecutor(Executor):
     """
 
     def __init__(self, label: str = "celery", provider="default", workers_per_node=None,
-                 pool: str = "solo", concurrency: int = 1, prefetch_multiplier: int = 4,
+                 pool: str = "solo", concurrency: int = 1, prefetch_multiplier: int | None = None,
                  worker_loglevel: str = "WARNING", *, max_workers_per_node=None,
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
@@ -149,7 +150,8 @@ class CeleryExecutor(Executor):
         if self.pool == "solo" and isinstance(self.concurrency, int) and self.concurrency > 1:
             checks.problem(f"concurrency={self.concurrency} needs pool='prefork' or "
                            "'threads': the solo pool runs one task at a time")
-        checks.integer("prefetch_multiplier", self.prefetch_multiplier, minimum=1)
+        if self.prefetch_multiplier is not None:
+            checks.integer("prefetch_multiplier", self.prefetch_multiplier, minimum=1)
         checks.choice("worker_loglevel", self.worker_loglevel, LOG_LEVELS)
         checks.seconds("worker_start_timeout", self.worker_start_timeout,
                        zero_means="waits for ever")
@@ -226,9 +228,10 @@ class CeleryExecutor(Executor):
                 "--cpu-affinity", self.cpu_affinity,
                 "--idle-timeout", str(self.worker_idle_timeout),
                 "--pool", self.pool, "--concurrency", str(self.concurrency),
-                "--prefetch-multiplier", str(self.prefetch_multiplier),
                 "--loglevel", self.worker_loglevel, "--logfile", self._log_path(block),
                 "--die-with-parent"]
+        if self.prefetch_multiplier is not None:
+            argv += ["--prefetch-multiplier", str(self.prefetch_multiplier)]
         if self.max_workers_per_node is not None:
             argv += ["--max-workers-per-node", str(self.max_workers_per_node)]
         if self.mem_per_worker is not None:
