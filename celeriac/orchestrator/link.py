@@ -63,7 +63,6 @@ SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with Su
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
 RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
-QUEUE_SCAN = 10000           # queued messages looked through to drop a revoked one
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
 
