@@ -1,47 +1,64 @@
 """A quick probe of the big-data path: one 200 MB numpy array passed to 8 tasks, and 8 tasks
-returning 50 MB each, on celeriac's embedded default (needs numpy). Runs the celeriac of the
-checkout it sits in: ``python benchmarks/bigdata_probe.py [MB in] [MB out] [tasks]``."""
+returning 50 MB each, with 2 workers (needs numpy where the system runs).
+
+    python benchmarks/bigdata_probe.py [celeriac|parsl-htex] [MB in] [MB out] [tasks]
+
+celeriac runs from the checkout this file sits in; parsl-htex needs benchmarks/.venv-parsl
+(setup_peers.sh) with numpy, and runs itself there.
+"""
 import os
+import subprocess
 import sys
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")]))
-
-import numpy as np  # noqa: E402
-
-import celeriac  # noqa: E402
-from celeriac import python_app  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 
-@python_app
 def checksum(a):
     return float(a[::4096].sum())
 
 
-@python_app
 def make(n, seed):
     import numpy as np
     return np.full(n, seed, dtype=np.uint8)
 
 
-def main(mb_in=200, mb_out=50, tasks=8):
-    with celeriac.load():
-        assert checksum(np.ones(10)).result() == 1.0  # warm up
+def main(system="celeriac", mb_in=200, mb_out=50, tasks=8):
+    import numpy as np
+    import systems
+    adapter = systems.get(system)
+    python_app, _ = adapter.decorators()
+    remote_checksum, remote_make = python_app(checksum), python_app(make)
+    with adapter.load():
+        assert remote_checksum(np.ones(10)).result() == 1.0  # warm up
         big = np.arange(mb_in * 2 ** 20 // 8, dtype=np.float64)
-        expect = float(big[::4096].sum())
+        expect = checksum(big)
         t0 = time.perf_counter()
-        assert [f.result() for f in [checksum(big) for _ in range(tasks)]] == [expect] * tasks
+        futures = [remote_checksum(big) for _ in range(tasks)]
+        assert [f.result() for f in futures] == [expect] * tasks
         t_in = time.perf_counter() - t0
         t0 = time.perf_counter()
-        outs = [f.result() for f in [make(mb_out * 2 ** 20, i) for i in range(tasks)]]
+        outs = [f.result() for f in [remote_make(mb_out * 2 ** 20, i) for i in range(tasks)]]
         t_out = time.perf_counter() - t0
         assert [int(o[-1]) for o in outs] == list(range(tasks))
-    print(f"in: {tasks} x {mb_in} MB -> {t_in:.2f}s ({tasks * mb_in / t_in:.0f} MB/s); "
-          f"out: {tasks} x {mb_out} MB -> {t_out:.2f}s ({tasks * mb_out / t_out:.0f} MB/s); "
-          f"total {t_in + t_out:.2f}s")
+    print(f"{adapter.version()}: in {tasks} x {mb_in} MB {t_in:.2f}s "
+          f"({tasks * mb_in / t_in:.0f} MB/s); out {tasks} x {mb_out} MB {t_out:.2f}s "
+          f"({tasks * mb_out / t_out:.0f} MB/s); total {t_in + t_out:.2f}s")
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
+    args = sys.argv[1:]
+    system = args[0] if args and not args[0].isdigit() else "celeriac"
+    numbers = [int(a) for a in args if a.isdigit()]
+    import systems  # noqa: E402  (benchmarks/ is on sys.path: this file's directory)
+    python = systems.get(system).python
+    if os.path.realpath(python) != os.path.realpath(sys.executable) and \
+            not os.environ.get("BIGDATA_PROBE_CHILD"):
+        sys.exit(subprocess.call([python, __file__, *args],
+                                 env=dict(os.environ, BIGDATA_PROBE_CHILD="1")))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [ROOT, HERE, os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, ROOT)
+    os.chdir(HERE)  # run directories under benchmarks/runinfo (gitignored)
+    main(system, *numbers)

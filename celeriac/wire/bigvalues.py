@@ -98,15 +98,20 @@ class _BigBytes:
         return type(self.data), (pickle.PickleBuffer(self.data),)
 
 
+_BYTES = (bytes, bytearray)
+
+
 def _wrap(value):
-    return _BigBytes(value) if type(value) in (bytes, bytearray) and \
+    return _BigBytes(value) if type(value) in _BYTES and \
         len(value) >= THRESHOLD else value
 
 
 def _wrap_call(call):
     """``call`` with its large ``bytes`` arguments marked to travel out of band."""
-    if not any(type(a) in (bytes, bytearray) for a in call.args) and \
-            not any(type(a) in (bytes, bytearray) for a in call.kwargs.values()):
+    for value in (*call.args, *call.kwargs.values()):
+        if type(value) in _BYTES and len(value) >= THRESHOLD:
+            break
+    else:
         return call
     return replace(call, args=tuple(_wrap(a) for a in call.args),
                    kwargs={k: _wrap(v) for k, v in call.kwargs.items()})
@@ -192,28 +197,35 @@ class BigValues:
             raw = buffer.raw()
             if raw.nbytes < THRESHOLD or not _usable(self.dir, raw.nbytes):
                 return True
-            spilled.append(self._spill(raw))
+            spilled.append(self._spill(raw, call.task_id))
             return False
 
-        with self._lock:
+        try:  # no lock unless a buffer is spilled: small calls pay nothing
             data = payload.dumps(_wrap_call(call), what, out_of_band)
-            if not spilled:
-                return data
-            for entry in spilled:
-                entry.holders.add(call.task_id)
+        except BaseException:
+            if spilled:
+                self._held[call.task_id] = spilled
+                self.release(call.task_id)
+            raise
+        if not spilled:
+            return data
+        with self._lock:
             self._held[call.task_id] = spilled
             self.calls[call.task_id] = (func, call)
         return _frame([entry.ref for entry in spilled], data)
 
-    def _spill(self, raw: memoryview) -> _Spilled:
+    def _spill(self, raw: memoryview, task_id: str) -> _Spilled:
+        """The file of buffer ``raw`` (written now, unless its object already has one that
+        still holds the same bytes), now held by ``task_id``."""
         owner = raw.obj
-        entry = self._by_buffer.get((id(owner), raw.nbytes))
-        if entry is not None and entry.obj is owner and \
-                _same_content(raw, os.path.join(self.dir, entry.ref[0])):
+        with self._lock:
+            entry = self._by_buffer.get((id(owner), raw.nbytes))
+            if entry is None or entry.obj is not owner or \
+                    not _same_content(raw, os.path.join(self.dir, entry.ref[0])):
+                entry = _Spilled(_write(self.dir, "a", self.key, raw), owner)
+                self._by_buffer[(id(owner), raw.nbytes)] = entry
+            entry.holders.add(task_id)
             return entry
-        entry = _Spilled(_write(self.dir, "a", self.key, raw), owner)
-        self._by_buffer[(id(owner), raw.nbytes)] = entry
-        return entry
 
     def release(self, task_id: str) -> None:
         """Task ``task_id`` has finished: delete the files no unfinished task needs."""
