@@ -53,10 +53,11 @@ if __name__ == "__main__":
     numbers = [int(a) for a in args if a.isdigit()]
     import systems  # noqa: E402  (benchmarks/ is on sys.path: this file's directory)
     python = systems.get(system).python
-    if os.path.realpath(python) != os.path.realpath(sys.executable) and \
+    if os.path.abspath(python) != os.path.abspath(sys.executable) and \
             not os.environ.get("BIGDATA_PROBE_CHILD"):
         sys.exit(subprocess.call([python, __file__, *args],
-                                 env=dict(os.environ, BIGDATA_PROBE_CHILD="1")))
+                                 env=dict(os.environ, BIGDATA_PROBE_CHILD="1", PATH=os.pathsep.join(
+                                     [os.path.dirname(python), os.environ["PATH"]]))))
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [ROOT, HERE, os.environ.get("PYTHONPATH")]))
     sys.path.insert(0, ROOT)

@@ -329,7 +329,9 @@ class CeleryLink:
         for task_id, ok, value_bytes, runtime in outcomes:
             try:
                 value = self.big.loads(value_bytes)
-            except (SerializationError, UntrustedPayload) as e:
+            except UntrustedPayload as e:  # a big value's file was changed or swapped
+                ok, value = False, e
+            except SerializationError as e:
                 ok, value = False, SerializationError(
                     f"the {'result' if ok else 'exception'} of the task could not be unpickled "
                     f"in the orchestrator: {e}. Is a module the worker used missing here?")

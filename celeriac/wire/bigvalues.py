@@ -81,9 +81,15 @@ def _write(directory: str, prefix: str, key: bytes, raw: memoryview) -> tuple:
     name = f"{prefix}-{secrets.token_hex(8)}"
     fd = os.open(os.path.join(directory, name),
                  os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(raw)
-    return name, raw.nbytes, _digest(key, raw)
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    hashing = threading.Thread(target=mac.update, args=(raw,))  # both release the GIL
+    hashing.start()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(raw)
+    finally:
+        hashing.join()
+    return name, raw.nbytes, mac.digest()
 
 
 class _BigBytes:
