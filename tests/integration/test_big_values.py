@@ -145,6 +145,14 @@ def test_a_tampered_file_is_refused_with_an_error_that_says_so(dfk):
     assert files(dfk, "a") == []
 
 
+@pytest.mark.timeout(60)
+def test_a_cancelled_tasks_file_is_deleted(dfk):
+    future = sha_elsewhere(os.urandom(2 * MB))  # no worker serves "byhand": it stays queued
+    wait_for(lambda: files(dfk, "a"))
+    assert future.cancel()
+    assert files(dfk, "a") == []
+
+
 @pytest.mark.timeout(180)
 def test_a_worker_that_cannot_see_the_files_gets_the_value_through_the_broker(dfk, tmp_path):
     # A worker on another host has no /dev/shm/celeriac-<run>: here, one whose spill root differs.
