@@ -471,6 +471,8 @@ class CeleryLink:
         entry = self._pending.pop(task_id, None)
         if entry is not None:
             self._refusals.pop(task_id, None)
+            if self.big.calls:
+                self.big.release(task_id)
         return entry
 
     def _drop_queued(self, message_id: str) -> bool:
