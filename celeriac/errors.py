@@ -8,6 +8,7 @@
     ├── NoDataFlowKernelError         an app was called before celeriac.load()
     ├── BadCheckpoint                 a checkpoint_files entry is missing or cannot be read
     ├── SerializationError            a function, argument or result cannot be pickled
+    │   └── BigValueUnavailable           a big value's file cannot be read where it is needed
     ├── UntrustedPayload              a worker refused a payload whose signature did not verify
     ├── SubmitException               an executor could not accept a task (broker down, ...)
     ├── ExecutorError                 an executor failed as a whole (workers never started, ...)
@@ -44,8 +45,9 @@ from __future__ import annotations
 
 __all__ = [
     "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
-    "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
-    "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
+    "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "BigValueUnavailable",
+    "UntrustedPayload", "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed",
+    "ChannelError",
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "StagingError",
     "WorkerLost",
     "InvalidTransition",
@@ -94,6 +96,11 @@ class BadCheckpoint(CeleriacError):
 
 class SerializationError(CeleriacError):
     """A function, its arguments or its result could not be (un)pickled."""
+
+
+class BigValueUnavailable(SerializationError):
+    """A value that travelled outside the broker (a file in shared memory) cannot be read by
+    the process that needs it: it runs on another host, or the file was deleted."""
 
 
 class UntrustedPayload(CeleriacError):

@@ -35,6 +35,7 @@ from collections import defaultdict, deque
 from concurrent.futures import Future
 
 from celeriac.errors import (
+    BigValueUnavailable,
     CeleriacError,
     ExecutorError,
     RemoteTraceback,
@@ -48,6 +49,7 @@ from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
 from celeriac.wire.base import for_url as transport_for_url
+from celeriac.wire.bigvalues import BigValues
 from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
@@ -154,6 +156,7 @@ class CeleryLink:
         self._queues: set[str] = set()
         self._last_done: dict[str, float] = {}                    # queue -> last completion
         self._functions: dict = {}
+        self.big = BigValues(key, run_id)  # large arguments and results travel as files
         self._outbox: deque = deque()
         self._listener_out: list = []
         self._pushing: set = set()                                # task ids being sent
@@ -182,7 +185,7 @@ class CeleryLink:
         if self._closed:
             raise SubmitException("the run's broker link is closed")
         digest, func_bytes = self._function(func, call.name)
-        call_bytes = payload.dumps(call, f"arguments of {call.name}")
+        call_bytes = self.big.dumps_call(func, call, queue, f"arguments of {call.name}")
         fut = _TaskFuture(self, call.task_id)
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
@@ -323,18 +326,41 @@ class CeleryLink:
             self._batches.pop(message_id, None)  # a packed message's calls all came back
         for task_id, ok, value_bytes, runtime in outcomes:
             try:
-                value = payload.loads(value_bytes)
+                value = self.big.loads(value_bytes)
+            except UntrustedPayload as e:  # a big value's file was changed or swapped
+                ok, value = False, e
             except SerializationError as e:
                 ok, value = False, SerializationError(
                     f"the {'result' if ok else 'exception'} of the task could not be unpickled "
                     f"in the orchestrator: {e}. Is a module the worker used missing here?")
             else:
+                if not ok and isinstance(value.exception, BigValueUnavailable) and \
+                        self._resend_inline(task_id, value.exception):
+                    continue
                 if not ok:
                     value = _with_remote_traceback(value)
             if ok:
                 self._complete(task_id, result=value, runtime=runtime)
             else:
                 self._complete(task_id, exception=value)
+
+    def _resend_inline(self, task_id: str, why: BigValueUnavailable) -> bool:
+        """Send call ``task_id`` again with its big values inside the message, since its
+        worker could not read their files; later calls to its queue go that way too."""
+        entry, sent = self._pending.get(task_id), self.big.calls.get(task_id)
+        if entry is None or sent is None:
+            return False
+        func, call = sent
+        logger.warning("%s; sending it and later calls to queue %s through the broker",
+                       why, entry[1])
+        self.big.inline.add(entry[1])
+        self.big.release(task_id)
+        digest, func_bytes = self._function(func, call.name)
+        self._listener_out.append(_Outgoing(
+            task_id, entry[1], call.name, digest, func_bytes,
+            payload.dumps(call, f"arguments of {call.name}"),
+            _short.repr(call.args), _short.repr(call.kwargs)))
+        return True
 
     def _noticed(self, frame: bytes) -> None:
         """An unsigned notice: logged, never obeyed, since anyone on the broker can push one.
@@ -369,6 +395,8 @@ class CeleryLink:
 
     def _complete(self, task_id, result=None, exception=None, runtime=None) -> None:
         self._refusals.pop(task_id, None)
+        if self.big.calls:
+            self.big.release(task_id)
         members = self._batches.pop(task_id, None)
         if members is not None:  # a whole message failed (worker lost, refused): each call
             for member in members:
@@ -441,6 +469,8 @@ class CeleryLink:
         entry = self._pending.pop(task_id, None)
         if entry is not None:
             self._refusals.pop(task_id, None)
+            if self.big.calls:
+                self.big.release(task_id)
         return entry
 
     def _drop_queued(self, message_id: str) -> bool:
@@ -602,3 +632,4 @@ class CeleryLink:
             pass
         self.fail_all(CeleriacError("the run was shut down before this task finished"))
         self.transport.close()
+        self.big.close()

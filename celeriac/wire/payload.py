@@ -127,11 +127,13 @@ class _Pickler(cloudpickle.Pickler):
                               *cloudpickle.Pickler.dispatch_table.maps)
 
 
-def dumps(obj, what: str = "object") -> bytes:
-    """cloudpickle ``obj``, turning any failure into a SerializationError that says what."""
+def dumps(obj, what: str = "object", buffer_callback=None) -> bytes:
+    """cloudpickle ``obj``, turning any failure into a SerializationError that says what
+    (``buffer_callback``: pickle's, for out-of-band buffers; see celeriac.wire.bigvalues)."""
     try:
         with io.BytesIO() as out:
-            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+            _Pickler(out, protocol=pickle.HIGHEST_PROTOCOL,
+                     buffer_callback=buffer_callback).dump(obj)
             return out.getvalue()
     except Exception as e:
         raise SerializationError(
@@ -144,10 +146,10 @@ def seal(key: bytes, obj, what: str = "object") -> bytes:
     return sign(key, dumps(obj, what))
 
 
-def loads(data: bytes):
+def loads(data: bytes, buffers=None):
     """Unpickle bytes that are already trusted, as a SerializationError on failure."""
     try:
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=buffers)
     except Exception as e:
         raise SerializationError(
             f"could not deserialize payload: {type(e).__name__}: {e}") from None

@@ -18,7 +18,7 @@ import time
 from celery import Celery
 
 from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
-from celeriac.wire import payload
+from celeriac.wire import bigvalues, payload
 from celeriac.wire.call import AppFailed, Failure
 from celeriac.wire.message import SERIALIZER, TASK_NAME
 from celeriac.workers import refusal
@@ -145,7 +145,7 @@ def _execute(frame: bytes, message_id: str):
         task_id, call_bytes = calls[0]
         start = time.perf_counter()
         try:
-            result = run_call(func, payload.loads(call_bytes))
+            result = run_call(func, bigvalues.loads(call_bytes, state.key, state.run_id))
         except AppFailed as e:
             state.failures[task_id] = e.failure.portable()
             raise e.failure.exception from None
@@ -170,14 +170,14 @@ def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
     """(task id, ok, pickled result or Failure, run time) for one call of a packed message."""
     start = time.perf_counter()
     try:
-        value, ok = run_call(func, payload.loads(call_bytes)), True
+        value, ok = run_call(func, bigvalues.loads(call_bytes, state.key, state.run_id)), True
     except AppFailed as e:
         value, ok = e.failure.portable(), False
     except SerializationError as e:
         value, ok = Failure(e, ""), False
     runtime = time.perf_counter() - start
     try:
-        return task_id, ok, payload.dumps(value, "app's result"), runtime
+        return task_id, ok, bigvalues.dumps_result(value, state.key, state.run_id), runtime
     except SerializationError as e:
         return task_id, False, payload.dumps(Failure(e, "")), runtime
 

@@ -18,7 +18,7 @@ from celery import states
 from celery.backends.base import BaseBackend
 
 from celeriac.errors import SerializationError, WorkerLost
-from celeriac.wire import outcome, payload, worker_side
+from celeriac.wire import bigvalues, outcome, payload, worker_side
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
 from celeriac.workers.app import Batch, state
@@ -70,7 +70,8 @@ class ResultListBackend(BaseBackend):
             else:
                 runtime = state.runtimes.pop(task_id, None)
                 try:
-                    outcomes = [(task_id, True, payload.dumps(result, "app's result"), runtime)]
+                    outcomes = [(task_id, True,
+                                 bigvalues.dumps_result(result, state.key, state.run_id), runtime)]
                 except SerializationError as e:
                     outcomes = [(task_id, False, payload.dumps(Failure(e, "")), runtime)]
         else:

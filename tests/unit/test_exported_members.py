@@ -51,8 +51,9 @@ def test_channels_module_exports():
 def test_errors_module_exports():
     assert celeriac.errors.__all__ == [
         "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
-        "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "UntrustedPayload",
-        "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed", "ChannelError",
+        "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "BigValueUnavailable",
+        "UntrustedPayload", "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed",
+        "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
         "StagingError", "WorkerLost", "InvalidTransition", "DependencyError", "JoinError",
         "AppException", "AppTimeout",
