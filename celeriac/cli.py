@@ -49,8 +49,10 @@ def main(argv=None) -> int:
                         "without a task to run (default 120; 0 never exits)")
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
-    w.add_argument("--prefetch-multiplier", type=int, default=4,
-                   help="messages each pool slot reserves ahead (default 4)")
+    w.add_argument("--prefetch-multiplier", type=int, default=2,
+                   help="messages each pool slot holds, the one running included (default "
+                        "2: with --pool threads or prefork, the next is in hand when a task "
+                        "ends)")
     w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")

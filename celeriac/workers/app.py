@@ -61,7 +61,7 @@ class WorkerState:
 state = WorkerState()
 
 
-def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int = 4,
+def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int = 2,
              run_id: str | None = None) -> Celery:
     """The Celery app for a run's broker (in a worker, ``key`` is what verifies payloads and
     ``run_id`` names the one results list it replies to)."""

@@ -35,7 +35,7 @@ BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at s
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
                concurrency: int = 1, hostname: str | None = None, loglevel: str = "WARNING",
-               logfile: str | None = None, prefetch_multiplier: int = 4) -> None:
+               logfile: str | None = None, prefetch_multiplier: int = 2) -> None:
     """Run one Celery worker in this process until it is told to stop."""
     from celery import signals
     from celery.worker.control import Panel

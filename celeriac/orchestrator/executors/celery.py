@@ -51,10 +51,14 @@ class CeleryExecutor(Executor):
             (and ``ROCR_VISIBLE_DEVICES``, ``ZE_AFFINITY_MASK``).
         cpu_affinity: ``'none'``, ``'block'``, ``'alternating'`` or ``'block-reverse'``: pin
             each worker process to its own cores, as Parsl's HTEX does.
-        pool: Celery pool of each worker process (``solo`` runs one task at a time with the
-            fewest hops; ``prefork``/``threads`` with ``concurrency`` > 1).
+        pool: Celery pool of each worker process (``solo``, the default, runs the task in
+            the worker's own loop, with the fewest hops, and fetches the next message when it
+            ends; ``threads`` runs it in a thread while the worker fetches the next;
+            ``prefork``/``threads`` with ``concurrency`` > 1 run several at once).
         concurrency: pool size per worker process.
-        prefetch_multiplier: messages a worker reserves ahead, per pool slot.
+        prefetch_multiplier: messages a worker holds per pool slot, the one running
+            included (Celery's; with ``threads`` or ``prefork``, 2 keeps one in hand, so
+            workers stay balanced to within one task; ``solo`` holds only the one running).
         worker_loglevel: log level of the workers' logs under ``<run_dir>/workers``.
         worker_start_timeout: seconds a block may run without any of its workers connecting
             before it counts as failed (0: wait forever).
@@ -76,7 +80,7 @@ class CeleryExecutor(Executor):
     """
 
     def __init__(self, label: str = "celery", provider="default", workers_per_node=None,
-                 pool: str = "solo", concurrency: int = 1, prefetch_multiplier: int = 4,
+                 pool: str = "solo", concurrency: int = 1, prefetch_multiplier: int = 2,
                  worker_loglevel: str = "WARNING", *, max_workers_per_node=None,
                  cores_per_worker: float = 1.0, mem_per_worker=None,
                  available_accelerators=(), cpu_affinity: str = "none",
