@@ -30,6 +30,7 @@ COLUMNS = {
     "fan-in": ("fan-in", "tasks/s", "{:.0f}"),
     "sleep": ("sleep", "efficiency", "{:.2f}"),
     "bash": ("bash", "tasks/s", "{:.0f}"),
+    "cold": ("cold start", "tasks/s", "{:.0f}"),
     "rss": ("peak RSS", "MB", "{:.0f}"),
 }
 WORKLOADS = [w for w in COLUMNS if w != "rss"]

@@ -25,6 +25,12 @@ def noop(x):
 
 
 @python_app
+def noop_cold(x):
+    """The same as noop, but never run by warm_up: its first burst is its first call."""
+    return x
+
+
+@python_app
 def add1(x):
     return x + 1
 
@@ -57,6 +63,16 @@ def throughput(n=5000):
     """tasks/s: n no-op tasks submitted at once, wait for all."""
     t0 = time.perf_counter()
     futs = [noop(i) for i in range(n)]
+    results = [f.result() for f in futs]
+    dt = time.perf_counter() - t0
+    assert results == list(range(n)), "wrong results"
+    return n / dt
+
+
+def cold(n=10000):
+    """tasks/s: the first n calls of an app never run before (compare with throughput)."""
+    t0 = time.perf_counter()
+    futs = [noop_cold(i) for i in range(n)]
     results = [f.result() for f in futs]
     dt = time.perf_counter() - t0
     assert results == list(range(n)), "wrong results"
@@ -106,7 +122,7 @@ def bash(n=500):
 
 
 WORKLOADS = {"throughput": throughput, "chain": chain, "fan-in": fan_in,
-             "sleep": sleep, "bash": bash}
+             "sleep": sleep, "bash": bash, "cold": cold}
 
 
 def current_rss_mb():

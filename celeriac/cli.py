@@ -50,8 +50,9 @@ def main(argv=None) -> int:
     w.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
     w.add_argument("--concurrency", type=int, default=1, help="pool size per worker process")
     w.add_argument("--prefetch-multiplier", type=int, default=None,
-                   help="messages each pool slot reserves ahead (default 4 on Redis, 1 on "
-                        "RabbitMQ)")
+                   help="messages each pool slot holds, the one running included (default "
+                        "2 on Redis: with --pool threads or prefork the next is in hand when a "
+                        "task ends; 1 on RabbitMQ)")
     w.add_argument("--hostname", help="node name prefix (default celeriac-LABEL-PID)")
     w.add_argument("--loglevel", default="WARNING")
     w.add_argument("--logfile")

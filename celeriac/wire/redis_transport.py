@@ -79,12 +79,17 @@ class RedisTransport(Transport):
         return pipe.execute()[:len(published)]
 
     def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
-        frames = self._listen_client.lpop(self.results_key, limit)
-        drained = not frames or len(frames) < limit
-        if not frames:
-            item = self._listen_client.blpop([self.results_key], timeout=timeout)
-            frames = [item[1]] if item else []
-        return frames, drained
+        # One round trip whether outcomes wait or not: Redis runs the LPOP queued behind
+        # the BLPOP as soon as the BLPOP has its first frame (an LPOP that found nothing,
+        # then a BLPOP, cost a dependent task one more wake-up of Redis and of this thread).
+        more = limit - 1
+        pipe = self._listen_client.pipeline(transaction=False)
+        pipe.blpop([self.results_key], timeout=timeout)
+        if more:
+            pipe.lpop(self.results_key, more)
+        item, *rest = pipe.execute()
+        rest = (rest[0] if rest else None) or []
+        return ([item[1]] if item else []) + rest, len(rest) < more or not item
 
     def register_run(self, info: dict) -> None:
         self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))

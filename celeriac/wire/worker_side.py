@@ -38,6 +38,12 @@ class WorkerSide(ABC):
     def push_outcome(self, results_key: str, frame: bytes) -> None:
         """Hand one signed outcome frame to the run whose results go to ``results_key``."""
 
+    def push_outcome_and_ack(self, results_key: str, frame: bytes, delivery_tag: str) -> bool:
+        """:meth:`push_outcome`, and in the same round trip take message ``delivery_tag`` off
+        the broker's unacked table; False if this broker cannot (acknowledge as usual)."""
+        self.push_outcome(results_key, frame)
+        return False
+
     @property
     @abstractmethod
     def records(self):
@@ -80,6 +86,12 @@ class RedisWorkerSide(WorkerSide):
 
     def push_outcome(self, results_key: str, frame: bytes) -> None:
         self._client.rpush(results_key, frame)
+
+    def push_outcome_and_ack(self, results_key: str, frame: bytes, delivery_tag: str) -> bool:
+        from celeriac.wire.redis_recovery import UNACKED, UNACKED_INDEX
+        self._client.pipeline().rpush(results_key, frame).zrem(UNACKED_INDEX, delivery_tag) \
+            .hdel(UNACKED, delivery_tag).execute()
+        return True
 
     @property
     def records(self):

@@ -62,12 +62,12 @@ state = WorkerState()
 
 
 def default_prefetch(broker_url: str) -> int:
-    """Messages a worker reserves ahead per pool slot unless told: 4 on Redis, 1 on RabbitMQ.
+    """Messages a worker holds per pool slot unless told: 2 on Redis, 1 on RabbitMQ.
 
     RabbitMQ pushes messages to a consumer up to its prefetch count; a worker that is stopped
     (SIGSTOP) keeps receiving them without being able to say it holds them, so they would
     wait for it unseen. With late acks and 1 per slot, a slot running a task gets no more."""
-    return 1 if str(broker_url).startswith(("amqp", "pyamqp")) else 4
+    return 1 if str(broker_url).startswith(("amqp", "pyamqp")) else 2
 
 
 def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int | None = None,

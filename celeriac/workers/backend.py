@@ -21,6 +21,7 @@ from celeriac.errors import SerializationError, WorkerLost
 from celeriac.wire import bigvalues, outcome, payload, worker_side
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
+from celeriac.workers import transport
 from celeriac.workers.app import Batch, state
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ResultListBackend(BaseBackend):
         is away for up to ``RESULT_GIVE_UP`` seconds. Meanwhile the task counts as running
         here, so a restarted broker's run does not take it for lost and run it again."""
         held = False
+        ack = transport.ack_with_outcome(task_id)
         try:
             for attempt in tenacity.Retrying(
                     retry=tenacity.retry_if_exception_type(self.side.errors),
@@ -103,7 +105,10 @@ class ResultListBackend(BaseBackend):
                     if attempt.retry_state.attempt_number == 2:
                         state.running.note(b"+", task_id)
                         held = True
-                    self.side.push_outcome(state.results_key, frame)
+                    if ack is None:
+                        self.side.push_outcome(state.results_key, frame)
+                    elif self.side.push_outcome_and_ack(state.results_key, frame, ack):
+                        transport.acked(ack)  # Celery's acknowledgement then costs nothing
         finally:
             if held:
                 state.running.note(b"-", task_id)

@@ -14,6 +14,16 @@ second time (seen with Redis killed and restarted among 2,000 short tasks). So h
   any pool) stays where it is: its outcome comes from this worker, which acknowledges it once
   it is back. Only the others are put back.
 
+Two round trips per task are also spared here (each is a wake-up of Redis and of the worker
+on every task, and a chain of dependent tasks pays them in turn):
+
+- a message whose delivery tag is its task id (every message a run sends) is acknowledged in
+  the round trip that hands in its outcome (:func:`ack_with_outcome`, from the result
+  backend), so Celery's acknowledgement after it costs nothing;
+- Celery's task events (``-E``) are published only while something listens (Flower,
+  ``celery events``): when an event reached no one, the next ones are dropped for
+  ``EVENTS_CHECK`` seconds, then one is published again as a probe.
+
 Workers use it for ``redis://`` brokers (``rediss://`` keeps kombu's own transport).
 """
 
@@ -21,14 +31,33 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.json import dumps
 
 logger = logging.getLogger(__name__)
 
 _failed_acks: list[tuple[str, str, str]] = []  # (unacked key, index key, delivery tag)
 _failed_lock = threading.Lock()
+_own_tags: set = set()       # delivered here, delivery tag == task id: ackable with the outcome
+_acked_early: set = set()    # acknowledged with their outcome already
+
+#: seconds task events are not published after one reached no listener
+EVENTS_CHECK = 1.0
+EVENT_EXCHANGE = "celeryev"  # Celery's ``event_exchange`` default
+
+
+def ack_with_outcome(task_id: str) -> str | None:
+    """The delivery tag to acknowledge with ``task_id``'s outcome, if this process delivered
+    its message (None: acknowledge as usual). Call :func:`acked` once the broker took both."""
+    return task_id if task_id in _own_tags else None
+
+
+def acked(delivery_tag: str) -> None:
+    """The message ``delivery_tag`` left the unacked table with its outcome."""
+    _acked_early.add(delivery_tag)
 
 
 def for_url(url: str):
@@ -63,7 +92,17 @@ def _accepted_ids() -> set:
 
 
 class QoS(kombu_redis.QoS):
+    def append(self, message, delivery_tag):
+        if (message.headers or {}).get("id") == delivery_tag:
+            _own_tags.add(delivery_tag)
+        super().append(message, delivery_tag)
+
     def ack(self, delivery_tag):
+        _own_tags.discard(delivery_tag)
+        if delivery_tag in _acked_early:  # the outcome's round trip took it off the table
+            _acked_early.discard(delivery_tag)
+            virtual.QoS.ack(self, delivery_tag)
+            return
         try:
             self._remove_from_indices(delivery_tag).execute()
         except self.channel.connection.connection_errors as e:
@@ -82,6 +121,7 @@ class QoS(kombu_redis.QoS):
                     kept += 1
                     continue
                 self.restore_by_tag(tag, client=client)
+                _own_tags.discard(tag)
         self._delivered.clear()
         if kept:
             logger.info("connection closed: %d running tasks stay with this worker", kept)
@@ -89,6 +129,19 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    _events_unheard_at = None  # when a task event last reached no one
+
+    def _put_fanout(self, exchange, message, routing_key, **kwargs):
+        if exchange != EVENT_EXCHANGE or kwargs.get("_publish_batch") is not None:
+            return super()._put_fanout(exchange, message, routing_key, **kwargs)
+        now = time.monotonic()
+        if self._events_unheard_at is not None and now - self._events_unheard_at < EVENTS_CHECK:
+            return  # nobody listened a moment ago: not worth a round trip
+        payload = dumps(message)
+        with self.conn_or_acquire() as client:
+            heard = sum(client.publish(topic, payload)
+                        for topic in self._get_publish_topics(exchange, routing_key))
+        self._events_unheard_at = None if heard else now
 
 
 class Transport(kombu_redis.Transport):

@@ -143,6 +143,25 @@ def test_short_calls_in_a_burst_are_packed_and_each_keeps_its_own_outcome(dfk):
     assert not link._batches  # packed messages are forgotten once their calls come back
 
 
+@python_app
+def where_is(i):
+    from celery import current_task
+    return i, current_task.request.hostname
+
+
+def test_the_first_burst_of_an_app_never_run_before_is_packed_and_spread(dfk):
+    link = dfk.executors["celery"]._link
+    before = dict(link.stats)
+    futures = [where_is(i) for i in range(2000)]
+    outcomes = [fut.result(timeout=120) for fut in futures]
+    assert [i for i, _worker in outcomes] == list(range(2000))
+    calls = link.stats["calls"] - before["calls"]
+    messages = link.stats["messages"] - before["messages"]
+    assert calls == 2000
+    assert messages < calls / 4, link.stats  # a few probes, then packed
+    assert len({worker for _i, worker in outcomes}) == 2  # both workers got their share
+
+
 
 @bash_app
 def show_running_fd_env(stdout=None):

@@ -1,9 +1,9 @@
 """Which calls share a Celery message (pure decision, no broker)."""
 
-from celeriac.orchestrator.link import PACK_MAX, pack_size
+from celeriac.orchestrator.link import PACK_MAX, FirstBurst, pack_size
 
 
-def test_apps_with_unknown_run_time_are_never_packed():
+def test_pack_size_never_packs_an_app_with_unknown_run_time():
     assert pack_size(5000, None) == 1
 
 
@@ -22,3 +22,29 @@ def test_a_burst_is_spread_over_at_least_four_messages():
 def test_a_packed_message_holds_about_twenty_milliseconds_of_work():
     assert pack_size(5000, 0.005) == 4
     assert pack_size(5000, 0.05) == 1  # 50 ms calls: one per message, workers stay balanced
+
+
+def test_a_new_apps_first_calls_go_at_once_one_per_message_and_the_rest_wait():
+    burst = FirstBurst(probes=8, hold=0.25)
+    assert burst.send_now("f", 3, None, now=0.0) == 3
+    assert burst.send_now("f", 1000, None, now=0.001) == 5   # the probes: 8 in all
+    assert burst.send_now("f", 995, None, now=0.002) == 0    # the others wait
+
+
+def test_held_calls_go_once_the_run_time_is_known():
+    burst = FirstBurst(probes=8, hold=0.25)
+    burst.send_now("f", 1000, None, now=0.0)
+    assert burst.send_now("f", 992, 0.00002, now=0.003) == 992
+
+
+def test_an_app_whose_probes_do_not_come_back_in_time_is_not_held_again():
+    burst = FirstBurst(probes=8, hold=0.25)
+    burst.send_now("slow", 100, None, now=0.0)
+    assert burst.send_now("slow", 92, None, now=0.25) == 92
+    assert burst.send_now("slow", 50, None, now=9.0) == 50
+
+
+def test_each_app_has_its_own_probes():
+    burst = FirstBurst(probes=8, hold=0.25)
+    burst.send_now("f", 100, None, now=0.0)
+    assert burst.send_now("g", 100, None, now=0.001) == 8

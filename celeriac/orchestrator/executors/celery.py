@@ -51,11 +51,16 @@ class CeleryExecutor(Executor):
             (and ``ROCR_VISIBLE_DEVICES``, ``ZE_AFFINITY_MASK``).
         cpu_affinity: ``'none'``, ``'block'``, ``'alternating'`` or ``'block-reverse'``: pin
             each worker process to its own cores, as Parsl's HTEX does.
-        pool: Celery pool of each worker process (``solo`` runs one task at a time with the
-            fewest hops; ``prefork``/``threads`` with ``concurrency`` > 1).
+        pool: Celery pool of each worker process (``solo``, the default, runs the task in
+            the worker's own loop, with the fewest hops, and fetches the next message when it
+            ends; ``threads`` runs it in a thread while the worker fetches the next;
+            ``prefork``/``threads`` with ``concurrency`` > 1 run several at once).
         concurrency: pool size per worker process.
-        prefetch_multiplier: messages a worker reserves ahead, per pool slot (None: 4 on
-            Redis, 1 on RabbitMQ, where a stopped worker would keep receiving them unseen).
+        prefetch_multiplier: messages a worker holds per pool slot, the one running
+            included (Celery's; None: 2 on Redis, so that with ``threads`` or ``prefork`` one
+            is in hand and workers stay balanced to within one task, and 1 on RabbitMQ, where
+            a stopped worker would keep receiving them unseen; ``solo`` holds only the one
+            running).
         worker_loglevel: log level of the workers' logs under ``<run_dir>/workers``.
         worker_start_timeout: seconds a block may run without any of its workers connecting
             before it counts as failed (0: wait forever).
