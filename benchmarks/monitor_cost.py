@@ -119,6 +119,7 @@ def synthetic(tasks: int, rate: float = 10_000, chunk: int = 100, lag: int = 5) 
         counts = {States.pending: 0, States.launched: 0, States.exec_done: 0}
         database.state_counts = lambda: counts
         records, hot, other, t0 = [], 0.0, 0.0, time.perf_counter()
+        longest = 0  # the most rows ever queued in the orchestrator
         for start in range(0, tasks + lag * chunk, chunk):
             # the records and their moves are the kernel's work: counted apart (``other``)
             h0 = time.thread_time()
@@ -127,8 +128,8 @@ def synthetic(tasks: int, rate: float = 10_000, chunk: int = 100, lag: int = 5) 
             for record in new:
                 record.move(States.launched)
                 record.try_id = 1
-            records.extend(new)
-            done = records[max(0, start - lag * chunk):max(0, start - (lag - 1) * chunk)]
+            records.append(new)  # finished ``lag`` chunks later, then dropped as the DFK does
+            done = records.pop(0) if len(records) > lag else []
             for record in done:
                 record.move(States.exec_done)
             h1 = time.thread_time()
@@ -142,7 +143,8 @@ def synthetic(tasks: int, rate: float = 10_000, chunk: int = 100, lag: int = 5) 
             h2 = time.thread_time()
             hot += h2 - h1
             other += h1 - h0
-            pause = t0 + (start + chunk) / rate - time.perf_counter()
+            longest = max(longest, len(database._rows))
+            pause = t0 + (start + chunk) / rate - time.perf_counter() if rate else 0
             if pause > 0:
                 time.sleep(pause)
         database.close()
@@ -155,6 +157,7 @@ def synthetic(tasks: int, rate: float = 10_000, chunk: int = 100, lag: int = 5) 
     return {"tasks": tasks, "observer_us": 1e6 * hot / tasks,
             "feeder_us": 1e6 * (cpu - hot - other) / tasks,
             "writer_us": 1e6 * writer["cpu"] / tasks,
+            "longest_queue": longest, "wall": time.perf_counter() - t0,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -164,14 +167,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--synthetic", action="store_true",
                         help="the database alone, without broker or workers")
+    parser.add_argument("--rate", type=float, default=10_000,
+                        help="with --synthetic: tasks per second fed (0: as fast as it goes)")
     parser.add_argument("--child", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.synthetic:
         for r in range(args.rounds):
-            res = synthetic(args.tasks)
+            res = synthetic(args.tasks, args.rate)
             print(f"round {r}: observer calls {res['observer_us']:.2f} us/task, rest of the "
                   f"orchestrator {res['feeder_us']:.2f}, writer {res['writer_us']:.2f} us/task, "
-                  f"rss {res['maxrss_mb']:.0f} MB", flush=True)
+                  f"rss {res['maxrss_mb']:.0f} MB, at most {res['longest_queue']} rows queued, "
+                  f"{res['wall']:.1f} s", flush=True)
         return
     if args.child:
         print(MARK + json.dumps(child(args.child == "on", args.tasks)), flush=True)
@@ -208,6 +214,11 @@ def main() -> None:
               f"feeder thread {med('feeder_us'):.1f}, writer {med('writer_us'):.1f} us/task; "
               f"rate {extra('rate'):+.0f} tasks/s ({extra('rate_with_cleanup'):+.0f} with "
               f"cleanup)")
+        # contention only ever adds CPU time: the least of the rounds is the steadiest figure
+        least = {mode: min(r["orchestrator_us"] for r in results[mode]) for mode in results}
+        print(f"least of the rounds: orchestrator {least['on']:.1f} us/task on, "
+              f"{least['off']:.1f} off ({least['on'] - least['off']:+.1f}); writer "
+              f"{min(r['writer_us'] for r in results['on']):.1f} us/task")
 
 
 if __name__ == "__main__":
