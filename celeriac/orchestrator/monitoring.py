@@ -274,6 +274,7 @@ class RunDatabase:
         except Exception:
             logger.exception("the run database %s stopped recording", self.path)
         finally:
+            self._rows = deque(maxlen=0)  # nobody will take rows now: drop them as they come
             try:
                 self._writer.stdin.close()
             except OSError:

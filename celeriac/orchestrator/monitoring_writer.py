@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 from typing import Optional
 
 SCHEMA = """
@@ -301,12 +302,16 @@ def serve(path: str) -> None:
 
     def write_while_running():
         _idle_priority()
-        while not ended.is_set():
-            try:
-                batch = batches.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            writer.write_batch(conn, batch)
+        try:
+            while not ended.is_set():
+                try:
+                    batch = batches.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                writer.write_batch(conn, batch)
+        except BaseException:  # as if the process had failed: the orchestrator's feeder
+            traceback.print_exc()  # then sees its pipe close and stops recording, rather
+            os._exit(1)            # than wait on a reader that no longer writes
 
     thread = threading.Thread(target=write_while_running, daemon=True)
     thread.start()

@@ -54,3 +54,38 @@ def test_a_stopped_writer_bounds_the_queue_and_loses_nothing(tmp_path, monkeypat
     finished = conn.execute("SELECT count(*) FROM tasks WHERE state = 'exec_done'").fetchone()
     conn.close()
     assert finished == (TASKS,)
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_writer_neither_hangs_the_run_nor_grows_its_memory(tmp_path, monkeypatch,
+                                                                   caplog):
+    monkeypatch.setattr(monitoring, "MAX_BACKLOG", 60)
+    monkeypatch.setattr(monitoring, "FLUSH_SECONDS", 0.05)
+    database = RunDatabase(str(tmp_path), "run")
+    database._writer.kill()
+    database._writer.wait()
+    done = threading.Event()
+    _run(database, done)  # the feeder finds the pipe closed on its next write, then stops
+    assert done.is_set()
+    database._thread.join(10)
+    assert not database._thread.is_alive()
+    _run(database, done)
+    assert len(database._rows) == 0  # dropped, not kept for a writer that is gone
+    database.close()
+    assert "stopped recording" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_writer_that_fails_on_a_batch_ends_instead_of_stalling_the_run(tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(monitoring, "MAX_BACKLOG", 60)
+    monkeypatch.setattr(monitoring, "FLUSH_SECONDS", 0.05)
+    database = RunDatabase(str(tmp_path), "run")
+    database._rows.append(("l", 999, 1, 0.0))  # a launch of a task it never heard of
+    done = threading.Event()
+    threading.Thread(target=_run, args=(database, done), daemon=True).start()
+    try:
+        assert done.wait(30), "the run stalled behind a writer that no longer writes"
+        assert database._writer.wait(10) == 1
+    finally:
+        database.close()
