@@ -38,10 +38,11 @@ def _cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _thread_cpu(native_id: int) -> float:
-    """CPU seconds of one thread of this process, from /proc (0 once it has ended)."""
+def _thread_cpu(native_id: int, where: str = "self/task") -> float:
+    """CPU seconds of one thread of this process (or, with where="", of a process), from
+    /proc (0 once it has ended)."""
     try:
-        with open(f"/proc/self/task/{native_id}/stat") as f:
+        with open(f"/proc/{where}/{native_id}/stat".replace("//", "/")) as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
@@ -82,6 +83,7 @@ def child(monitoring: bool, tasks: int) -> dict:
         cpu_run = _cpu() - cpu0
         if database is not None:
             writer["feeder"] = _thread_cpu(feeder) - feeder0
+            writer["during"] = _thread_cpu(proc.pid, "")
     finally:
         dfk.cleanup()
         celeriac.clear()
@@ -93,6 +95,7 @@ def child(monitoring: bool, tasks: int) -> dict:
             "orchestrator_with_cleanup_us": 1e6 * cpu_all / tasks,
             "writer_us": 1e6 * writer["cpu"] / tasks if "cpu" in writer else None,
             "feeder_us": 1e6 * writer["feeder"] / tasks if "feeder" in writer else None,
+            "writer_during_us": 1e6 * writer["during"] / tasks if "during" in writer else None,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -200,7 +203,8 @@ def main() -> None:
                   f"{res['orchestrator_us']:6.1f} us/task "
                   f"({res['orchestrator_with_cleanup_us']:6.1f} with cleanup; feeder thread "
                   f"{'-' if feeder is None else f'{feeder:4.1f}'}), writer "
-                  f"{'-' if writer is None else f'{writer:5.1f}'} us/task, "
+                  f"{'-' if writer is None else f'{writer:5.1f}'} us/task "
+                  f"({res['writer_during_us'] or 0:.1f} of it before the last result), "
                   f"rss {res['maxrss_mb']:.0f} MB", flush=True)
     if results["on"] and results["off"]:
         def extra(key):
