@@ -1,6 +1,7 @@
 """What the run database costs in CPU: seconds per task of the orchestrator and of the writer.
 
-Throughput on a shared 2-core machine is noisy; CPU time is not (much). This runs N no-op
+Throughput on a shared 2-core machine is noisy; CPU time is steadier (the least of the rounds
+most of all: contention only adds to it). This runs N no-op
 tasks with the default config, with the run database on and off, each in a fresh child,
 alternating, and prints per run the orchestrator's CPU (user + system, all its threads, from
 the first submit to the end of ``cleanup()``) and the writer process's CPU (from its
