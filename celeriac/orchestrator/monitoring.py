@@ -4,12 +4,18 @@ the hot path.
 The kernel tells a :class:`RunDatabase` of each submission and state change (it is one of the
 kernel's observers); the database turns each into a small tuple appended to a deque, which is
 all the DFK's threads pay (about 1.5 us a task). A feeder thread sends the queued tuples every
-half second, pickled, down a pipe to a writer process (:mod:`.monitoring_writer`), which
-commits each batch in one transaction. SQLite's work thus never competes with the DFK for the
-GIL, and the writer runs at a lower CPU priority (nice), so on a busy machine it takes only
-the cycles the run leaves idle and catches up when the run ends. The writer exits when the pipe
-closes, so it never outlives the run, even a killed one. Each flush also carries the kernel's
-state counts, so ``celeriac status`` of a live run is exact without reading every task.
+half second, marshalled (cheaper than pickle for plain tuples), in one pipe write to a writer
+process (:mod:`.monitoring_writer`), which commits each batch in one transaction. SQLite's work
+thus never competes with the DFK for the GIL, and the writer runs at the idle CPU priority
+(``SCHED_IDLE``, or nice where that is refused), so on a busy machine it takes only the cycles
+the run leaves idle and catches up when the run ends. The writer exits when the pipe closes,
+so it never outlives the run, even a killed one. Each flush also carries the kernel's state
+counts, so ``celeriac status`` of a live run is exact without reading every task.
+
+The feed is bounded: when more than :data:`MAX_BACKLOG` rows wait for a writer that gets no
+CPU, the next submission waits until the feeder has handed them over (the writer is then the
+run's pace). A saturated run of a million tasks thus never holds more than about two
+backlogs of rows (one queued, one in the pipe write), whatever the writer's share of the CPU.
 
 The file is ``<run dir>/monitoring.sqlite3`` in WAL mode, so ``celeriac status`` and
 ``celeriac report`` can read it while the run writes. A plain task (one try, no join) is one
@@ -32,6 +38,7 @@ on; False or None turn it off.
 from __future__ import annotations
 
 import logging
+import marshal
 import os
 import pickle
 import socket
@@ -63,6 +70,9 @@ FLUSH_SECONDS = 0.5
 ERROR_CHARS = 20_000
 #: a live run writes its state counts at least this often (seconds)
 HEARTBEAT_SECONDS = 2.0
+#: rows queued for the writer beyond which a submission waits for the feeder (a plain task
+#: makes 3 rows of about 100 bytes: 200,000 rows are about 20 MB)
+MAX_BACKLOG = 200_000
 
 _FINAL = frozenset(s.value for s in FINAL_STATES)
 
@@ -124,6 +134,7 @@ class RunDatabase:
         private_file(self.path)
         self._rows: deque = deque()
         self._wake = threading.Event()
+        self._taken = threading.Event()  # set each time the feeder takes the queued rows
         self._closed = False
         conn = sqlite3.connect(self.path)
         try:
@@ -145,7 +156,7 @@ class RunDatabase:
         self.state_counts = None
         self._writer = subprocess.Popen(
             [sys.executable, "-I", monitoring_writer.__file__, self.path],
-            stdin=subprocess.PIPE, close_fds=True)
+            stdin=subprocess.PIPE, bufsize=0, close_fds=True)
         self._thread = threading.Thread(target=carry(self._feed_loop), daemon=True,
                                         name="celeriac-monitoring")
         self._thread.start()
@@ -155,8 +166,20 @@ class RunDatabase:
     def submitted(self, record) -> None:
         depends = record.depends
         deps = [f.tid for f in depends if getattr(f, "tid", None) is not None] if depends else ()
-        self._rows.append(("s", record.id, record.func_name, record.kind, record.executor, deps,
-                           record.time_invoked))
+        rows = self._rows
+        rows.append(("s", record.id, record.func_name, record.kind, record.executor, deps,
+                     record.time_invoked))
+        if len(rows) > MAX_BACKLOG:  # the writer is far behind: wait for the feeder
+            self._throttle()
+
+    def _throttle(self) -> None:
+        """Wait (the GIL released) until the feeder has taken the queued rows, so that a writer
+        starved of CPU bounds the orchestrator's memory instead of growing it."""
+        rows, taken = self._rows, self._taken
+        while len(rows) > MAX_BACKLOG // 2 and not self._closed and self._thread.is_alive():
+            taken.clear()
+            self._wake.set()
+            taken.wait(0.1)
 
     def moved(self, record, start: States, finish: States, exception) -> None:
         # Three short tuples for a plain task (submitted, launched, finished), which the
@@ -177,10 +200,7 @@ class RunDatabase:
         """The outcomes of these tries (Celery ids ``<run>.<task>.<try>``) came from
         ``worker`` (its ``name@host``); called by the link's listener before it completes
         their futures, so the row precedes the try's end."""
-        rows = self._rows
-        for call_id in call_ids:
-            _run, tid, try_id = call_id.rsplit(".", 2)
-            rows.append(("w", int(tid), int(try_id), worker))
+        self._rows.append(("w", call_ids, worker))  # the writer parses the ids
         roster = self._roster
         if roster is not None and worker not in roster.alive:
             roster.due = True  # a worker not seen yet: read its heartbeat (block) while
@@ -221,7 +241,7 @@ class RunDatabase:
     # ------------------------------------------------------------------ the feeder
 
     def _feed_loop(self) -> None:
-        pipe = self._writer.stdin
+        pipe = self._writer.stdin.fileno()
         last_counts = last_roster = 0.0
         try:
             while True:
@@ -229,6 +249,7 @@ class RunDatabase:
                 rows = self._rows
                 n = len(rows)
                 batch = [rows.popleft() for _ in range(n)]
+                self._taken.set()
                 now = time.time()
                 if self.state_counts is not None and (n or now - last_counts
                                                       >= HEARTBEAT_SECONDS):
@@ -240,9 +261,12 @@ class RunDatabase:
                     last_roster = now
                     batch.extend(self._roster.changes(now))
                 if batch:
-                    data = pickle.dumps(batch, protocol=5)
-                    pipe.write(struct.pack("!Q", len(data)) + data)
-                    pipe.flush()
+                    try:
+                        data, fmt = marshal.dumps(batch), b"m"
+                    except ValueError:  # a str subclass somewhere (an app's name): pickle
+                        data, fmt = pickle.dumps(batch, protocol=5), b"p"
+                    os.write(pipe, struct.pack("!Q", len(data)) + fmt)
+                    _write_all(pipe, data)
                 if closing:
                     return
                 self._wake.wait(FLUSH_SECONDS)
@@ -250,7 +274,15 @@ class RunDatabase:
         except Exception:
             logger.exception("the run database %s stopped recording", self.path)
         finally:
+            self._rows = deque(maxlen=0)  # nobody will take rows now: drop them as they come
             try:
-                pipe.close()
+                self._writer.stdin.close()
             except OSError:
                 pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking pipe (no copy of what is left after each write)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

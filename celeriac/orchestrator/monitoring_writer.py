@@ -12,12 +12,16 @@ closed or died), not maintained row by row during the run.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
+import queue
 import sqlite3
 import struct
 import sys
+import threading
 import time
+import traceback
 from typing import Optional
 
 SCHEMA = """
@@ -94,17 +98,19 @@ _BLOCK = ("INSERT INTO blocks (executor, block, job_id, time_submitted, state) "
           "time_ended = CASE WHEN excluded.state IN ('ended', 'cancelled', 'failed') "
           "THEN coalesce(time_ended, excluded.time_submitted) ELSE time_ended END")
 
-# a task's row, as a list: the columns of _INSERT_TASK up to task_id, then the number of its
-# moves so far, whether its row is in the table yet, and the worker of its last try
-_SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _MOVES, _WRITTEN = (
-    4, 5, 6, 7, 8, 9, 10, 12, 13)
-_WORKER = 14
+# a task's row, as a list: the columns of _INSERT_TASK (the worker of its last try last), then
+# the number of its moves so far and whether its row is in the table yet
+_SUBMITTED, _LAUNCHED, _FINISHED, _STATE, _TRIES, _ERROR, _DETAILED, _WORKER, _MOVES, _WRITTEN = (
+    4, 5, 6, 7, 8, 9, 10, 12, 13, 14)
+_COLUMNS = 13
 _TRY_WORKER = 7  # in a try's row
 #: an unfinished plain task's row waits this long (seconds) after its last change before it
 #: is written, so a task that ends meanwhile costs one write, not one per state
 HOLD_SECONDS = 1.0
-#: the writer's niceness: below the orchestrator, workers and broker of a busy machine
+#: the writer's niceness (its writing thread runs at the idle priority, where Linux allows)
 NICE = 10
+#: batches read but not yet written before the writer stops reading its pipe
+QUEUED_BATCHES = 4
 
 
 def create_indexes(conn) -> None:
@@ -152,8 +158,8 @@ class _Writer:
             elif kind == "s":  # submitted: (s, id, app, kind, executor, deps, time)
                 _, tid, app, tkind, executor, dep_ids, t = row
                 tasks[tid] = open_tasks[tid] = [
-                    app, tkind, executor, ",".join(map(str, dep_ids)), t, None, None,
-                    "pending", 0, None, 0, tid, 1, 0, None]
+                    app, tkind, executor, ",".join(map(str, dep_ids)) if dep_ids else "", t,
+                    None, None, "pending", 0, None, 0, tid, None, 1, 0]
                 if dep_ids:
                     deps.extend((tid, d) for d in dep_ids)
             elif kind == "m":  # a retry, a relaunch or a join: (m, id, start, state, ...)
@@ -172,14 +178,17 @@ class _Writer:
                 if start == "launched":
                     self._end_try(tid, try_id, finish, t, error, tries)
                 tasks[tid] = task
-            elif kind == "w":  # where a try ran: (w, id, try, worker), before its end
-                _, tid, try_id, worker = row
-                task = open_tasks.get(tid)
-                if task is not None and task[_TRIES] == try_id:
-                    task[_WORKER] = worker
-                    attempt = open_tries.get((tid, try_id))
-                    if attempt is not None:
-                        attempt[_TRY_WORKER] = worker
+            elif kind == "w":  # where tries ran: (w, [<run>.<id>.<try>, ...], worker)
+                worker = row[2]
+                for call_id in row[1]:
+                    _run, tid, try_id = call_id.rsplit(".", 2)
+                    tid, try_id = int(tid), int(try_id)
+                    task = open_tasks.get(tid)
+                    if task is not None and task[_TRIES] == try_id:
+                        task[_WORKER] = worker
+                        attempt = open_tries.get((tid, try_id))
+                        if attempt is not None:
+                            attempt[_TRY_WORKER] = worker
             elif kind == "j":  # a worker of the run appeared: (j, name, host, block, ...)
                 workers.append((_JOINED, row[1:]))
             elif kind == "x":  # its heartbeat expired: (x, name, time)
@@ -226,7 +235,7 @@ class _Writer:
                                 task[_WORKER], tid))
             else:
                 task[_WRITTEN] = 1
-                inserts.append(task[:12] + [task[_WORKER]])
+                inserts.append(task[:_COLUMNS])
         return inserts, updates
 
     def flush(self, conn) -> None:
@@ -250,29 +259,74 @@ class _Writer:
             tries[(tid, try_id)] = attempt
 
 
+def _read_batches(stream):
+    """The batches on ``stream`` (marshalled, or pickled when marshal refused one), until it
+    closes."""
+    while True:
+        head = stream.read(9)
+        if len(head) < 9:
+            return
+        (size,) = struct.unpack("!Q", head[:8])
+        data = stream.read(size)
+        if len(data) < size:
+            return
+        yield (marshal.loads if head[8:] == b"m" else pickle.loads)(data)
+
+
+def _idle_priority() -> None:
+    """Run the calling thread only on CPU the machine leaves idle (Linux ``SCHED_IDLE``,
+    a per-thread setting); elsewhere it keeps the process's nice priority."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or refused
+        pass
+
+
 def serve(path: str) -> None:
-    """The writer process: read pickled batches from stdin until it closes, writing each;
-    then build the indexes. It runs niced: the run's own processes come first."""
+    """The writer process: read batches from stdin until it closes, writing each; then build
+    the indexes.
+
+    While the run lasts, a thread at the idle priority writes the batches, so the run's own
+    processes always come first; at most :data:`QUEUED_BATCHES` wait for it, after which the
+    reading stops and the pipe fills (the orchestrator then bounds its own queue). When the
+    stream ends, this (niced, not idle) thread writes what is left: an idle thread can never
+    raise its own priority, and a busy machine must not keep a finished run waiting for it.
+    """
     try:
         os.nice(NICE)
     except OSError:  # not allowed here: run at the normal priority
         pass
-    conn = sqlite3.connect(path, timeout=60)
+    conn = sqlite3.connect(path, timeout=60, check_same_thread=False)
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL: the file survives a crash of celeriac
-    writer, stream = _Writer(), sys.stdin.buffer
+    writer, batches, ended = _Writer(), queue.Queue(QUEUED_BATCHES), threading.Event()
+
+    def write_while_running():
+        _idle_priority()
+        try:
+            while not ended.is_set():
+                try:
+                    batch = batches.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                writer.write_batch(conn, batch)
+        except BaseException:  # as if the process had failed: the orchestrator's feeder
+            traceback.print_exc()  # then sees its pipe close and stops recording, rather
+            os._exit(1)            # than wait on a reader that no longer writes
+
+    thread = threading.Thread(target=write_while_running, daemon=True)
+    thread.start()
     try:
-        while True:
-            head = stream.read(8)
-            if len(head) < 8:
-                break
-            (size,) = struct.unpack("!Q", head)
-            data = stream.read(size)
-            if len(data) < size:
-                break
-            writer.write_batch(conn, pickle.loads(data))
+        for batch in _read_batches(sys.stdin.buffer):
+            batches.put(batch)
+        ended.set()
+        thread.join()  # it ends after the batch it is writing, if any
+        while not batches.empty():
+            writer.write_batch(conn, batches.get_nowait())
         writer.flush(conn)
         create_indexes(conn)
     finally:
+        ended.set()
+        thread.join()
         conn.close()
 
 

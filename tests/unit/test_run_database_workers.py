@@ -16,11 +16,11 @@ def test_tries_get_the_host_and_block_of_their_worker():
         ("s", 0, "plain", "python", "celery", [], 11.0),
         ("s", 1, "flaky", "python", "celery", [], 11.0),
         ("l", 0, 1, 12.0), ("l", 1, 1, 12.0),
-        ("w", 0, 1, a), ("f", 0, "launched", "exec_done", 13.0, 1, None),
-        ("w", 1, 1, a), ("m", 1, "launched", "pending", 13.0, 1, "ValueError: once"),
+        ("w", ["run.0.1"], a), ("f", 0, "launched", "exec_done", 13.0, 1, None),
+        ("w", ["run.1.1"], a), ("m", 1, "launched", "pending", 13.0, 1, "ValueError: once"),
         ("l", 1, 2, 14.0),
         ("j", b, "node8", "1", "celery", 14.0),
-        ("w", 1, 2, b), ("f", 1, "launched", "exec_done", 15.0, 2, None),
+        ("w", ["run.1.2"], b), ("f", 1, "launched", "exec_done", 15.0, 2, None),
         ("x", a, 16.0),
     ])
     writer.flush(conn)
@@ -38,7 +38,7 @@ def test_a_worker_not_in_the_roster_still_names_its_host():
     conn.executescript(SCHEMA)
     writer = _Writer()
     writer.write_batch(conn, [("s", 0, "app", "python", "celery", [], 1.0), ("l", 0, 1, 2.0),
-                              ("w", 0, 1, "by-hand@laptop"),
+                              ("w", ["run.0.1"], "by-hand@laptop"),
                               ("f", 0, "launched", "failed", 3.0, 1, "boom")])
     writer.flush(conn)
     assert conn.execute("SELECT host, block, worker FROM all_tries").fetchall() == [
