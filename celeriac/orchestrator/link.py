@@ -47,6 +47,8 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import remote_control
+from celeriac.orchestrator.broker_restart import BrokerRestart
+from celeriac.orchestrator.packing import FirstBurst, pack_size
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
@@ -66,11 +68,6 @@ SEND_BATCH = 1000
 SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with SubmitException
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
-RESTART_RECHECK = 3.0        # > a worker's held-list interval: a task in a worker's hands shows
-PACK_MAX = 64                # calls in one message, at most
-PACK_SECONDS = 0.02          # work in one packed message, at most (by measured run times)
-PROBE_CALLS = 8              # calls of a new app sent one per message to learn its run time
-PROBE_HOLD = 0.25            # seconds its other calls wait for that run time, at most
 HOLD_POLL = 0.005            # how often held calls are looked at again
 
 
@@ -85,46 +82,6 @@ class _Outgoing:
         self.task_id, self.queue, self.name = task_id, queue, name
         self.digest, self.func_bytes, self.call_bytes = digest, func_bytes, call_bytes
         self.argsrepr, self.kwargsrepr = argsrepr, kwargsrepr
-
-
-def pack_size(queued: int, runtime: float | None) -> int:
-    """How many calls of one app to put in each message, when ``queued`` are ready at once.
-
-    Short calls (by the app's measured mean ``runtime``) share a message, so a worker pays its
-    per-message cost once for several calls. A message holds at most ``PACK_SECONDS`` of work
-    (so workers stay balanced) and a burst is still spread over at least four messages. An
-    app with no measured run time yet is never packed.
-    """
-    if runtime is None or queued < 8:
-        return 1
-    return max(1, min(PACK_MAX, int(PACK_SECONDS / max(runtime, 1e-6)), queued // 4))
-
-
-class FirstBurst:
-    """The first burst of an app whose run time is not known yet: a few calls are sent one
-    per message (probes), the others held until a probe's run time comes back, so they can
-    be packed (:func:`pack_size`). Pure bookkeeping, no I/O.
-
-    Without this a new app's first burst went out one call per message, about ten times
-    slower than once packed. An app whose probes take longer than ``PROBE_HOLD`` to come
-    back is slow enough never to be packed: its held calls then go, one per message.
-    """
-
-    def __init__(self, probes: int = PROBE_CALLS, hold: float = PROBE_HOLD):
-        self.probes, self.hold = probes, hold
-        self._probing: dict[str, list] = {}  # app name -> [first probe sent at, probes sent]
-
-    def send_now(self, name: str, count: int, runtime: float | None, now: float) -> int:
-        """How many of ``count`` calls of app ``name`` to send now (the rest wait)."""
-        if runtime is not None:
-            self._probing.pop(name, None)
-            return count
-        probe = self._probing.setdefault(name, [now, 0])
-        if now - probe[0] >= self.hold:
-            return count
-        sent = min(count, self.probes - probe[1]) if probe[1] < self.probes else 0
-        probe[1] += sent
-        return sent
 
 
 def _with_remote_traceback(failure):
@@ -166,6 +123,7 @@ class CeleryLink:
 
     def __init__(self, broker_url: str, key: bytes, run_id: str):
         self.url = broker_url
+        self.shown_url = safe_url(broker_url)  # for messages and logs: no password
         self.key = key
         self.run_id = run_id
         self.results_key = results_key(run_id)
@@ -322,7 +280,7 @@ class CeleryLink:
             except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
                     error = SubmitException(
-                        f"could not send the task to the broker at {safe_url(self.url)} for "
+                        f"could not send the task to the broker at {self.shown_url} for "
                         f"{SEND_GIVE_UP:.0f}s: {e}. Is the broker running and reachable?")
                     for item in batch:
                         self._complete(item.task_id, exception=error)
@@ -346,7 +304,7 @@ class CeleryLink:
                 down_since = down_since or time.monotonic()
                 if time.monotonic() - down_since > LISTEN_GIVE_UP:
                     self.fail_all(ExecutorError("celery", (
-                        f"lost the broker at {safe_url(self.url)} for "
+                        f"lost the broker at {self.shown_url} for "
                         f"{LISTEN_GIVE_UP:.0f}s: {e}")))
                     down_since = None
                 logger.warning("result listener cannot reach the broker: %s", e)
@@ -538,7 +496,7 @@ class CeleryLink:
     def _watcher(self) -> None:
         sweeper = self.transport.sweeper(self._describe)
         server = self._server_id()
-        restart = None  # (when, message ids missing) while a broker restart is checked
+        restart = BrokerRestart(self)
         # After the broker was away, workers' alive keys may have expired meanwhile: no one
         # is judged dead until they have had a whole TTL of the broker back to beat again.
         judge_after = 0.0
@@ -550,10 +508,9 @@ class CeleryLink:
                     judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
                 if server is not None and now is not None and now != server:
                     judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
-                    restart = self._broker_restarted()
+                    restart.noticed()
                 server = now or server
-                if restart is not None:
-                    restart = self._recheck_restart(*restart)
+                restart.recheck()
                 if not self._pending or time.monotonic() < judge_after:
                     continue
                 lost = sweeper.sweep(set(self._pending) | set(self._batches) | self._revoked)
@@ -606,48 +563,6 @@ class CeleryLink:
             self.transport.beat_run()
         except self.transport.errors as e:
             logger.warning("orchestrator heartbeat failed: %s", e)
-
-    def _broker_restarted(self):
-        """The broker restarted: it may have kept its data (AOF or RDB) or lost it. Note which
-        unfinished messages it no longer has (in no queue, held by no live worker); they are
-        checked again after ``RESTART_RECHECK`` seconds (:meth:`_recheck_restart`)."""
-        try:
-            self._register_run()  # a broker that lost its data forgot the run too
-        except self.transport.errors:
-            pass
-        outstanding = self._outstanding()
-        found, _unacked = self.transport.whereabouts(self._queues)
-        missing = set(outstanding) - found
-        if not missing:
-            self._relaunch_lost([], len(outstanding))
-            return None
-        logger.info("the broker at %s restarted; %d of %d unfinished tasks are neither queued "
-                    "nor held by a worker; checking them again in %.0fs", safe_url(self.url),
-                    len(missing), len(outstanding), RESTART_RECHECK)
-        return time.monotonic(), missing, len(outstanding)
-
-    def _recheck_restart(self, since: float, missing: set, unfinished: int):
-        """Relaunch the messages still missing ``RESTART_RECHECK`` seconds after the restart
-        was seen, once every result then on the list has been delivered; return None when
-        done. A message in the unacked table but held by no live worker is taken from the
-        table first (its worker is gone, or dropped it when the broker went away)."""
-        if time.monotonic() - since < RESTART_RECHECK or self._drained_at < since:
-            return since, missing, unfinished
-        outstanding = self._outstanding()
-        found, unacked = self.transport.whereabouts(self._queues)
-        lost = [m for m in missing if m in outstanding and m not in found]
-        lost = [m for m in lost if m not in unacked or self.transport.take_back(unacked[m])]
-        self._relaunch_lost(lost, unfinished)
-        return None
-
-    def _relaunch_lost(self, lost: list, unfinished: int) -> None:
-        logger.warning("the broker at %s restarted; relaunching %d unfinished tasks that it "
-                       "lost (of %d unfinished; the others were still queued, held by a "
-                       "worker, or finished)", safe_url(self.url), len(lost), unfinished)
-        for message_id in lost:
-            self._complete(message_id, exception=WorkerLost(
-                "the broker restarted and lost the task (it was queued, or its worker lost "
-                "it when the broker went away)"))
 
     # --------------------------------------------------------------- closing
 

@@ -1,6 +1,6 @@
 """Which calls share a Celery message (pure decision, no broker)."""
 
-from celeriac.orchestrator.link import PACK_MAX, FirstBurst, pack_size
+from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_size
 
 
 def test_pack_size_never_packs_an_app_with_unknown_run_time():
