@@ -65,14 +65,20 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
     signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)
-    argv = ["worker", "-Q", queue_name(run_id, label), "-P", pool, "-c", str(concurrency),
-            "-n", hostname, "-E", "--without-gossip", "--without-mingle",
-            "--loglevel", loglevel]
     if logfile:
         from celeriac.private_files import private_file
-        argv += ["-f", private_file(logfile)]  # 0600: Celery appends, keeping the mode
+        logfile = private_file(logfile)  # 0600: Celery appends, keeping the mode
+    # What `celery worker -Q ... -P ... -E --without-gossip --without-mingle` builds, without
+    # its command line: celery.bin.celery imports every installed CLI plug-in (Flower,
+    # click-repl, prompt_toolkit, tornado), most of a second of a worker's start-up. Quiet:
+    # no banner (it probes the platform and the broker URL; the worker's log says it all).
+    worker = app.Worker(hostname=hostname, pool_cls=pool, concurrency=concurrency,
+                        queues=[queue_name(run_id, label)], task_events=True,
+                        without_gossip=True, without_mingle=True, without_heartbeat=False,
+                        loglevel=logging.getLevelName(loglevel.upper()), logfile=logfile,
+                        optimization="default", quiet=True, no_color=False)
     try:
-        app.worker_main(argv)
+        worker.start()
     finally:
         heartbeat.stop()
 
@@ -212,8 +218,8 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
                     if why is None:
                         return None
                 except errors as e:
-                    if time.monotonic() < deadline:
-                        time.sleep(0.5)
+                    if time.monotonic() < deadline:  # an embedded broker may be starting
+                        time.sleep(0.05)
                         continue
                     logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
                                  "ended, its broker may have stopped with it; exiting",
