@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -185,6 +186,7 @@ def measure_once() -> dict:
     start = time.time()
     dfk.cleanup()
     marks["cleanup"] = (start, time.time())
+    shutil.rmtree(run_dir, ignore_errors=True)
     return marks
 
 
