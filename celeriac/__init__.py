@@ -1,14 +1,10 @@
-"""celeriac: Parsl's programming model (apps, futures, dataflow) on Celery."""
+"""celeriac: Parsl's programming model (apps, futures, dataflow) on Celery.
 
-from celeriac.config import Config
-from celeriac.logs import set_file_logger, set_stream_logger
-from celeriac.orchestrator.apps import bash_app, join_app, python_app
-from celeriac.orchestrator.checkpoint import get_all_checkpoints, get_last_checkpoint
-from celeriac.orchestrator.dflow import AUTO_LOGNAME, DataFlowKernel
-from celeriac.orchestrator.futures import AppFuture, DataFuture
-from celeriac.orchestrator.loader import clear, dfk, load, wait_for_current_tasks
-from celeriac.orchestrator.memo import id_for_memo
-from celeriac.staging.files import File
+The public names are imported when first used (PEP 562), so a process that only runs tasks
+(``python -m celeriac worker``) never imports the orchestrator: half of a worker's start-up.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
@@ -18,3 +14,33 @@ __all__ = [
     "id_for_memo", "get_all_checkpoints", "get_last_checkpoint", "set_stream_logger",
     "set_file_logger", "__version__",
 ]
+
+_HOMES = {
+    "Config": "celeriac.config",
+    "set_file_logger": "celeriac.logs", "set_stream_logger": "celeriac.logs",
+    "bash_app": "celeriac.orchestrator.apps", "join_app": "celeriac.orchestrator.apps",
+    "python_app": "celeriac.orchestrator.apps",
+    "get_all_checkpoints": "celeriac.orchestrator.checkpoint",
+    "get_last_checkpoint": "celeriac.orchestrator.checkpoint",
+    "AUTO_LOGNAME": "celeriac.orchestrator.dflow",
+    "DataFlowKernel": "celeriac.orchestrator.dflow",
+    "AppFuture": "celeriac.orchestrator.futures", "DataFuture": "celeriac.orchestrator.futures",
+    "clear": "celeriac.orchestrator.loader", "dfk": "celeriac.orchestrator.loader",
+    "load": "celeriac.orchestrator.loader",
+    "wait_for_current_tasks": "celeriac.orchestrator.loader",
+    "id_for_memo": "celeriac.orchestrator.memo",
+    "File": "celeriac.staging.files",
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'celeriac' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # once: later look-ups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -159,16 +159,19 @@ def _worker(args) -> int:
         args.run_id = run_id
     info = {"queue": queue_name(run_id, args.executor), "block": args.block,
             "slots": args.concurrency, "supervisor": f"{socket.gethostname()}:{os.getpid()}"}
-    gone = run_gone(broker, key, run_id, args.run_file)  # the run is over: say so, exit
-    if gone is not None:
-        return gone
     scaling = (f" (autoscale max={pool.autoscale[0]} min={pool.autoscale[1]})"
                if pool.autoscale else "")
-    print(f"celeriac worker: {pool.processes} worker processes{scaling} for {info['queue']}",
-          file=sys.stderr, flush=True)
+
+    def gate():  # while the workers import: the run is over? say so, and exit
+        gone = run_gone(broker, key, run_id, args.run_file)
+        if gone is None:
+            print(f"celeriac worker: {pool.processes} worker processes{scaling} for "
+                  f"{info['queue']}", file=sys.stderr, flush=True)
+        return gone
+
     return supervise(pool.processes, lambda i, gen: child_command(args, i, gen, placement),
                      env, broker, info=info, run_id=run_id, idle_timeout=args.idle_timeout,
-                     key=key, pool=pool, run_file=args.run_file)
+                     key=key, pool=pool, run_file=args.run_file, gate=gate)
 
 
 def _pool_size(args, placement):

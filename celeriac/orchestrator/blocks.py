@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-import redis
-
 from celeriac.errors import ExecutorError, ProviderError
 from celeriac.orchestrator import strategy
 from celeriac.orchestrator.strategy import BlockRecord, Limits, Load, ScalingLoop
@@ -211,6 +209,7 @@ class BlockManager:
 
     def strategize(self) -> None:
         """One scaling round: read the blocks and workers, report failures, then scale."""
+        import redis  # here: redis-py's import is not on the path to starting the blocks
         with self._lock:
             if self._shut:
                 return

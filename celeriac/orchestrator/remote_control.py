@@ -51,7 +51,7 @@ def listen(transport, stop: threading.Event, revoke: Callable[[str, str], bool])
         try:
             if pubsub is None:
                 pubsub = transport.listen_broadcast(PIDBOX_EXCHANGE)
-            message = pubsub.get_message(timeout=1.0)
+            message = pubsub.get_message(timeout=0.2)  # short: the run's cleanup joins this
         except transport.errors as e:
             logger.debug("remote-control listener: %s", e)
             pubsub = None

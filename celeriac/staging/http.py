@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import ssl
-import urllib.error
-import urllib.request
 import uuid
 from typing import Optional
 
@@ -69,6 +65,12 @@ def download(url: str, path: str, cafile: Optional[str] = None, timeout: float =
             fewer or more bytes than it announced, a checksum does not match, or ``path``
             cannot be written (a full disk).
     """
+    # Here, not at the top: http.client, email and ssl are not on the path to starting a run.
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+
     url, _, fragment = url.partition("#")
     expected_sha = fragment[len("sha256="):].lower() if fragment.startswith("sha256=") else None
     context = None

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
 BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at start exits
+#: The read end of a pipe on which a worker process started before its supervisor checked
+#: the run waits, its imports done, for the go-ahead ("1"; anything else: exit at once).
+START_FD_ENV = "CELERIAC_START_FD"
 
 
 def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: str = "solo",
@@ -45,6 +48,8 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     from celeriac.workers.app import make_app, state
     from celeriac.workers.liveness import READY_NOTE, HeldTasks, RunningNotes
 
+    if not _may_start():
+        return
     hostname = hostname or f"celeriac-{label}-{os.getpid()}@{socket.gethostname()}"
     app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier, run_id=run_id)
     if transport.for_url(broker_url) is not None:  # a started task is never put back
@@ -65,16 +70,35 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     # Tells the supervisor this worker reached the broker: a block whose workers never do
     # is reported by the orchestrator as failing to start.
     signals.worker_ready.connect(lambda **_kw: state.running.note(READY_NOTE), weak=False)
-    argv = ["worker", "-Q", queue_name(run_id, label), "-P", pool, "-c", str(concurrency),
-            "-n", hostname, "-E", "--without-gossip", "--without-mingle",
-            "--loglevel", loglevel]
     if logfile:
         from celeriac.private_files import private_file
-        argv += ["-f", private_file(logfile)]  # 0600: Celery appends, keeping the mode
+        logfile = private_file(logfile)  # 0600: Celery appends, keeping the mode
+    # What `celery worker -Q ... -P ... -E --without-gossip --without-mingle` builds, without
+    # its command line: celery.bin.celery imports every installed CLI plug-in (Flower,
+    # click-repl, prompt_toolkit, tornado), most of a second of a worker's start-up. Quiet:
+    # no banner (it probes the platform and the broker URL; the worker's log says it all).
+    worker = app.Worker(hostname=hostname, pool_cls=pool, concurrency=concurrency,
+                        queues=[queue_name(run_id, label)], task_events=True,
+                        without_gossip=True, without_mingle=True, without_heartbeat=False,
+                        loglevel=logging.getLevelName(loglevel.upper()), logfile=logfile,
+                        optimization="default", quiet=True, no_color=False)
     try:
-        app.worker_main(argv)
+        worker.start()
     finally:
         heartbeat.stop()
+
+
+def _may_start() -> bool:
+    """Wait (imports done) for the supervisor's go-ahead, if it started this process before
+    checking its run; False: the run is over or its broker unreachable, so exit quietly."""
+    fd = os.environ.pop(START_FD_ENV, None)
+    if fd is None:
+        return True
+    import celery.apps.worker  # noqa: F401  (the rest of what starting imports, meanwhile)
+    try:
+        return os.read(int(fd), 1) == b"1"
+    finally:
+        os.close(int(fd))
 
 
 def revoke_follower(key: bytes, run_id: str):
@@ -217,8 +241,8 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
                     if why is None:
                         return None
                 except errors as e:
-                    if time.monotonic() < deadline:
-                        time.sleep(0.5)
+                    if time.monotonic() < deadline:  # an embedded broker may be starting
+                        time.sleep(0.05)
                         continue
                     logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
                                  "ended, its broker may have stopped with it; exiting",
@@ -232,7 +256,8 @@ def run_gone(broker_url: str, key: bytes | None, run_id: str,
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
               run_id: str, idle_timeout: float = 0, key: bytes | None = None,
-              pool: PoolSize | None = None, run_file: str | None = None) -> int:
+              pool: PoolSize | None = None, run_file: str | None = None,
+              gate=None) -> int:
     """Run ``processes`` workers, beat for the live ones, restart any that dies, and stop
     them all on SIGTERM/SIGINT. ``child_argv(i, generation)`` gives (argv, node name).
     ``info`` (queue, block, slots) goes into each worker's alive key. ``pool``, if given,
@@ -244,17 +269,13 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     With ``idle_timeout`` > 0, stop (exit code 0) once the run's orchestrator has not been
     seen and no task has run for that many seconds. A worker that dies when ``key`` is not
     the run's key stops them all (exit code 2): the others would only die the same way.
-    """
-    from celeriac.wire import deaths, worker_side
-    from celeriac.workers.liveness import INTERVAL, RUNNING_FD_ENV, AliveBeat
-    from celeriac.workers.refusal import key_matches_run
 
-    side = worker_side.for_url(broker_url, run_id)
-    client = side.records
-    beat = AliveBeat(client, info)
-    terminator = Terminator(client, key, run_id)
-    run_end = RunEnd(client, key, run_id, run_file)
-    orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
+    ``gate()``, if given, says whether to go on (None) or exit with its code; the first
+    workers start before it is called, and import meanwhile (most of a worker's start-up),
+    but start serving only once it says go on: a gate that says stop leaves no trace.
+    """
+    from celeriac.workers.liveness import RUNNING_FD_ENV
+
     stopping = False
     children: dict[int, tuple[subprocess.Popen, float, str]] = {}
     pipes: dict[str, int] = {}  # worker name -> read end of its running-tasks pipe
@@ -263,15 +284,24 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
     pool = pool or PoolSize(processes)
     retiring: set[int] = set()  # processes stopped to shrink the pool: not restarted
 
+    go_ahead: list[int] = []  # write ends of the first workers' start pipes, while gated
+
     def start(i: int) -> None:
         nonlocal generation
         generation += 1  # a restarted worker gets a new name: the old one's tasks are lost
         argv, name = child_argv(i, generation)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
-        proc = subprocess.Popen(argv, env=dict(env, **{RUNNING_FD_ENV: str(write_end)}),
-                                pass_fds=(write_end,), preexec_fn=die_with_parent)
-        os.close(write_end)
+        child_env, fds = dict(env, **{RUNNING_FD_ENV: str(write_end)}), [write_end]
+        if gate is not None and not go_ahead_given:
+            wait_end, go_end = os.pipe()
+            child_env[START_FD_ENV] = str(wait_end)
+            fds.append(wait_end)
+            go_ahead.append(go_end)
+        proc = subprocess.Popen(argv, env=child_env, pass_fds=tuple(fds),
+                                preexec_fn=die_with_parent)
+        for fd in fds:
+            os.close(fd)
         children[i] = (proc, time.monotonic(), name)
         pipes[name] = read_end
 
@@ -284,8 +314,38 @@ def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: d
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    go_ahead_given = False
     for i in range(pool.processes):
         start(i)
+    if gate is not None:
+        code = gate()
+        for fd in go_ahead:
+            try:
+                if code is None:
+                    os.write(fd, b"1")
+            except OSError:  # that one has died meanwhile: restarted below as usual
+                pass
+            finally:
+                os.close(fd)
+        go_ahead_given = True
+        if code is not None:  # they have connected to nothing and said nothing: no trace
+            for proc, _t, _n in children.values():
+                proc.kill()
+                proc.wait()
+            for fd in pipes.values():
+                os.close(fd)
+            return code
+
+    from celeriac.wire import deaths, worker_side
+    from celeriac.workers.liveness import INTERVAL, AliveBeat
+    from celeriac.workers.refusal import key_matches_run
+
+    side = worker_side.for_url(broker_url, run_id)
+    client = side.records
+    beat = AliveBeat(client, info)
+    terminator = Terminator(client, key, run_id)
+    run_end = RunEnd(client, key, run_id, run_file)
+    orphan = OrphanClock(orchestrator_seen(client, run_id), idle_timeout)
     last_beat = 0.0
     while True:
         alive = {name: proc.pid for proc, _t, name in children.values() if proc.poll() is None}

@@ -175,7 +175,9 @@ class CeleryExecutor(Executor):
         if self._shut:  # loaded again with a new DFK: a new run, as in Parsl
             self._new_run()
         self._context = context
-        self._link = context.celery_link()
+        # With the embedded broker, blocks start while it comes up: workers take far longer.
+        early = context.launch_broker()
+        self._link = None if early else context.celery_link()
         self.queue = queue_name(context.run_id, self.label)
         self._log_dir = os.path.join(context.run_dir, "workers")
         private_dir(self._log_dir)
@@ -185,7 +187,7 @@ class CeleryExecutor(Executor):
             self.provider.script_dir = os.path.join(context.run_dir, "submit_scripts")
             self._place_run_file()
         self._blocks = BlockManager(
-            self.label, self.provider, _LinkQueue(self._link, self.queue),
+            self.label, self.provider, _LinkQueue(lambda: self._link, self.queue),
             command=self.worker_command, output=self._output, by_hand=self._by_hand_command(),
             slots_per_node=self._slots_per_node(), strategy=getattr(config, "strategy", "simple"),
             max_idletime=getattr(config, "max_idletime", 120.0),
@@ -196,6 +198,8 @@ class CeleryExecutor(Executor):
             logger.info("%s", text)
             print(f"celeriac: {text}", file=sys.stderr, flush=True)
         self._blocks.start(getattr(config, "strategy_period", 5))
+        if early:
+            self._link = context.celery_link()
 
     # ----------------------------------------------------------------- blocks
 
@@ -348,23 +352,30 @@ class CeleryExecutor(Executor):
 
 
 class _LinkQueue:
-    """The executor's queue as its BlockManager sees it, through the run's CeleryLink."""
+    """The executor's queue as its BlockManager sees it, through the run's CeleryLink
+    (``link()``: None while the embedded broker is still coming up: nothing sent yet)."""
 
     def __init__(self, link, queue: str):
         self._link = link
         self._queue = queue
 
     def outstanding(self) -> int:
-        return self._link.outstanding(self._queue)
+        link = self._link()
+        return 0 if link is None else link.outstanding(self._queue)
 
     def last_done(self):
-        return self._link.last_done(self._queue)
+        link = self._link()
+        return None if link is None else link.last_done(self._queue)
 
     def workers(self) -> list:
-        return [w for w in self._link.transport.live_workers() if w.queue == self._queue]
+        link = self._link()
+        return [] if link is None else [w for w in link.transport.live_workers()
+                                        if w.queue == self._queue]
 
     def fail_all(self, error: BaseException) -> None:
-        self._link.fail_all(error, queue=self._queue)
+        link = self._link()
+        if link is not None:
+            link.fail_all(error, queue=self._queue)
 
 
 def _import_path() -> str:
