@@ -127,14 +127,9 @@ def _only_active_run(broker: str) -> str:
 
 def _worker(args) -> int:
     from celeriac.wire.keys import queue_name
-    from celeriac.workers.main import (
-        Placement,
-        child_command,
-        pin,
-        run_gone,
-        run_worker,
-        supervise,
-    )
+    from celeriac.workers.main import child_command, run_worker, supervise
+    from celeriac.workers.placement import Placement, pin
+    from celeriac.workers.run_end import run_gone
     if args.die_with_parent:
         from celeriac.processes import die_with_parent
         die_with_parent()

@@ -202,7 +202,7 @@ def _given_back() -> str | None:
 
 def _revoked():
     """The ids this worker knows its run revoked (its signed revokes, put into Celery's
-    revoked set by the worker's heartbeat thread; see workers.main.revoke_follower)."""
+    revoked set by the worker's heartbeat thread; see workers.cancel.revoke_follower)."""
     from celery.worker import state as worker_state
     return worker_state.revoked
 

@@ -7,8 +7,8 @@ busy). How many it runs is decided here, on the
 node, from the node's own cores, memory and accelerators (as Parsl's HTEX does), and each may
 be pinned to its own accelerator and cores. With an idle timeout it exits once its run's
 orchestrator is gone and it has nothing to run. It kills the process running a task its run
-revoked (:class:`Terminator`), and exits at once, in one line, when its run has ended
-(:class:`RunEnd`).
+revoked (:mod:`celeriac.workers.cancel`), and exits at once, in one line, when its run has
+ended (:mod:`celeriac.workers.run_end`). Placement: :mod:`celeriac.workers.placement`.
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ import subprocess
 import sys
 import time
 
-from celeriac.errors import ConfigurationError, hide_password
 from celeriac.processes import die_with_parent
 from celeriac.wire.keys import queue_name
-from celeriac.wire.options import CPU_AFFINITIES
+from celeriac.workers.cancel import Terminator, revoke_follower
+from celeriac.workers.placement import Placement
 from celeriac.workers.pool import PoolSize, demand, serve_remote_control
+from celeriac.workers.run_end import OrphanClock, RunEnd, orchestrator_seen
 
 logger = logging.getLogger(__name__)
 
 QUICK_EXIT = 5.0
-BROKER_START_WAIT = 10.0   # a worker whose broker is unreachable this long at start exits
 #: The read end of a pipe on which a worker process started before its supervisor checked
 #: the run waits, its imports done, for the go-ahead ("1"; anything else: exit at once).
 START_FD_ENV = "CELERIAC_START_FD"
@@ -99,159 +99,6 @@ def _may_start() -> bool:
         return os.read(int(fd), 1) == b"1"
     finally:
         os.close(int(fd))
-
-
-def revoke_follower(key: bytes, run_id: str):
-    """In a worker process: ``follow(client)`` puts the run's signed revokes into Celery's
-    revoked set, so a revoked message this worker has not started is acknowledged without
-    running (the supervisor stops one that runs: :class:`Terminator`)."""
-    from celery.worker import state as worker_state
-
-    from celeriac.wire import revokes
-
-    def follow(client, quiet: bool = False) -> None:
-        try:
-            ids = revokes.fetch(client, key, run_id)
-        except Exception:
-            if quiet:
-                return
-            raise
-        for task_id in ids:
-            worker_state.revoked.add(task_id)
-    return follow
-
-
-class Terminator:
-    """In the supervisor: kills the process running a task its run has revoked (a signed
-    revoke, see :mod:`celeriac.wire.revokes`), with the processes it started.
-
-    With the solo pool that process is the worker itself, which is then restarted like any
-    worker that died; with prefork it is the pool process. Looks on the broker only while
-    a task runs.
-    """
-
-    def __init__(self, client, key: bytes | None, run_id: str):
-        self.client, self.key, self.run_id = client, key, run_id
-        self.stopped: set[str] = set()
-        self.killed: set[str] = set()    # workers whose own process it killed
-
-    def check(self, beat, alive: dict) -> None:
-        """Stop revoked tasks among those ``alive`` workers ({name: pid}) are running."""
-        from celeriac.wire import revokes
-        running = {task_id: name for name in alive for task_id in beat.running.get(name, ())}
-        if self.key is None or not running:
-            return
-        try:
-            revoked = revokes.fetch(self.client, self.key, self.run_id)
-        except Exception:  # the broker is away: try again next beat
-            return
-        for task_id in sorted(running.keys() & revoked - self.stopped):
-            name = running[task_id]
-            pid = beat.pids.get(name, {}).get(task_id) or alive[name]
-            killed = kill_tree(pid)
-            self.stopped.add(task_id)
-            if pid == alive[name]:
-                self.killed.add(name)
-            logger.warning("task %s was revoked by run %s while worker %s ran it: killed "
-                           "process %d%s", task_id, self.run_id, name, pid,
-                           f" and {killed - 1} it started" if killed > 1 else "")
-
-
-def kill_tree(pid: int) -> int:
-    """SIGKILL process ``pid`` and its descendants; returns how many were signalled."""
-    children: dict[int, list] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    stat = fh.read()
-                children.setdefault(int(stat[stat.rfind(b")") + 2:].split()[1]),
-                                    []).append(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo += children.get(p, [])
-    for p in tree:  # freeze the tree first, parents first: none forks or sees a child die
-        try:
-            os.kill(p, signal.SIGSTOP)
-        except (ProcessLookupError, PermissionError):
-            pass
-    killed = 0
-    for p in tree:
-        try:
-            os.kill(p, signal.SIGKILL)
-            killed += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-    return killed
-
-
-class RunEnd:
-    """Says when a worker's run is over: its run file says so, or its signed marker on the
-    broker does (see :mod:`celeriac.wire.runend`); ``over()`` gives the one line to log."""
-
-    def __init__(self, client, key: bytes | None, run_id: str, run_file: str | None = None):
-        self.client, self.key, self.run_id, self.run_file = client, key, run_id, run_file
-
-    def over(self, ask_broker: bool = True) -> str | None:
-        when = None
-        if self.run_file:
-            from celeriac.wire.runfile import RunFile
-            try:
-                when = RunFile.read(self.run_file).ended
-            except ConfigurationError:
-                pass
-        if when is None and ask_broker and self.key is not None:
-            from celeriac.wire import runend
-            try:
-                when = runend.ended_at(self.client, self.key, self.run_id)
-            except Exception:  # the broker is away: it cannot say
-                pass
-        if when is None:
-            return None
-        return (f"run {self.run_id} has ended (its orchestrator cleaned up at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(when))}): this worker "
-                "has nothing to serve and exits; start workers for a run while it is going")
-
-
-def run_gone(broker_url: str, key: bytes | None, run_id: str,
-             run_file: str | None = None) -> int | None:
-    """Before starting workers: the exit code if the run is over (0, saying so in one line)
-    or its broker cannot be reached for ``BROKER_START_WAIT`` seconds (1); else None."""
-    from celeriac.wire import worker_side
-    if worker_side.scheme_of(broker_url) in worker_side.AMQP_SCHEMES:
-        side = worker_side.for_url(broker_url, run_id)
-        client, errors = side.records, side.errors
-    else:
-        import redis
-        client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=5)
-        errors = (redis.exceptions.RedisError,)
-    end = RunEnd(client, key, run_id, run_file)
-    deadline = time.monotonic() + BROKER_START_WAIT
-    try:
-        while True:
-            why = end.over(ask_broker=False)
-            if why is None:
-                try:
-                    client.ping()
-                    why = end.over()
-                    if why is None:
-                        return None
-                except errors as e:
-                    if time.monotonic() < deadline:  # an embedded broker may be starting
-                        time.sleep(0.05)
-                        continue
-                    logger.error("cannot reach the broker at %s for %.0fs (%s): if run %s has "
-                                 "ended, its broker may have stopped with it; exiting",
-                                 hide_password(broker_url), BROKER_START_WAIT, e, run_id)
-                    return 1
-            logger.warning("%s", why)
-            return 0
-    finally:
-        client.close()
 
 
 def supervise(processes: int, child_argv, env: dict, broker_url: str, *, info: dict,
@@ -453,127 +300,3 @@ def child_command(args, i: int, generation: int, placement: "Placement") -> tupl
         base, ext = os.path.splitext(args.logfile)
         cmd += ["--logfile", f"{base}-{socket.gethostname().split('.')[0]}-{i}{ext}"]
     return cmd, name
-
-
-class OrphanClock:
-    """Says when a worker has been an orphan (no orchestrator seen, no task running) for
-    ``timeout`` seconds running. ``seen()`` says whether the orchestrator is there now."""
-
-    def __init__(self, seen, timeout: float):
-        self.seen = seen
-        self.timeout = timeout
-        self.since = None
-
-    def expired(self, busy: bool, now: float | None = None) -> bool:
-        if not self.timeout:
-            return False
-        now = time.monotonic() if now is None else now
-        if busy or self.seen():
-            self.since = None
-            return False
-        self.since = self.since if self.since is not None else now
-        return now - self.since >= self.timeout
-
-
-def orchestrator_seen(client, run_id: str):
-    """A ``seen()`` for :class:`OrphanClock`: is the run's heartbeat key on the broker?"""
-    from celeriac.wire.keys import orchestrator_key
-    key = orchestrator_key(run_id)
-
-    def seen() -> bool:
-        try:
-            return bool(client.exists(key))
-        except Exception:  # an unreachable broker: the orchestrator cannot be reached either
-            return False
-    return seen
-
-
-class Placement:
-    """How many worker processes this node runs, and what each is pinned to.
-
-    Computed on the node, as Parsl's HTEX does: ``min(max_workers_per_node,
-    cores / cores_per_worker, memory / mem_per_worker, len(accelerators))``.
-
-    Args:
-        max_workers: at most this many (None: no limit but the node's resources).
-        cores_per_worker: cores each worker needs (may be fractional).
-        mem_per_worker: GB of memory each worker needs (None: memory does not limit).
-        accelerators: accelerator ids; worker ``i`` sees only ``accelerators[i]``.
-        cpu_affinity: 'none', 'block', 'alternating' or 'block-reverse' (HTEX's meanings).
-        cores: the cores this process may use (default: its affinity mask).
-        mem_gb: the node's available memory in GB (default: MemAvailable).
-
-    Raises:
-        ConfigurationError: no worker fits on the node, or the affinity cannot be honoured;
-            the message says which resource is short.
-    """
-
-    def __init__(self, max_workers=None, cores_per_worker: float = 1.0, mem_per_worker=None,
-                 accelerators=(), cpu_affinity: str = "none", cores=None, mem_gb=None):
-        if cpu_affinity not in CPU_AFFINITIES:
-            raise ConfigurationError(
-                f"cpu_affinity {cpu_affinity!r} is not one of {list(CPU_AFFINITIES)}")
-        cores = sorted(os.sched_getaffinity(0)) if cores is None else sorted(cores)
-        limits = {"cores": int(len(cores) // cores_per_worker)}
-        if max_workers is not None:
-            limits["max_workers_per_node"] = int(max_workers)
-        if mem_per_worker:
-            mem_gb = available_memory_gb() if mem_gb is None else mem_gb
-            limits["memory"] = int(mem_gb // mem_per_worker)
-        self.accelerators = [str(a) for a in accelerators]
-        if self.accelerators:
-            limits["accelerators"] = len(self.accelerators)
-        self.count = min(limits.values())
-        if self.count < 1:
-            short = min(limits, key=limits.get)
-            raise ConfigurationError(
-                f"no worker fits on this node ({socket.gethostname()}): limited by {short} "
-                f"({len(cores)} cores at {cores_per_worker} per worker, "
-                f"{'%.1f GB' % mem_gb if mem_per_worker else 'memory unlimited'}"
-                f"{f' at {mem_per_worker} GB per worker' if mem_per_worker else ''}, "
-                f"max_workers_per_node={max_workers}, accelerators={self.accelerators}); "
-                "lower cores_per_worker/mem_per_worker or ask the provider for bigger nodes")
-        self.cpus = None
-        if cpu_affinity != "none":
-            self.cpus = [worker_cpus(cpu_affinity, cores, self.count, i)
-                         for i in range(self.count)]
-
-
-def worker_cpus(policy: str, cores: list, pool: int, i: int) -> list:
-    """The cores worker ``i`` of ``pool`` is pinned to under ``policy`` (HTEX's policies)."""
-    per = len(cores) // pool
-    if per < 1:
-        raise ConfigurationError(
-            f"cpu_affinity={policy!r} needs a core per worker, but {pool} workers share "
-            f"{len(cores)} cores; lower max_workers_per_node or use cpu_affinity='none'")
-    if policy == "block":
-        return cores[per * i:per * (i + 1)]
-    if policy == "block-reverse":
-        j = pool - i - 1
-        return cores[per * j:per * (j + 1)]
-    return cores[i::pool]  # alternating
-
-
-def pin(accelerator: str | None, cpus: str | None) -> None:
-    """In a worker process: see only its accelerator, and run on its cores."""
-    if accelerator is not None:
-        for var in ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK"):
-            os.environ[var] = accelerator
-    if cpus:
-        mine = [int(c) for c in cpus.split(",")]
-        os.environ["OMP_NUM_THREADS"] = str(len(mine))
-        os.environ["GOMP_CPU_AFFINITY"] = cpus
-        os.environ["KMP_AFFINITY"] = f"explicit,proclist=[{cpus}]"
-        os.sched_setaffinity(0, mine)
-
-
-def available_memory_gb() -> float:
-    """The node's available memory in GB (MemAvailable; total memory if that is unknown)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30

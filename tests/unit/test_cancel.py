@@ -163,7 +163,7 @@ def test_the_terminator_kills_the_process_running_a_task_and_all_it_started():
     import subprocess
     import time
 
-    from celeriac.workers.main import kill_tree
+    from celeriac.workers.cancel import kill_tree
     proc = subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & wait"])
     deadline = time.monotonic() + 5
     children = []
@@ -199,7 +199,7 @@ def _alive(pid) -> bool:
 
 def test_a_run_file_marked_ended_tells_a_worker_its_run_is_over(tmp_path):
     from celeriac.wire.runfile import RunFile
-    from celeriac.workers.main import RunEnd
+    from celeriac.workers.run_end import RunEnd
     path = str(tmp_path / "worker.json")
     RunFile(broker_url="redis://127.0.0.1:1/0", key="k", run_id="r1").write(path)
     end = RunEnd(client=None, key=None, run_id="r1", run_file=path)

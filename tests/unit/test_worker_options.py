@@ -8,7 +8,8 @@ import pytest
 from celeriac.errors import ConfigurationError
 from celeriac.executors import CeleryExecutor
 from celeriac.workers.liveness import READY_NOTE, AliveBeat, RunningNotes
-from celeriac.workers.main import OrphanClock, Placement, worker_cpus
+from celeriac.workers.placement import Placement, worker_cpus
+from celeriac.workers.run_end import OrphanClock
 
 CORES8 = list(range(8))
 
