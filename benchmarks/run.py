@@ -1,6 +1,6 @@
 """Benchmark driver: celeriac side by side with its peers (see README.md).
 
-    python benchmarks/run.py [--systems a,b] [--workloads a,b] [--rounds N]
+    python benchmarks/run.py [--systems a,b|all] [--workloads a,b] [--rounds N] [--scale-n N]
     python benchmarks/run.py --memory 100000           # RSS soak, celeriac
     python benchmarks/run.py --child SYSTEM WORKLOAD   # one measurement (internal)
 
@@ -8,7 +8,8 @@ Every (system, workload) measurement runs in a fresh child process, with that
 system's interpreter, so systems never share imports, threads or leftover
 workers. The driver interleaves them (round-robin over systems, the order
 rotated every round, R rounds) because these machines are shared and noisy:
-only medians and ratios from one interleaved run mean anything.
+only medians and ratios from one interleaved run mean anything. It ends with a
+markdown table of the medians, each with its ratio to Parsl HTEX.
 """
 import argparse
 import datetime
