@@ -145,14 +145,10 @@ class Dask(_Peer):
     @contextlib.contextmanager
     def load(self):
         from distributed import Client, LocalCluster
-        cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
-        self._client = Client(cluster)
-        try:
-            yield self
-        finally:
-            self._client.close()
-            cluster.close()
+        with LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None, host="127.0.0.1") as cluster, \
+                Client(cluster) as self._client:
+            yield self  # leaving closes the client, then the scheduler and workers
 
     def submit(self, app, args, kwargs):
         spec, flat = _flatten(args, kwargs)
