@@ -1,6 +1,6 @@
 """Benchmark driver: celeriac side by side with its peers (see README.md).
 
-    python benchmarks/run.py [--systems a,b] [--workloads a,b] [--rounds N]
+    python benchmarks/run.py [--systems a,b|all] [--workloads a,b] [--rounds N] [--scale-n N]
     python benchmarks/run.py --memory 100000           # RSS soak, celeriac
     python benchmarks/run.py --child SYSTEM WORKLOAD   # one measurement (internal)
 
@@ -8,7 +8,8 @@ Every (system, workload) measurement runs in a fresh child process, with that
 system's interpreter, so systems never share imports, threads or leftover
 workers. The driver interleaves them (round-robin over systems, the order
 rotated every round, R rounds) because these machines are shared and noisy:
-only medians and ratios from one interleaved run mean anything.
+only medians and ratios from one interleaved run mean anything. It ends with a
+markdown table of the medians, each with its ratio to Parsl HTEX.
 """
 import argparse
 import datetime
@@ -23,17 +24,25 @@ import procs
 import systems
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# workload -> (column heading, unit, format); "rss" is the submitting process's peak RSS.
+# column -> (heading, unit, format, workload, field, lower is better, ratio shown);
+# field is "value" (the workload's figure) or one of the extra figures it returns.
 COLUMNS = {
-    "throughput": ("throughput", "tasks/s", "{:.0f}"),
-    "chain": ("chain", "ms/hop", "{:.2f}"),
-    "fan-in": ("fan-in", "tasks/s", "{:.0f}"),
-    "sleep": ("sleep", "efficiency", "{:.2f}"),
-    "bash": ("bash", "tasks/s", "{:.0f}"),
-    "cold": ("cold start", "tasks/s", "{:.0f}"),
-    "rss": ("peak RSS", "MB", "{:.0f}"),
+    "throughput": ("throughput", "tasks/s", "{:,.0f}", "throughput", "value", False, True),
+    "chain": ("chain", "ms/hop", "{:.2f}", "chain", "value", True, True),
+    "fan-in": ("fan-in", "tasks/s", "{:,.0f}", "fan-in", "value", False, True),
+    "sleep": ("sleep", "efficiency", "{:.3f}", "sleep", "value", False, True),
+    "bash": ("bash", "tasks/s", "{:,.0f}", "bash", "value", False, True),
+    "bigdata": ("bigdata", "s", "{:.2f}", "bigdata", "value", True, True),
+    "cold-start": ("cold start", "tasks/s", "{:,.0f}", "cold-start", "value", False, True),
+    "startup": ("start-up", "s", "{:.2f}", "startup", "value", True, True),
+    "scale": ("scale", "tasks/s", "{:,.0f}", "scale", "value", False, True),
+    "scale/10k": ("scale / 10k", "ratio", "{:.2f}", "scale", "ratio_10k", False, False),
+    "scale-rss": ("scale RSS", "MB", "{:,.0f}", "scale", "rss_mb", True, True),
+    "rss": ("peak RSS", "MB", "{:,.0f}", None, "rss_mb", True, True),
 }
-WORKLOADS = [w for w in COLUMNS if w != "rss"]
+WORKLOADS = list(dict.fromkeys(c[3] for c in COLUMNS.values() if c[3]))
+# Their RSS says what the workload holds, not what the system costs: own columns or none.
+NOT_IN_RSS = {"bigdata", "scale"}
 
 
 # ---------------------------------------------------------------- child side
@@ -66,6 +75,10 @@ def child(system_name, workload, tasks):
         emit(status="n/a", error=f"import failed: {e!r}")
         return 3
     try:
+        if workload == "startup":  # its own clock around load(): no warm-up first
+            value = workloads.startup(workloads.SYSTEM.load)
+            emit(status="ok", value=value, rss_mb=peak_rss_mb(), version=version)
+            return 0
         with workloads.SYSTEM.load():
             workloads.warm_up()
             if workload == "memory":
@@ -74,10 +87,15 @@ def child(system_name, workload, tasks):
                     # max(): Linux updates ru_maxrss lazily, it can lag behind statm.
                     emit(status="batch", done=done, rss_mb=rss, peak_mb=max(rss, peak_rss_mb()))
                 value = workloads.current_rss_mb()
+            elif workload == "scale" and tasks:
+                value = workloads.scale(tasks)
             else:
                 value = workloads.WORKLOADS[workload]()
+            extra = {}
+            if isinstance(value, dict):  # the figure plus extra figures
+                extra, value = value, value.pop("value")
             # Emitted before shutdown so the figure is known even if shutdown hangs.
-            emit(status="ok", value=value, rss_mb=peak_rss_mb(), version=version)
+            emit(status="ok", value=value, rss_mb=peak_rss_mb(), version=version, extra=extra)
     except Exception as e:
         traceback.print_exc()
         emit(status="fail", error=f"{type(e).__name__}: {e}"[:300])
@@ -117,22 +135,28 @@ def measure(system_name, workload, timeout, tasks=0, on_result=None):
     return rec
 
 
-def median_of(records, system, workload):
+def _field(rec, field):
+    return rec["value"] if field == "value" else rec.get("extra", {}).get(field, rec.get(field))
+
+
+def median_of(records, system, workload, field="value"):
     """(median, number of failed rounds) or (None, failures) if nothing succeeded;
     "n/a" if the system is not available."""
     if any(r["status"] == "n/a" for r in records if r["system"] == system):
         return "n/a", 0
     recs = [r for r in records if r["system"] == system and r["workload"] == workload]
-    ok = [r for r in recs if r["status"] == "ok"]
+    ok = [_field(r, field) for r in recs if r["status"] == "ok"]
     failed = len(recs) - len(ok)
-    return (statistics.median(r["value"] for r in ok) if ok else None), failed
+    return (statistics.median(ok) if ok else None), failed
 
 
 def rss_median(records, system, workloads):
     """The largest per-workload median of peak RSS: the submitting process's
-    worst case across the workloads that ran."""
+    worst case across the workloads that ran (bigdata and scale aside)."""
     meds = []
     for w in workloads:
+        if w in NOT_IN_RSS:
+            continue
         ok = [r["rss_mb"] for r in records
               if r["system"] == system and r["workload"] == w and r["status"] == "ok"]
         if ok:
@@ -140,33 +164,41 @@ def rss_median(records, system, workloads):
     return (max(meds) if meds else None), 0
 
 
-def cell(value, failed, ref, fmt):
+def cell(value, failed, ref, fmt, with_ratio=True):
     if value == "n/a":
         return "n/a"
     if value is None:
         return "fail"
     text = fmt.format(value) + ("!" if failed else "")
-    return f"{text} ({value / ref:.2f}x)" if isinstance(ref, float) and ref else text
+    if with_ratio and isinstance(ref, (int, float)) and ref:
+        text += f" ({value / ref:.2f}x)"
+    return text
 
 
 def table(records, system_names, workload_names):
-    columns = workload_names + ["rss"]
-    rows, medians = [], {}
+    """A markdown table of the medians, each with its ratio to the reference."""
+    columns = [c for c, spec in COLUMNS.items() if spec[3] in workload_names]
+    if any(w not in NOT_IN_RSS for w in workload_names):
+        columns.append("rss")
+    medians = {}
     for s in system_names:
-        medians[s] = {w: median_of(records, s, w) for w in workload_names}
-        medians[s]["rss"] = (rss_median(records, s, workload_names)
-                             if any(v != "n/a" for v, _ in medians[s].values()) else ("n/a", 0))
+        m = medians[s] = {c: median_of(records, s, COLUMNS[c][3], COLUMNS[c][4])
+                          for c in columns if c != "rss"}
+        if "rss" in columns:
+            m["rss"] = (rss_median(records, s, workload_names)
+                        if any(v != "n/a" for v, _ in m.values()) else ("n/a", 0))
     ref = medians.get(systems.REFERENCE, {})
+    heads = ["system"] + [f"{COLUMNS[c][0]} {COLUMNS[c][1]}" for c in columns]
+    out = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * len(columns) + "|"]
     for s in system_names:
-        cells = [cell(*medians[s][c], ref.get(c, (None,))[0], COLUMNS[c][2]) for c in columns]
-        rows.append([s] + cells)
-    head1 = ["system"] + [COLUMNS[c][0] for c in columns]
-    head2 = [""] + [COLUMNS[c][1] for c in columns]
-    widths = [max(len(r[i]) for r in rows + [head1, head2]) for i in range(len(head1))]
-    line = lambda r: "  ".join(x.ljust(w) if i == 0 else x.rjust(w)  # noqa: E731
-                               for i, (x, w) in enumerate(zip(r, widths)))
-    out = [line(head1), line(head2), "-" * len(line(head1))] + [line(r) for r in rows]
-    return "\n".join(out), {s: {c: v for c, (v, _) in m.items()} for s, m in medians.items()}
+        cells = [cell(*medians[s][c], ref.get(c, (None,))[0], COLUMNS[c][2], COLUMNS[c][6])
+                 for c in columns]
+        out.append("| " + " | ".join([s] + cells) + " |")
+    lower = [COLUMNS[c][0] for c in columns if COLUMNS[c][5]]
+    note = (f"Medians; (ratio to {systems.REFERENCE}); higher is better except "
+            f"{', '.join(lower)}; ! = some rounds failed.")
+    return "\n".join(out + ["", note]), {
+        s: {c: v for c, (v, _) in m.items()} for s, m in medians.items()}
 
 
 def header():
@@ -185,11 +217,16 @@ def run_benchmarks(args):
             for s in order:
                 if s in unavailable:
                     continue
-                rec = measure(s, w, args.timeout)
+                if w == "scale":  # allows for 200 tasks/s
+                    rec = measure(s, w, args.timeout + args.scale_n / 200, tasks=args.scale_n)
+                else:
+                    rec = measure(s, w, args.timeout)
                 rec["round"] = rnd + 1
                 records.append(rec)
                 shown = (COLUMNS[w][2].format(rec["value"]) if rec["status"] == "ok"
                          else rec["status"] + ": " + rec.get("error", ""))
+                if rec.get("extra"):
+                    shown += "  " + json.dumps(rec["extra"])
                 print(f"  round {rnd + 1}  {s:<14} {w:<10} {shown}", file=sys.stderr, flush=True)
                 for err_line in rec.get("stderr_tail", [])[-2:]:
                     print(f"      | {err_line}", file=sys.stderr)
@@ -198,8 +235,7 @@ def run_benchmarks(args):
     text, medians = table(records, names, work)
     versions = sorted({r["version"] for r in records if r.get("version")})
     print(f"versions: {', '.join(versions) or '-'}")
-    print(f"medians of {args.rounds} round(s); ratio = system / {systems.REFERENCE} "
-          "(higher is better, except chain and RSS); ! = some rounds failed\n")
+    print(f"medians of {args.rounds} interleaved round(s); scale: {args.scale_n:,} no-ops\n")
     print(text)
     for s in sorted(unavailable):
         err = next(r.get("error") for r in records if r["system"] == s and r["status"] == "n/a")
@@ -243,20 +279,22 @@ def save(data, name="latest.json"):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--systems", help=f"comma list from {','.join(systems.SYSTEMS)} (default all;"
-                   " --memory defaults to celeriac)")
+    p.add_argument("--systems", help=f"comma list from {','.join(systems.SYSTEMS)}, or all "
+                   "(default all; --memory defaults to celeriac)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help=f"comma list from {','.join(WORKLOADS)} (default all)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per child (default 300)")
     p.add_argument("--memory", type=int, metavar="N", help="RSS soak with N no-op tasks")
+    p.add_argument("--scale-n", type=int, default=200_000, metavar="N",
+                   help="no-ops in the scale workload (default 200,000; the target is 1,000,000)")
     p.add_argument("--child", nargs=2, metavar=("SYSTEM", "WORKLOAD"), help=argparse.SUPPRESS)
     p.add_argument("--tasks", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return args
     default = "celeriac" if args.memory else ",".join(systems.SYSTEMS)
-    args.systems = (args.systems or default).split(",")
+    args.systems = (default if args.systems in (None, "all") else args.systems).split(",")
     args.workloads = args.workloads.split(",")
     for kind, given, known in (("system", args.systems, systems.SYSTEMS),
                                ("workload", args.workloads, WORKLOADS)):

@@ -8,8 +8,10 @@ Every adapter offers the same three things, so one set of workloads runs on all:
 * ``load()``: a context manager that starts the system with 2 workers and shuts
   it down (workers included) on exit;
 * ``python``: the interpreter the driver runs this system's children with.
-  Parsl is a peer we measure against, never a dependency of celeriac, so it
-  lives in ``benchmarks/.venv-parsl`` (see setup_peers.sh).
+  The peers are systems we measure against, never dependencies of celeriac, so
+  Parsl lives in ``benchmarks/.venv-parsl`` and Ray and Dask in
+  ``benchmarks/.venv-peers`` (see setup_peers.sh); their adapters, and the
+  process pool's, are in ``peers.py``.
 
 Imports of the systems themselves happen lazily inside the methods: this module
 is imported by the driver (plain interpreter) and by every child (either one).
@@ -17,6 +19,8 @@ is imported by the driver (plain interpreter) and by every child (either one).
 import contextlib
 import os
 import sys
+
+import peers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARSL_PYTHON = os.path.join(HERE, ".venv-parsl", "bin", "python")
@@ -150,7 +154,8 @@ class Plain:
         return ident, ident
 
 
-SYSTEMS = {s.name: s for s in (ParslHTEX(), ParslThreads(), Celeriac(),
+SYSTEMS = {s.name: s for s in (ParslHTEX(), ParslThreads(), peers.Ray(WORKERS),
+                                peers.Dask(WORKERS), peers.ProcessPool(WORKERS), Celeriac(),
                                 CeleriacNoMonitoring(), CeleriacAmqp())}
 REFERENCE = "parsl-htex"
 

@@ -1,4 +1,4 @@
-"""The five workloads of shared/BENCHMARKS.md, plus the memory soak.
+"""The five workloads of shared/BENCHMARKS.md, those of issue 14, and the memory soak.
 
 The apps are defined at module level, decorated with the decorators of the
 system named in $BENCHMARK_SYSTEM (set by ``run.py --child``), exactly as
@@ -6,9 +6,11 @@ a user would write them: each system then has to ship them the way it ships any
 user's apps (Parsl's dill pickles them by value, with this module's globals by
 reference, which is why the child puts benchmarks/ on PYTHONPATH).
 
-Each workload returns its figure. Timing runs from the first submit to the last
-result; load and warm-up are outside it. Results are checked, so a system that
-returns wrong answers fails rather than looking fast.
+Each workload returns its figure (or a dict with ``value`` and extra figures).
+Timing runs from the first submit to the last result; load and warm-up are
+outside it, except in ``startup``, which the child runs on its own path.
+Results are checked, so a system that returns wrong answers fails rather than
+looking fast.
 """
 import os
 import time
@@ -21,12 +23,6 @@ python_app, bash_app = SYSTEM.decorators()
 
 @python_app
 def noop(x):
-    return x
-
-
-@python_app
-def noop_cold(x):
-    """The same as noop, but never run by warm_up: its first burst is its first call."""
     return x
 
 
@@ -52,6 +48,29 @@ def echo_hi():
     return "echo hi"
 
 
+@python_app
+def cold_noop(x):
+    """Never called in warm-up: what the first calls of a new app cost."""
+    return x
+
+
+@python_app
+def checksum(data, i):
+    """Small proof that the whole big argument arrived: its size and a strided sample."""
+    view = memoryview(data).cast("B")
+    return i, view.nbytes, sum(view[::STRIDE])
+
+
+@python_app
+def block(i, nbytes):
+    """A big result: ``nbytes`` bytes, every byte ``i`` (numpy if the worker has it)."""
+    try:
+        import numpy
+        return numpy.full(nbytes, i, dtype=numpy.uint8)
+    except ImportError:
+        return bytes([i]) * nbytes
+
+
 def warm_up():
     """A few tasks of each kind, so that connections, imports and worker start-up
     are paid before the clock starts."""
@@ -63,16 +82,6 @@ def throughput(n=5000):
     """tasks/s: n no-op tasks submitted at once, wait for all."""
     t0 = time.perf_counter()
     futs = [noop(i) for i in range(n)]
-    results = [f.result() for f in futs]
-    dt = time.perf_counter() - t0
-    assert results == list(range(n)), "wrong results"
-    return n / dt
-
-
-def cold(n=10000):
-    """tasks/s: the first n calls of an app never run before (compare with throughput)."""
-    t0 = time.perf_counter()
-    futs = [noop_cold(i) for i in range(n)]
     results = [f.result() for f in futs]
     dt = time.perf_counter() - t0
     assert results == list(range(n)), "wrong results"
@@ -121,8 +130,91 @@ def bash(n=500):
     return n / dt
 
 
+STRIDE = 65536
+
+
+def big_array(nbytes):
+    """``nbytes`` of varied content: a numpy array if numpy is here, else bytes."""
+    try:
+        import numpy
+        return numpy.arange(nbytes // 8, dtype=numpy.int64), "numpy"
+    except ImportError:
+        return bytes(i % 251 for i in range(256)) * (nbytes // 256), "bytes"
+
+
+def bigdata(in_mb=200, n=8, out_mb=50):
+    """seconds: one in_mb array passed to n tasks (each returns a checksum), then
+    n tasks each returning out_mb; both results are checked."""
+    data, kind = big_array(in_mb * 2**20)
+    view = memoryview(data).cast("B")
+    expected = (view.nbytes, sum(view[::STRIDE]))
+    t0 = time.perf_counter()
+    sums = [f.result() for f in [checksum(data, i) for i in range(n)]]
+    t1 = time.perf_counter()
+    assert sums == [(i, *expected) for i in range(n)], "a checksum of the big argument is wrong"
+    nbytes = out_mb * 2**20
+    for i, f in enumerate([block(i, nbytes) for i in range(n)]):
+        out = memoryview(f.result()).cast("B")
+        assert out.nbytes == nbytes and out[0] == out[-1] == out[nbytes // 2] == i, \
+            f"big result {i} is wrong"
+        del out
+    t2 = time.perf_counter()
+    return {"value": t2 - t0, "in_s": t1 - t0, "out_s": t2 - t1, "kind": kind}
+
+
+def cold_start(n=10_000):
+    """tasks/s: the first n calls of an app never run before (in this process or
+    its workers), submitted at once."""
+    t0 = time.perf_counter()
+    futs = [cold_noop(i) for i in range(n)]
+    results = [f.result() for f in futs]
+    dt = time.perf_counter() - t0
+    assert results == list(range(n)), "wrong results"
+    return n / dt
+
+
+def startup(load):
+    """seconds from before ``load()`` to the first result of one no-op (the system's
+    imports are done; its start-up, workers included, is not). Not after warm-up:
+    the child calls this instead of loading the system itself."""
+    t0 = time.perf_counter()
+    with load():
+        assert noop(7).result() == 7
+        dt = time.perf_counter() - t0
+    return dt
+
+
+def _bounded_noops(n, window):
+    """Run n no-ops with at most ``window`` in flight, dropping each future once
+    its result is in; returns tasks/s."""
+    import collections
+    t0 = time.perf_counter()
+    flight = collections.deque()
+    for i in range(n):
+        if len(flight) >= window:
+            j, f = flight.popleft()
+            assert f.result() == j, "wrong result"
+        flight.append((i, noop(i)))
+    while flight:
+        j, f = flight.popleft()
+        assert f.result() == j, "wrong result"
+    return n / (time.perf_counter() - t0)
+
+
+def scale(n=200_000, window=10_000):
+    """tasks/s of n no-ops (at most ``window`` in flight, futures dropped as they
+    finish), its ratio to a 10,000-task run the same way, and the submitting
+    process's peak RSS (MB)."""
+    import resource
+    small = _bounded_noops(10_000, window)
+    big = _bounded_noops(n, window)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"value": big, "n": n, "tasks_10k": small, "ratio_10k": big / small, "rss_mb": rss}
+
+
 WORKLOADS = {"throughput": throughput, "chain": chain, "fan-in": fan_in,
-             "sleep": sleep, "bash": bash, "cold": cold}
+             "sleep": sleep, "bash": bash, "bigdata": bigdata, "cold-start": cold_start,
+             "startup": startup, "scale": scale}
 
 
 def current_rss_mb():
