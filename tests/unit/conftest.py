@@ -127,8 +127,10 @@ UNIT_TIMEOUT = 20  # seconds; a unit test that needs longer is hanging
 
 
 def pytest_collection_modifyitems(config, items):
-    """Give every unit test a tight timeout (setup.cfg's 120 s is for integration tests)."""
+    """Give every unit test's body a tight timeout (setup.cfg's 120 s is for integration
+    tests). The body only: the last test of a session also carries the teardown of the
+    session's services (Slurm, RabbitMQ, sshd), which is not the unit test's time."""
     here = __file__.rsplit("/", 1)[0]
     for item in items:
         if str(item.path).startswith(here) and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT, func_only=True))
