@@ -50,7 +50,11 @@ def _watch(client, work):
                     return
     watcher = threading.Thread(target=listen, daemon=True)
     watcher.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30  # until MONITOR is on: a fixed sleep missed a task's
+    while not any("monitor-on" in c["command"] for c in seen):  # commands on a busy machine
+        assert time.monotonic() < deadline, "Redis MONITOR never started"
+        client.echo("monitor-on")
+        time.sleep(0.05)
     start = time.monotonic()
     value = work()
     took = time.monotonic() - start
