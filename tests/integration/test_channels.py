@@ -346,6 +346,19 @@ def test_a_dropped_connection_is_reopened(sshd):
         assert chan.connections_opened == 2
 
 
+def test_a_command_sent_as_the_connection_dies_runs_once_on_a_new_one(sshd, tmp_path):
+    # the link is dead but paramiko has not noticed yet: no session opens, so the command
+    # was never sent and is sent again on a new connection, not reported as maybe-run
+    marks = tmp_path / "ran"
+    with sshd.channel() as chan:
+        chan.execute_wait("true")
+        for proc in serving_sshd():
+            proc.kill()
+        assert chan.execute_wait(f"echo x >> {marks}; echo again") == (0, "again\n", "")
+        assert marks.read_text() == "x\n"
+        assert chan.connections_opened == 2
+
+
 def test_connection_lost_during_a_command_is_a_channel_error(sshd):
     with sshd.channel() as chan:
         chan.execute_wait("true")

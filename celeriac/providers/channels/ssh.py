@@ -35,6 +35,27 @@ from celeriac.providers.channels.base import Channel
 logger = logging.getLogger(__name__)
 
 
+class _SessionNotOpened(Exception):
+    """No session could be opened on the connection, so the command was never sent."""
+
+
+@functools.lru_cache(maxsize=None)
+def _connection_class():
+    """fabric's Connection, telling a session that never opened (the link died unnoticed)
+    apart from a command lost while it ran."""
+    from fabric import Connection
+    from paramiko import SSHException
+
+    class _Connection(Connection):
+        def create_session(self):
+            try:
+                return super().create_session()
+            except (SSHException, OSError, EOFError) as exc:
+                raise _SessionNotOpened() from exc
+
+    return _Connection
+
+
 def _serialized(method):
     """One operation at a time on a channel: providers of several executors may share one,
     and a reconnect must not close a connection another thread is using."""
@@ -116,7 +137,6 @@ class SSHChannel(Channel):
         return self._conn
 
     def _open(self):
-        from fabric import Connection
         from paramiko import AuthenticationException, BadHostKeyException, SSHException
 
         connect_kwargs = {
@@ -136,8 +156,8 @@ class SSHChannel(Channel):
             connect_kwargs["key_filename"] = [os.path.expanduser(k) for k in keys]
         if self._password is not None:
             connect_kwargs["password"] = self._password
-        conn = Connection(self.hostname, user=self.username, port=self.port,
-                          connect_kwargs=connect_kwargs)
+        conn = _connection_class()(self.hostname, user=self.username, port=self.port,
+                                   connect_kwargs=connect_kwargs)
         if self.username is None:  # as fabric resolved it (SSH config, else the local user)
             self.username = conn.user
         # fabric accepts any host key (AutoAddPolicy) and loads no known_hosts: undo both
@@ -211,17 +231,28 @@ class SSHChannel(Channel):
         from paramiko import SSHException
 
         line = _shell.command_line(cmd, timeout, {**self.envs, **(env or {})})
-        conn = self._connection()
-        started = time.monotonic()
-        try:
-            result = conn.run(line, hide=True, warn=True, in_stream=False, pty=False,
-                              timeout=_shell.client_timeout(timeout))
-        except CommandTimedOut:
-            self._drop()  # the session may be wedged: the next command starts afresh
-            raise ChannelError(self.hostname, f"command timed out after {timeout} s: {cmd}") \
-                from None
-        except (SSHException, OSError, EOFError) as exc:
-            raise self._lost(cmd, _describe(exc)) from None
+        for attempt in (1, 2):
+            conn = self._connection()
+            started = time.monotonic()
+            try:
+                result = conn.run(line, hide=True, warn=True, in_stream=False, pty=False,
+                                  timeout=_shell.client_timeout(timeout))
+                break
+            except _SessionNotOpened as exc:  # the command was never sent: safe to send again
+                self._drop()
+                why = _describe(exc.__cause__)
+                if attempt == 2:
+                    raise ChannelError(self.hostname, (
+                        f"cannot open an SSH session on {self._where} ({why}); {cmd!r} was "
+                        "not run")) from None
+                logger.warning("SSH connection to %s could not open a session (%s); "
+                               "reconnecting", self._where, why)
+            except CommandTimedOut:
+                self._drop()  # the session may be wedged: the next command starts afresh
+                raise ChannelError(self.hostname,
+                                   f"command timed out after {timeout} s: {cmd}") from None
+            except (SSHException, OSError, EOFError) as exc:
+                raise self._lost(cmd, _describe(exc)) from None
         if not conn.is_connected:  # paramiko ends the session quietly when the link dies
             raise self._lost(cmd, "connection closed")
         if _shell.timed_out(result.exited, started, timeout):
