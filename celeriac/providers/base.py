@@ -161,6 +161,10 @@ class ExecutionProvider(ABC):
         blocks = [getattr(self, n) for n in ("init_blocks", "min_blocks", "max_blocks")]
         if not checks.problems and blocks[1] > blocks[2]:
             checks.problem(f"min_blocks ({blocks[1]}) is larger than max_blocks ({blocks[2]})")
+        if not checks.problems and blocks[0] > blocks[2]:
+            checks.problem(f"init_blocks ({blocks[0]}) is larger than max_blocks ({blocks[2]}), "
+                           "the most blocks that may run at once: lower init_blocks or raise "
+                           "max_blocks")
         checks.integer("nodes_per_block", self.nodes_per_block, minimum=1)
         checks.number("parallelism", self.parallelism, meaning="slots per outstanding task")
         checks.seconds("cmd_timeout", self.cmd_timeout)

@@ -80,6 +80,7 @@ def submitted_script(channel) -> str:
     ({"walltime": "10 minutes"}, "HH:MM:SS"),
     ({"nodes_per_block": 0}, "nodes_per_block"),
     ({"min_blocks": 3, "max_blocks": 1}, "min_blocks"),
+    ({"init_blocks": 2, "max_blocks": 1}, r"init_blocks \(2\) is larger than max_blocks \(1\)"),
     ({"launcher": "srun"}, "Launcher"),
     ({"channel": "ssh://login"}, "Channel"),
 ])
