@@ -16,7 +16,8 @@ running values; deaths) are on the board (:mod:`celeriac.wire.amqp_records`). A 
 worker's messages go back to their queue by RabbitMQ itself (late acks: its connection
 closed) and the worker that gets it back reports it lost (``workers.app``), so the sweeper
 has nothing to take back; the tasks of a stopped (SIGSTOP) worker are relaunched as a new
-try (:mod:`celeriac.wire.amqp_recovery`). Not yet on AMQP: Celery's task-sent events.
+try (:mod:`celeriac.wire.amqp_recovery`). Celery's task-sent events go in the batch's
+transaction (:mod:`celeriac.wire.amqp_events`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import time
 import amqp
 from kombu import Connection
 
-from celeriac.wire import alive, deaths
+from celeriac.wire import alive, amqp_events, deaths
 from celeriac.wire.amqp_board import Board
 from celeriac.wire.amqp_records import FanoutListener, Records
 from celeriac.wire.amqp_recovery import AmqpSweeper
-from celeriac.wire.base import Transport
+from celeriac.wire.base import Transport, safe_url
 from celeriac.wire.keys import (
     HELD_PREFIX,
     ORCHESTRATOR_TTL,
@@ -42,6 +43,7 @@ from celeriac.wire.keys import (
     results_key,
 )
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
+from celeriac.wire.revokes import revoked_key
 from celeriac.wire.worker_side import WorkerSide, held_lists
 
 #: The run's queues expire this long after their last use once the run is gone (a run that
@@ -51,10 +53,6 @@ QUEUE_EXPIRES_MS = 7 * 24 * 3600 * 1000
 #: A run says again all it said every beat (the link's sweep interval, 2 s): a reader that
 #: listens this long has heard every active run.
 RUN_BEAT_WAIT = 3.0
-
-
-def _safe(url: str) -> str:
-    return f"{url.split('://', 1)[0]}://***@{url.rsplit('@', 1)[1]}" if "@" in url else url
 
 
 def publish_args(message: TaskMessage, queue: str) -> dict:
@@ -104,10 +102,11 @@ class AmqpTransport(Transport):
             channel.queue_declare(queue, durable=True, auto_delete=False)
             self._declared.add(queue)
 
-    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+    def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
         with self._lock:
             try:
                 channel = self._channel()
+                heard = amqp_events.publish(channel, events) if events else list
                 for queue, batch in messages.items():
                     self._declare(channel, queue)
                     for message in batch:
@@ -118,7 +117,18 @@ class AmqpTransport(Transport):
             except self.errors:
                 self._send.close()  # a fresh connection (and declarations) next time
                 raise
-        return [0] * len((events or (None, ()))[1])
+            return heard()
+
+    def event_listeners(self):
+        """"maybe" while Celery's event exchange exists (who is bound to it, AMQP cannot
+        say), else "none"."""
+        with self._lock:
+            try:
+                self._channel()  # connected
+                return "maybe" if amqp_events.exchange_exists(self._send) else "none"
+            except self.errors:
+                self._send.close()
+                raise
 
     # -- receiving -------------------------------------------------------------------------
     def _consume(self):
@@ -183,7 +193,7 @@ class AmqpTransport(Transport):
                     if attempt == 2:
                         raise
         self.client.hdel(RUNS_KEY, self.run_id)
-        self.client.delete(orchestrator_key(self.run_id))
+        self.client.delete(orchestrator_key(self.run_id), revoked_key(self.run_id))
 
     # -- workers --------------------------------------------------------------------------
     def live_workers(self):
@@ -277,7 +287,7 @@ class AmqpWorkerSide(WorkerSide):
         board = Board(self.url, ["run.#"])
         try:
             if not board.wait_connected(10):
-                raise OSError(f"cannot connect to the broker at {_safe(self.url)}")
+                raise OSError(f"cannot connect to the broker at {safe_url(self.url)}")
             time.sleep(RUN_BEAT_WAIT)
             prefix = RUNS_KEY + "#"
             return sorted(k[len(prefix):] for k in board.items(prefix))
