@@ -14,7 +14,7 @@ import time
 
 import pytest
 import redis
-from services import RMQ_ENV, get_json
+from services import RMQ_ENV, get_json, stop, wait_until
 
 import celeriac
 from celeriac import Config, python_app
@@ -54,7 +54,7 @@ class _Redis:
         pubsub = self.client.pubsub()
         pubsub.psubscribe("/0.celery.pidbox")
         try:
-            _until(lambda: self.consumers() == 1, what="the pidbox subscriber")
+            wait_until(lambda: self.consumers() == 1, what="the pidbox subscriber")
             yield
         finally:
             pubsub.close()
@@ -118,16 +118,6 @@ def run(request, tmp_path_factory):
     celeriac.clear()
 
 
-def _until(check, timeout=30.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _send_child(dfk):
     """seed(41) done in a thread, then plus_one of it sent to the queue nobody serves;
     returns (parent's Celery id, child's Celery id)."""
@@ -140,7 +130,7 @@ def _send_child(dfk):
 @pytest.mark.timeout(120)
 def test_nothing_is_published_while_nobody_listens(run):
     dfk, _broker, ask = run
-    _until(lambda: ask.consumers() == 0, what="no event consumer")
+    wait_until(lambda: ask.consumers() == 0, what="no event consumer")
     if isinstance(ask, _Redis):  # no pattern subscriber at all: nothing to probe
         before = ask.published(dfk)
         for _ in range(3):
@@ -159,7 +149,7 @@ def test_nothing_is_published_while_nobody_listens(run):
         time.sleep(CHECK_SECONDS)
         before = ask.published(dfk)
         children = [plus_one(p) for p in parents]
-        _until(lambda: not dfk.executors["by_hand"]._link._outbox, what="the burst sent")
+        wait_until(lambda: not dfk.executors["by_hand"]._link._outbox, what="the burst sent")
         time.sleep(0.5)
         assert len(children) == 50 and ask.published(dfk) - before == 1
 
@@ -188,7 +178,7 @@ def test_celery_event_receiver_decodes_task_sent(run):
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     try:
-        _until(lambda: ask.consumers() >= 1, what="the receiver's subscription")
+        wait_until(lambda: ask.consumers() >= 1, what="the receiver's subscription")
         time.sleep(CHECK_SECONDS + 0.2)
         parent_id, child_id = _send_child(dfk)
         thread.join(60)
@@ -210,7 +200,7 @@ def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    _until(lambda: ask.consumers() == 0, what="no event consumer")
+    wait_until(lambda: ask.consumers() == 0, what="no event consumer")
     # The user's own Flower: plain `celery flower`, the broker URL (with its password) in
     # the environment, not on the command line.
     flower = subprocess.Popen(
@@ -218,7 +208,7 @@ def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
         env=dict(os.environ, CELERY_BROKER_URL=broker, FLOWER_UNAUTHENTICATED_API="true"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _until(lambda: ask.consumers() >= 1, timeout=60, what="Flower's subscription")
+        wait_until(lambda: ask.consumers() >= 1, timeout=60, what="Flower's subscription")
         time.sleep(CHECK_SECONDS + 0.2)
         parent_id, child_id = _send_child(dfk)
         base = f"http://127.0.0.1:{port}"
@@ -228,15 +218,10 @@ def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
                 return get_json(f"{base}/api/tasks").get(child_id)
             except OSError:
                 return None
-        task = _until(shown, timeout=60, what=f"Flower to show {child_id}")
+        task = wait_until(shown, timeout=60, what=f"Flower to show {child_id}")
         assert task["name"] == "plus_one"
         assert task["state"] == "PENDING"      # sent, never received: no worker serves it
         assert (task["parent_id"], task["root_id"]) == (parent_id, parent_id)
         assert task["client"].endswith(dfk.run_id)
     finally:
-        flower.terminate()
-        try:
-            flower.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            flower.kill()
-            flower.wait(timeout=30)
+        stop(flower)
