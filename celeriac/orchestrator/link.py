@@ -40,6 +40,7 @@ from celeriac.errors import (
     BigValueUnavailable,
     CeleriacError,
     ExecutorError,
+    MessageTooLarge,
     RemoteTraceback,
     SerializationError,
     SubmitException,
@@ -269,6 +270,12 @@ class CeleryLink:
                 if events:
                     self.sent_events.heard(replies)
                 return
+            except MessageTooLarge as e:  # none was sent: those fail at once, the rest go
+                for queue, messages in by_queue.items():
+                    by_queue[queue] = [m for m in messages if m.id not in e.message_ids]
+                for message_id in e.message_ids:
+                    self._complete(message_id, exception=e)
+                events = ()
             except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
                     error = SubmitException(

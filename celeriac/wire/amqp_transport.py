@@ -30,7 +30,7 @@ import time
 import amqp
 from kombu import Connection
 
-from celeriac.wire import alive, amqp_events, deaths
+from celeriac.wire import alive, amqp_events, amqp_limits, deaths
 from celeriac.wire.amqp_board import Board
 from celeriac.wire.amqp_records import FanoutListener, Records
 from celeriac.wire.amqp_recovery import AmqpSweeper
@@ -84,6 +84,7 @@ class AmqpTransport(Transport):
         self._listen = None
         self._buffer: list[bytes] = []
         self._lock = threading.Lock()
+        self.max_message_size = None  # bytes: learnt when the broker refuses a message
         self.client = Records(url, run_id, workers=True)  # the run's and workers' records
 
     # -- sending ---------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class AmqpTransport(Transport):
             self._declared.add(queue)
 
     def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
+        amqp_limits.check(messages, self.max_message_size)
         with self._lock:
             try:
                 channel = self._channel()
@@ -114,8 +116,10 @@ class AmqpTransport(Transport):
                             amqp.Message(**publish_args(message, queue)),
                             exchange="", routing_key=queue)
                 channel.tx_commit()
-            except self.errors:
+            except self.errors as e:
                 self._send.close()  # a fresh connection (and declarations) next time
+                self.max_message_size = amqp_limits.refused_limit(e) or self.max_message_size
+                amqp_limits.check(messages, self.max_message_size)  # nothing was sent
                 raise
             return heard()
 
@@ -253,9 +257,13 @@ class AmqpWorkerSide(WorkerSide):
                 amqp.Message(frame, content_type=CONTENT_TYPE, content_encoding="binary",
                              delivery_mode=2),
                 exchange="", routing_key=results_key)
-        except self.errors:
+        except self.errors as e:
             self._conn.close()
             self._conn = None
+            limit = amqp_limits.refused_limit(e)
+            if limit:  # not worth retrying: the worker sends a failure saying so instead
+                raise amqp_limits.too_large("the task's outcome (its result or exception)",
+                                            len(frame), limit) from None
             raise
 
     @property
