@@ -11,6 +11,8 @@
     │   └── BigValueUnavailable           a big value's file cannot be read where it is needed
     ├── UntrustedPayload              a worker refused a payload whose signature did not verify
     ├── SubmitException               an executor could not accept a task (broker down, ...)
+    │   └── MessageTooLarge               a task's message or outcome is over the broker's
+    │                                     size limit (RabbitMQ's max_message_size)
     ├── ExecutorError                 an executor failed as a whole (workers never started, ...)
     ├── ProviderError                 a batch system refused or lost a block (.stdout, .stderr)
     │   └── ScaleOutFailed                blocks could not be started; quotes the scheduler
@@ -46,8 +48,8 @@ from __future__ import annotations
 __all__ = [
     "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
     "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "BigValueUnavailable",
-    "UntrustedPayload", "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed",
-    "ChannelError",
+    "UntrustedPayload", "SubmitException", "MessageTooLarge", "ExecutorError", "ProviderError",
+    "ScaleOutFailed", "ChannelError",
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "StagingError",
     "WorkerLost",
     "InvalidTransition",
@@ -109,6 +111,18 @@ class UntrustedPayload(CeleriacError):
 
 class SubmitException(CeleriacError):
     """An executor could not accept a task."""
+
+
+class MessageTooLarge(SubmitException):
+    """A task's message (or its outcome) is over the broker's size limit; nothing of it was
+    sent. ``message_ids``: the Celery ids of the messages refused."""
+
+    def __init__(self, reason, message_ids=()):
+        super().__init__(reason, tuple(message_ids))
+        self.message_ids = tuple(message_ids)
+
+    def __str__(self):
+        return self.args[0]
 
 
 class ExecutorError(CeleriacError):

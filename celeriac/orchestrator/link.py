@@ -40,6 +40,7 @@ from celeriac.errors import (
     BigValueUnavailable,
     CeleriacError,
     ExecutorError,
+    MessageTooLarge,
     RemoteTraceback,
     SerializationError,
     SubmitException,
@@ -51,8 +52,9 @@ from celeriac.orchestrator.broker_restart import BrokerRestart
 from celeriac.orchestrator.packing import FirstBurst, pack_size
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
-from celeriac.wire import payload, revokes, runend
+from celeriac.wire import payload
 from celeriac.wire.base import for_url as transport_for_url
+from celeriac.wire.base import safe_url
 from celeriac.wire.bigvalues import BigValues
 from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
 from celeriac.wire.message import TaskMessage
@@ -106,14 +108,6 @@ class _TaskFuture(Future):
         return self.cancelled()
 
 
-def safe_url(url: str) -> str:
-    """A broker URL with its password hidden, for messages and logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
-
 class CeleryLink:
     """Sends calls to executor queues and completes their futures from the result list.
 
@@ -129,7 +123,7 @@ class CeleryLink:
         self.results_key = results_key(run_id)
         self._origin = f"{socket.gethostname()}:{run_id}"
         self.transport = transport_for_url(broker_url, run_id)
-        self.sent_events = SentEvents(self.transport.client, self._origin, run_id)
+        self.sent_events = SentEvents(self.transport, self._origin, run_id)
         self.ran_on = None  # (call ids, worker name) -> None: where outcomes came from
         try:
             self._register_run()
@@ -272,11 +266,16 @@ class CeleryLink:
         delay = 0.05
         while True:
             try:
-                replies = self.transport.send(
-                    by_queue, (self.sent_events.channel, events) if events else None)
+                replies = self.transport.send(by_queue, events)
                 if events:
                     self.sent_events.heard(replies)
                 return
+            except MessageTooLarge as e:  # none was sent: those fail at once, the rest go
+                for queue, messages in by_queue.items():
+                    by_queue[queue] = [m for m in messages if m.id not in e.message_ids]
+                for message_id in e.message_ids:
+                    self._complete(message_id, exception=e)
+                events = ()
             except self.transport.errors as e:
                 if time.monotonic() > deadline or self._stop.is_set():
                     error = SubmitException(
@@ -286,6 +285,7 @@ class CeleryLink:
                         self._complete(item.task_id, exception=error)
                     return
                 logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
+                events = ()  # only the tasks again: an event could be what the broker refused
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -462,7 +462,7 @@ class CeleryLink:
             taken, ids = {task_id: entry}, [task_id]
         try:
             self.transport.revoke(self.key, ids)
-            dropped = self._drop_queued(ids[0])
+            dropped = self.transport.drop_queued(self._queues, ids[0])
         except self.transport.errors as e:  # workers that get it will run it
             logger.warning("could not revoke task %s on the broker: %s", task_id, e)
             dropped = False
@@ -483,10 +483,6 @@ class CeleryLink:
             if self.big.calls:
                 self.big.release(task_id)
         return entry
-
-    def _drop_queued(self, message_id: str) -> bool:
-        """Remove the message ``message_id`` from its queue if no worker has taken it yet."""
-        return self.transport.drop_queued(self._queues, message_id)
 
     def _remote_control(self) -> None:
         remote_control.listen(self.transport, self._stop, self.revoke)
@@ -592,10 +588,9 @@ class CeleryLink:
         for t in self._threads:
             t.join(timeout=5)
         try:
-            runend.mark_ended(self.transport.client, self.key, self.run_id)  # workers leave now
+            self.transport.say_ended(self.key)  # workers leave now
             if wait_for_workers > 0:
                 self._wait_for_workers(wait_for_workers)
-            self.transport.client.delete(revokes.revoked_key(self.run_id))
             self.transport.end_run(self._queues)
         except self.transport.errors:
             pass

@@ -1,56 +1,46 @@
 """Celery ``task-sent`` events for the orchestrator's sends, published only while something
 listens (a plain ``celery flower`` or ``celery events`` on the run's broker).
 
-On Redis, Celery events are PUBLISHes that kombu's fanout puts on the channel
-``<fanout prefix><exchange>/<routing key>`` (``/0.celeryev/task.sent`` on database 0), and
-every event consumer (Flower, ``celery events``) PSUBSCRIBEs ``/0.celeryev/*``. A PUBLISH
-that nobody hears still costs the sender a JSON encoding per task, so the link asks
-:meth:`SentEvents.listening` before each batch it sends: at most once a second that asks
-Redis how many patterns are subscribed (``PUBSUB NUMPAT``) and how many clients subscribe to
-the channel itself (``PUBSUB NUMSUB``). No pattern, no subscriber: nothing is built. But
-workers' remote-control queues are patterns too, so NUMPAT alone cannot tell Flower from a
-worker; each PUBLISH answers how many clients got it. So while patterns exist and the last
-event reached nobody, each check period sends one batch's first event only, as a probe;
-when a probe is heard, the rest of its batch follows and events are on again.
+The events go through the run's transport (:mod:`celeriac.wire.events` says how each broker
+carries them). An event that nobody hears still costs the sender a JSON encoding per task,
+so the link asks :meth:`SentEvents.listening` before each batch it sends: at most once a
+second that asks the transport whether an event consumer listens
+(:meth:`~celeriac.wire.base.Transport.event_listeners`): ``"none"``, nothing is built;
+``"some"``, events are on. ``"maybe"`` (Redis: pattern subscribers, which a worker's
+remote-control queue is too; RabbitMQ: the ``celeryev`` exchange exists, and cannot say who
+is bound to it) is settled by publishing: each publish answers how many consumers got it. So
+while it is maybe and the last event reached nobody, each check period sends one batch's
+first event only, as a probe; when a probe is heard, the rest of its batch follows and
+events are on again.
 
-The events are built as ``celery.events.EventDispatcher`` builds them (a kombu message
-envelope around a base64 JSON body) and published in the pipeline that sends the tasks: no
-extra round trip. Each names its task by its app's name, with the message's Celery id, and
-``parent_id``/``root_id`` linking it to the first task it waited for, so Flower's task page
-shows the links. ``tests/integration/test_sent_events.py`` decodes them with Celery's own
-``EventReceiver``, so a kombu or Celery upgrade that changes the format fails a test.
+The events are built as ``celery.events.EventDispatcher`` builds them and published in the
+round trip that sends the tasks. Each names its task by its app's name, with the message's
+Celery id, and ``parent_id``/``root_id`` linking it to the first task it waited for, so
+Flower's task page shows the links. ``tests/integration/test_sent_events.py`` decodes them
+with Celery's own ``EventReceiver`` on both brokers, so a kombu or Celery upgrade that changes
+the format fails a test.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import time
 from typing import Mapping, Optional
 
-import redis
 from celery.utils.time import utcoffset
 
-from celeriac.wire.redis_transport import fanout_channel
+from celeriac.wire.events import SentEvent
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SentEvents", "CHECK_SECONDS", "channel_for", "first_dependency"]
+__all__ = ["SentEvents", "CHECK_SECONDS", "first_dependency"]
 
-#: how often (seconds, at most) Redis is asked whether anything listens
+#: how often (seconds, at most) the broker is asked whether anything listens
 CHECK_SECONDS = 1.0
 #: how many task ids' roots are remembered, to give a child its parent's root
 ROOTS_KEPT = 100_000
-
-_EXCHANGE = "celeryev"        # Celery's ``event_exchange`` default
-_ROUTING_KEY = "task.sent"    # EventDispatcher: the event type with '-' as '.'
-
-
-def channel_for(client: redis.Redis) -> str:
-    """The Redis channel kombu publishes ``task-sent`` events on (as Flower hears them)."""
-    return fanout_channel(client, _EXCHANGE, _ROUTING_KEY)
 
 
 def first_dependency(tasks: Mapping, tid: int) -> Optional[tuple]:
@@ -67,7 +57,7 @@ class SentEvents:
     """Decides whether to publish, and builds the events of one batch of sends.
 
     Args:
-        client: the link's Redis client (for the once-a-second check).
+        transport: the run's transport (the once-a-second check, a probe's rest).
         hostname: the event's sender, shown by Flower as the task's client.
         run_id: the run's id (the prefix of its tasks' Celery ids).
 
@@ -76,9 +66,8 @@ class SentEvents:
     listens.
     """
 
-    def __init__(self, client: redis.Redis, hostname: str, run_id: str):
-        self.client = client
-        self.channel = channel_for(client)
+    def __init__(self, transport, hostname: str, run_id: str):
+        self.transport = transport
         self.hostname = hostname
         self.run_id = run_id
         self.tasks: Mapping = {}
@@ -99,22 +88,18 @@ class SentEvents:
             return self._on
         self._checked = now
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.pubsub_numpat()
-            pipe.pubsub_numsub(self.channel)
-            numpat, numsub = pipe.execute()
-        except redis.exceptions.RedisError as e:
+            listeners = self.transport.event_listeners()
+        except self.transport.errors as e:
             logger.debug("could not ask the broker about event listeners: %s", e)
             self._on = False
             return False
-        subscribed = bool(numsub and numsub[0][1])
-        self._on = subscribed or numpat > 0
-        self._probe = not subscribed and not self._heard
+        self._on = listeners != "none"
+        self._probe = listeners == "maybe" and not self._heard
         return self._on
 
     def build(self, sent: list) -> list:
         """The events of ``sent``: ``(celery id, app name, argsrepr, kwargsrepr, queue,
-        first call's id)`` per message; a list of envelopes (str)."""
+        first call's id)`` per message; a list of :class:`SentEvent`."""
         if self._probe:
             self._probe, self._rest, sent = False, sent[1:], sent[:1]
         out, now, offset = [], time.time(), utcoffset()
@@ -140,24 +125,11 @@ class SentEvents:
                 "retries": int(tail) - 1 if tail.isdigit() else 0, "eta": None,
                 "expires": None, "queue": queue, "exchange": "", "routing_key": queue,
                 "timestamp": now, "type": "task-sent"})
-            out.append(json.dumps({
-                "body": base64.b64encode(body.encode()).decode(),
-                "content-encoding": "utf-8", "content-type": "application/json",
-                "headers": {"hostname": self.hostname},
-                "properties": {"delivery_mode": 1,
-                               "delivery_info": {"exchange": _EXCHANGE,
-                                                 "routing_key": _ROUTING_KEY},
-                               "priority": 0, "body_encoding": "base64",
-                               "delivery_tag": f"{celery_id}.sent"}}))
+            out.append(SentEvent(body, self.hostname, f"{celery_id}.sent"))
         return out
 
-    def add(self, pipe, events: list) -> None:
-        """Queue a PUBLISH of each of ``events`` on ``pipe``."""
-        for event in events:
-            pipe.publish(self.channel, event)
-
     def heard(self, receivers: list) -> None:
-        """The PUBLISHes' replies (clients reached each): none reached means nobody listens
+        """How many consumers each event published reached: none reached means nobody listens
         until the next check; a probe that was heard is followed by the rest of its batch."""
         self.published += len(receivers)
         self._heard = any(receivers)
@@ -166,8 +138,6 @@ class SentEvents:
             self._on = False
         elif rest:
             try:
-                pipe = self.client.pipeline(transaction=False)
-                self.add(pipe, self.build(rest))
-                self.published += len(pipe.execute())
-            except redis.exceptions.RedisError as e:  # only events: the tasks were sent
+                self.published += len(self.transport.send({}, self.build(rest)))
+            except self.transport.errors as e:  # only events: the tasks were sent
                 logger.debug("task-sent events lost: %s", e)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-from types import SimpleNamespace
 
 from celeriac.wire.amqp_board import Board, Writer, run_topic, worker_topic
 from celeriac.wire.keys import ALIVE_PREFIX, HELD_PREFIX, RUNNING_PREFIX, WORKERS_KEY
@@ -36,10 +35,6 @@ class Records:
         workers: also mirror every worker's values (the orchestrator); a worker's side
             mirrors only its run's.
     """
-
-    #: Redis pub/sub channel names are made from this (Celery events, remote control);
-    #: nothing is published or heard on them over AMQP.
-    connection_pool = SimpleNamespace(connection_kwargs={"db": 0})
 
     def __init__(self, url: str, run_id: str, workers: bool = False):
         self.url, self.run_id = url, run_id
@@ -178,14 +173,7 @@ class _Pipeline:
     def execute(self):
         results = []
         for name, args, kwargs in self._calls:
-            if name == "pubsub_numpat":
-                results.append(0)
-            elif name == "pubsub_numsub":
-                results.append([(a, 0) for a in args])
-            elif name == "publish":
-                results.append(0)
-            else:
-                results.append(getattr(self._records, name)(*args, **kwargs))
+            results.append(getattr(self._records, name)(*args, **kwargs))
         self._calls = []
         return results
 

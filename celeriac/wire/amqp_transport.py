@@ -16,7 +16,8 @@ running values; deaths) are on the board (:mod:`celeriac.wire.amqp_records`). A 
 worker's messages go back to their queue by RabbitMQ itself (late acks: its connection
 closed) and the worker that gets it back reports it lost (``workers.app``), so the sweeper
 has nothing to take back; the tasks of a stopped (SIGSTOP) worker are relaunched as a new
-try (:mod:`celeriac.wire.amqp_recovery`). Not yet on AMQP: Celery's task-sent events.
+try (:mod:`celeriac.wire.amqp_recovery`). Celery's task-sent events go in the batch's
+transaction (:mod:`celeriac.wire.amqp_events`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import time
 import amqp
 from kombu import Connection
 
-from celeriac.wire import alive, deaths
+from celeriac.wire import alive, amqp_events, amqp_limits, deaths
 from celeriac.wire.amqp_board import Board
 from celeriac.wire.amqp_records import FanoutListener, Records
 from celeriac.wire.amqp_recovery import AmqpSweeper
-from celeriac.wire.base import Transport
+from celeriac.wire.base import Transport, safe_url
 from celeriac.wire.keys import (
     HELD_PREFIX,
     ORCHESTRATOR_TTL,
@@ -42,6 +43,7 @@ from celeriac.wire.keys import (
     results_key,
 )
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
+from celeriac.wire.revokes import revoked_key
 from celeriac.wire.worker_side import WorkerSide, held_lists
 
 #: The run's queues expire this long after their last use once the run is gone (a run that
@@ -51,10 +53,6 @@ QUEUE_EXPIRES_MS = 7 * 24 * 3600 * 1000
 #: A run says again all it said every beat (the link's sweep interval, 2 s): a reader that
 #: listens this long has heard every active run.
 RUN_BEAT_WAIT = 3.0
-
-
-def _safe(url: str) -> str:
-    return f"{url.split('://', 1)[0]}://***@{url.rsplit('@', 1)[1]}" if "@" in url else url
 
 
 def publish_args(message: TaskMessage, queue: str) -> dict:
@@ -86,6 +84,7 @@ class AmqpTransport(Transport):
         self._listen = None
         self._buffer: list[bytes] = []
         self._lock = threading.Lock()
+        self.max_message_size = None  # bytes: learnt when the broker refuses a message
         self.client = Records(url, run_id, workers=True)  # the run's and workers' records
 
     # -- sending ---------------------------------------------------------------------------
@@ -104,10 +103,12 @@ class AmqpTransport(Transport):
             channel.queue_declare(queue, durable=True, auto_delete=False)
             self._declared.add(queue)
 
-    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+    def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
+        amqp_limits.check(messages, self.max_message_size)
         with self._lock:
             try:
                 channel = self._channel()
+                heard = amqp_events.publish(channel, events) if events else list
                 for queue, batch in messages.items():
                     self._declare(channel, queue)
                     for message in batch:
@@ -115,10 +116,23 @@ class AmqpTransport(Transport):
                             amqp.Message(**publish_args(message, queue)),
                             exchange="", routing_key=queue)
                 channel.tx_commit()
-            except self.errors:
+            except self.errors as e:
                 self._send.close()  # a fresh connection (and declarations) next time
+                self.max_message_size = amqp_limits.refused_limit(e) or self.max_message_size
+                amqp_limits.check(messages, self.max_message_size)  # nothing was sent
                 raise
-        return [0] * len((events or (None, ()))[1])
+            return heard()
+
+    def event_listeners(self):
+        """"maybe" while Celery's event exchange exists (who is bound to it, AMQP cannot
+        say), else "none"."""
+        with self._lock:
+            try:
+                self._channel()  # connected
+                return "maybe" if amqp_events.exchange_exists(self._send) else "none"
+            except self.errors:
+                self._send.close()
+                raise
 
     # -- receiving -------------------------------------------------------------------------
     def _consume(self):
@@ -183,7 +197,7 @@ class AmqpTransport(Transport):
                     if attempt == 2:
                         raise
         self.client.hdel(RUNS_KEY, self.run_id)
-        self.client.delete(orchestrator_key(self.run_id))
+        self.client.delete(orchestrator_key(self.run_id), revoked_key(self.run_id))
 
     # -- workers --------------------------------------------------------------------------
     def live_workers(self):
@@ -243,9 +257,13 @@ class AmqpWorkerSide(WorkerSide):
                 amqp.Message(frame, content_type=CONTENT_TYPE, content_encoding="binary",
                              delivery_mode=2),
                 exchange="", routing_key=results_key)
-        except self.errors:
+        except self.errors as e:
             self._conn.close()
             self._conn = None
+            limit = amqp_limits.refused_limit(e)
+            if limit:  # not worth retrying: the worker sends a failure saying so instead
+                raise amqp_limits.too_large("the task's outcome (its result or exception)",
+                                            len(frame), limit) from None
             raise
 
     @property
@@ -277,7 +295,7 @@ class AmqpWorkerSide(WorkerSide):
         board = Board(self.url, ["run.#"])
         try:
             if not board.wait_connected(10):
-                raise OSError(f"cannot connect to the broker at {_safe(self.url)}")
+                raise OSError(f"cannot connect to the broker at {safe_url(self.url)}")
             time.sleep(RUN_BEAT_WAIT)
             prefix = RUNS_KEY + "#"
             return sorted(k[len(prefix):] for k in board.items(prefix))

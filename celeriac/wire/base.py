@@ -7,12 +7,13 @@ them and may block for a round trip. A broker that cannot be reached raises one 
 
 - **Queues.** :meth:`send` puts task messages (:class:`~celeriac.wire.message.TaskMessage`)
   on executor queues (:func:`~celeriac.wire.keys.queue_name`), where ``celery worker``
-  processes consume them with late acks.
+  processes consume them with late acks, and with them Celery ``task-sent`` events
+  (:mod:`celeriac.wire.events`) while :meth:`event_listeners` says a consumer may listen.
 - **Outcomes.** Workers send signed outcome frames (:mod:`celeriac.wire.outcome`) to the run;
   :meth:`receive` hands them over, in the order they came.
 - **The run.** :meth:`register_run` says the run exists (how ``celeriac worker`` finds it and
-  checks its key), :meth:`beat_run` keeps it fresh, :meth:`end_run` removes it with its
-  queues and outcomes.
+  checks its key), :meth:`beat_run` keeps it fresh, :meth:`say_ended` tells its workers it
+  is over, :meth:`end_run` removes it with its queues, outcomes and revokes.
 - **Workers.** :meth:`live_workers` says which workers are alive, with their queue, block
   and slots; :meth:`death_of` how a dead worker under a task ended, if it was recorded.
 - **Lost messages.** :meth:`sweeper` finds this run's messages held by workers that died (to
@@ -31,7 +32,7 @@ The run's records (liveness, revokes, the run's end) are read and written throug
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Literal, Protocol
 
 from celeriac.wire.alive import LiveWorker
 from celeriac.wire.message import TaskMessage
@@ -55,16 +56,21 @@ class Transport(ABC):
     client = None
 
     @abstractmethod
-    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+    def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
         """Put each queue's messages on it (one round trip, where the broker allows).
 
         Args:
-            events: ``(channel, [event, ...])``: Celery events (kombu envelopes) to publish
-                in the same round trip, before the messages, as Celery sends them.
+            events: :class:`~celeriac.wire.events.SentEvent` s to publish in the same round
+                trip, before the messages, as Celery sends them.
 
         Returns:
-            For each event, how many listeners it reached.
+            For each event, how many consumers it reached (0: nobody heard it).
         """
+
+    @abstractmethod
+    def event_listeners(self) -> Literal["none", "maybe", "some"]:
+        """Whether an event consumer (Flower, ``celery events``) hears ``task-sent`` events:
+        surely not, perhaps (only a publish can tell: see :meth:`send`'s answer), or surely."""
 
     @abstractmethod
     def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
@@ -82,9 +88,15 @@ class Transport(ABC):
     def beat_run(self) -> None:
         """Refresh the run's heartbeat; workers whose run stops beating may leave when idle."""
 
+    def say_ended(self, key: bytes) -> None:
+        """Say, signed with the run's ``key``, that the run is over: its workers leave
+        (:mod:`celeriac.wire.runend`)."""
+        from celeriac.wire import runend
+        runend.mark_ended(self.client, key, self.run_id)
+
     @abstractmethod
     def end_run(self, queues: Iterable[str]) -> None:
-        """Remove the run: its record, heartbeat, outcomes and ``queues``."""
+        """Remove the run: its record, heartbeat, outcomes, revokes and ``queues``."""
 
     @abstractmethod
     def live_workers(self) -> list[LiveWorker]:
@@ -132,6 +144,14 @@ class Transport(ABC):
 
     def close(self) -> None:
         """Release connections. Idempotent."""
+
+
+def safe_url(url: str) -> str:
+    """A broker URL with its password hidden, for messages and logs."""
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 def for_url(url: str, run_id: str) -> Transport:

@@ -21,7 +21,9 @@ directories of runs on this host whose orchestrator died.
 A worker reads files only in its own run's spill directory. One on another host has none:
 it sends results through the broker as before, and an argument it cannot find fails its try
 with :class:`~celeriac.errors.BigValueUnavailable`, upon which the orchestrator sends that call
-again through the broker, and every later call to that queue too.
+again through the broker, and every later call to that queue too. A message over RabbitMQ's
+size limit then fails its task with :class:`~celeriac.errors.MessageTooLarge`
+(:mod:`celeriac.wire.amqp_limits`).
 
 Small values pay nothing: a value with no large buffer pickles exactly as before, and a frame
 that holds none starts with pickle's own first byte, never :data:`MARK`.

@@ -18,8 +18,10 @@ from redis.retry import Retry
 from celeriac.wire import deaths, redis_recovery
 from celeriac.wire.alive import LiveWorker, live_workers
 from celeriac.wire.base import Transport
+from celeriac.wire.events import EXCHANGE, ROUTING_KEY, redis_envelope
 from celeriac.wire.keys import ORCHESTRATOR_TTL, RUNS_KEY, orchestrator_key, results_key
 from celeriac.wire.message import CONTENT_TYPE, TaskMessage
+from celeriac.wire.revokes import revoked_key
 
 QUEUE_SCAN = 10000  # queued messages looked through to drop a revoked one
 
@@ -68,15 +70,23 @@ class RedisTransport(Transport):
         self.results_key = results_key(run_id)
         self.client = redis_client(url)
         self._listen_client = redis_client(url)
+        self._events_channel = fanout_channel(self.client, EXCHANGE, ROUTING_KEY)
 
-    def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
+    def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
         pipe = self.client.pipeline(transaction=False)
-        channel, published = events or (None, ())
-        for event in published:
-            pipe.publish(channel, event)
+        for event in events:
+            pipe.publish(self._events_channel, redis_envelope(event))
         for queue, batch in messages.items():
             pipe.lpush(queue, *[envelope(m, queue) for m in batch])
-        return pipe.execute()[:len(published)]
+        return pipe.execute()[:len(events)]
+
+    def event_listeners(self):
+        """Event consumers PSUBSCRIBE; so do workers' remote-control queues (maybe)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.pubsub_numpat()
+        pipe.pubsub_numsub(self._events_channel)
+        numpat, numsub = pipe.execute()
+        return "some" if numsub and numsub[0][1] else "maybe" if numpat else "none"
 
     def receive(self, limit: int, timeout: float) -> tuple[list[bytes], bool]:
         # One round trip whether outcomes wait or not: Redis runs the LPOP queued behind
@@ -98,7 +108,7 @@ class RedisTransport(Transport):
         self.client.set(orchestrator_key(self.run_id), "1", px=int(ORCHESTRATOR_TTL * 1000))
 
     def end_run(self, queues) -> None:
-        self.client.delete(self.results_key, *queues)
+        self.client.delete(self.results_key, revoked_key(self.run_id), *queues)
         self.client.hdel(RUNS_KEY, self.run_id)
         self.client.delete(orchestrator_key(self.run_id))
 

@@ -17,7 +17,7 @@ from billiard.exceptions import WorkerLostError
 from celery import states
 from celery.backends.base import BaseBackend
 
-from celeriac.errors import SerializationError, WorkerLost
+from celeriac.errors import MessageTooLarge, SerializationError, WorkerLost
 from celeriac.wire import bigvalues, outcome, payload, worker_side
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
@@ -86,7 +86,11 @@ class ResultListBackend(BaseBackend):
         # an outcome belongs to when one value cannot be unpickled there. The worker's name
         # (``name@host``) is signed with them: the run database records where each try ran.
         worker = getattr(request, "hostname", None) or self._hostname
-        self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes, worker))
+        try:
+            self._push(task_id, outcome.seal_outcomes(state.key, task_id, outcomes, worker))
+        except MessageTooLarge as e:  # over the broker's limit: a failure that says so instead
+            failed = [(o[0], False, payload.dumps(Failure(e, "")), o[3]) for o in outcomes]
+            self._push(task_id, outcome.seal_outcomes(state.key, task_id, failed, worker))
         return result
 
     def _push(self, task_id: str, frame: bytes) -> None:

@@ -1,6 +1,7 @@
 """Session fixtures that start real services (Slurm, Grid Engine, a private sshd, RabbitMQ)
 with the scripts under ``tests/scripts``, and stop them at the end of the session if they
-started them; plus Flower for one run, and a look for processes a run left behind.
+started them; plus Flower for one run, a worker started by hand and its stop, waiting for a
+condition, and a look for processes a run left behind.
 
 Slurm runs as a private two-node cluster (its own slurm.conf, ports 6827/6828, state under
 /var/lib/celeriac-slurm-test) so that it never disturbs, nor is disturbed by, another Slurm on
@@ -16,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,8 +162,7 @@ def flower(run_file: str):
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
 
 
 def processes_mentioning(text: str) -> list:
@@ -174,3 +175,32 @@ def processes_mentioning(text: str) -> list:
         except psutil.Error:
             pass
     return found
+
+
+def start_worker(*args: str, env: dict | None = None, capture: bool = False) -> subprocess.Popen:
+    """``celeriac worker *args``, as a user starts one by hand, with ``env`` added to this
+    environment; its output piped (stderr into stdout) when ``capture``, else shown."""
+    out = subprocess.PIPE if capture else None
+    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", *args],
+                            env=dict(os.environ, **(env or {})), stdout=out,
+                            stderr=subprocess.STDOUT if capture else None)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Terminate ``proc``; kill it if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wait_until(predicate, timeout: float = 60, what: str = "the condition"):
+    """``predicate()``'s value once it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        time.sleep(0.1)
+    return value

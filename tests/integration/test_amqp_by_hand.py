@@ -3,11 +3,10 @@ finds the run, and `--autoscale` counts the tasks its processes hold, not only t
 as on Redis."""
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
+from services import start_worker, stop
 
 import celeriac
 from celeriac import Config, python_app
@@ -35,27 +34,13 @@ def meet(rendezvous, expected):
     return len(os.listdir(rendezvous))
 
 
-def start_worker(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", *args],
-                            env=dict(os.environ, **(env or {})))
-
-
-def stop(worker):
-    worker.terminate()
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-
-
 @pytest.mark.timeout(120)
 def test_worker_given_the_rabbitmq_url_finds_the_only_run_and_joins(rabbitmq, tmp_path):
     ex = CeleryExecutor(label="byhand", provider=None)
     with celeriac.load(Config([ex], broker=rabbitmq, run_dir=str(tmp_path / "runs"),
                               strategy_period=0.5)) as dfk:
         run = RunFile.read(os.path.join(dfk.run_dir, "worker.json"))
-        worker = start_worker(["--executor", "byhand"],
+        worker = start_worker("--executor", "byhand",
                               env={"CELERIAC_BROKER": rabbitmq, "CELERIAC_KEY": run.key})
         try:
             assert [double(i).result(timeout=60) for i in range(3)] == [0, 2, 4]
@@ -74,9 +59,9 @@ def test_autoscale_on_rabbitmq_counts_the_tasks_its_processes_run(rabbitmq, tmp_
     ex = CeleryExecutor(label="auto", provider=None)
     with celeriac.load(Config([ex], broker=rabbitmq, run_dir=str(tmp_path / "runs"),
                               strategy_period=0.5)) as dfk:
-        worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json"),
-                               "--executor", "auto", "--autoscale", "3,1",
-                               "--autoscale-keepalive", "60", "--prefetch-multiplier", "1"])
+        worker = start_worker("--run-file", os.path.join(dfk.run_dir, "worker.json"),
+                              "--executor", "auto", "--autoscale", "3,1",
+                              "--autoscale-keepalive", "60", "--prefetch-multiplier", "1")
         try:
             first = meet(str(rendezvous), 3)
             deadline = time.monotonic() + 60

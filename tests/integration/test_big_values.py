@@ -5,11 +5,10 @@ import glob
 import hashlib
 import os
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
+from services import start_worker, stop, wait_until
 
 import celeriac
 from celeriac import Config, python_app
@@ -28,7 +27,6 @@ BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
 def sha_when(blob, gate):
     import hashlib
     import os
-    import time
     while not os.path.exists(gate):
         time.sleep(0.05)
     return hashlib.sha256(blob).hexdigest()
@@ -70,34 +68,16 @@ def files(dfk, prefix):
     return glob.glob(os.path.join(spill_dir(dfk.run_id), prefix + "-*"))
 
 
-def start_worker(dfk, env=None):
-    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", "--executor", "byhand",
-                             "--run-file", os.path.join(dfk.run_dir, "worker.json")],
-                            env=dict(os.environ, **(env or {})),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_for(condition, timeout=60):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def start_byhand_worker(dfk, env=None):
+    return start_worker("--executor", "byhand", "--run-file",
+                        os.path.join(dfk.run_dir, "worker.json"), env=env, capture=True)
 
 
 @pytest.mark.timeout(180)
 def test_a_200_mb_argument_is_written_once_for_four_tasks_and_deleted_after_them(dfk, tmp_path):
     gate = str(tmp_path / "gate")
     futures = [sha_when(BLOB, gate) for _ in range(4)]
-    wait_for(lambda: files(dfk, "a"))
+    wait_until(lambda: files(dfk, "a"), what="the argument's file")
     written = files(dfk, "a")
     assert len(written) == 1  # one file for the four tasks
     assert stat.S_IMODE(os.stat(written[0]).st_mode) == 0o600
@@ -131,12 +111,12 @@ def test_a_numpy_array_round_trips_and_each_task_changes_only_its_own_copy(dfk):
 def test_a_tampered_file_is_refused_with_an_error_that_says_so(dfk):
     blob = os.urandom(2 * MB)
     future = sha_elsewhere(blob)  # no worker serves "byhand" yet: the file waits
-    wait_for(lambda: files(dfk, "a"))
+    wait_until(lambda: files(dfk, "a"), what="the argument's file")
     (path,) = files(dfk, "a")
     with open(path, "r+b") as fh:
         fh.seek(MB)
         fh.write(b"\0" if blob[MB] else b"\1")
-    worker = start_worker(dfk)
+    worker = start_byhand_worker(dfk)
     try:
         with pytest.raises(UntrustedPayload, match="changed or replaced after it was written"):
             future.result(timeout=90)
@@ -148,7 +128,7 @@ def test_a_tampered_file_is_refused_with_an_error_that_says_so(dfk):
 @pytest.mark.timeout(60)
 def test_a_cancelled_tasks_file_is_deleted(dfk):
     future = sha_elsewhere(os.urandom(2 * MB))  # no worker serves "byhand": it stays queued
-    wait_for(lambda: files(dfk, "a"))
+    wait_until(lambda: files(dfk, "a"), what="the argument's file")
     assert future.cancel()
     assert files(dfk, "a") == []
 
@@ -156,7 +136,7 @@ def test_a_cancelled_tasks_file_is_deleted(dfk):
 @pytest.mark.timeout(180)
 def test_a_worker_that_cannot_see_the_files_gets_the_value_through_the_broker(dfk, tmp_path):
     # A worker on another host has no /dev/shm/celeriac-<run>: here, one whose spill root differs.
-    worker = start_worker(dfk, env={ROOT_ENV: str(tmp_path)})
+    worker = start_byhand_worker(dfk, env={ROOT_ENV: str(tmp_path)})
     try:
         blobs = [os.urandom(3 * MB) for _ in range(2)]
         for blob in blobs:  # the first is refused there and resent; the second goes inline

@@ -3,14 +3,12 @@ its HTTP API) and `--autoscale MAX,MIN` start and stop real worker processes, wh
 tasks, and the executor's count of capacity follows."""
 
 import os
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
-from services import flower, get_json
+from services import flower, get_json, start_worker, stop, wait_until
 
 import celeriac
 from celeriac import Config, python_app
@@ -43,15 +41,6 @@ def where(seconds):
     return current_task.request.hostname
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-
-
 def ready_workers(ex):
     return [w for w in ex._link.transport.live_workers() if w.queue == ex.queue and w.ready]
 
@@ -65,19 +54,9 @@ def post(url):
         return e.code, e.read().decode()
 
 
-def start_worker(run_dir, label, *options):
-    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", "--run-file",
-                             os.path.join(run_dir, "worker.json"), "--executor", label,
-                             "--prefetch-multiplier", "1", *options])
-
-
-def stop(worker):
-    worker.terminate()
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+def start_hand_worker(run_dir, label, *options):
+    return start_worker("--run-file", os.path.join(run_dir, "worker.json"), "--executor", label,
+                        "--prefetch-multiplier", "1", *options)
 
 
 @pytest.mark.timeout(180)
@@ -85,7 +64,7 @@ def test_flower_grows_and_shrinks_the_pool_of_a_worker_started_by_hand(tmp_path)
     ex = CeleryExecutor(label="hand", provider=None)
     with celeriac.load(Config([ex], run_dir=str(tmp_path / "runs"), strategy_period=0.5)) \
             as dfk:
-        worker = start_worker(dfk.run_dir, "hand", "--processes", "1")
+        worker = start_hand_worker(dfk.run_dir, "hand", "--processes", "1")
         try:
             with flower(os.path.join(dfk.run_dir, "worker.json")) as base:
                 wait_until(lambda: len(ready_workers(ex)) == 1, 60, "the worker connects")
@@ -127,7 +106,7 @@ def test_autoscale_grows_with_the_queue_and_shrinks_when_it_empties(tmp_path):
     ex = CeleryExecutor(label="auto", provider=None)
     with celeriac.load(Config([ex], run_dir=str(tmp_path / "runs"), strategy_period=0.5)) \
             as dfk:
-        worker = start_worker(dfk.run_dir, "auto", "--autoscale", "3,1",
+        worker = start_hand_worker(dfk.run_dir, "auto", "--autoscale", "3,1",
                               "--autoscale-keepalive", "2")
         try:
             wait_until(lambda: len(ready_workers(ex)) == 1, 60, "the first process connects")

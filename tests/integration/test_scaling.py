@@ -9,6 +9,7 @@ import textwrap
 import time
 
 import pytest
+from services import wait_until
 
 import celeriac
 from celeriac import Config, python_app
@@ -34,15 +35,6 @@ def where(seconds=0.0):
 def placement(seconds=0.0):
     time.sleep(seconds)
     return os.environ.get("CUDA_VISIBLE_DEVICES"), sorted(os.sched_getaffinity(0))
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting until {what}")
 
 
 def workers_of(ex):

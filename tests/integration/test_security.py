@@ -10,6 +10,7 @@ import sys
 import psutil
 import pytest
 import redis
+from services import start_worker, stop
 
 import celeriac
 from celeriac import Config, python_app
@@ -39,21 +40,6 @@ def dfk(run_dir):
 @pytest.fixture
 def run_file(dfk):
     return RunFile.read(os.path.join(dfk.run_dir, "worker.json"))
-
-
-def start_worker(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "celeriac", "worker", "--executor", "byhand",
-                             *args], env=dict(os.environ, **(env or {})),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def forged_message(body: bytes, content_type: str, encoding: str, task_id: str,
@@ -109,7 +95,8 @@ def test_no_secret_on_any_command_line(dfk, run_file):
 def test_worker_with_another_key_refuses_and_the_task_fails_clearly(dfk, run_file, tmp_path):
     wrong = tmp_path / "wrong.key"
     wrong.write_text("not-the-run-key")
-    worker = start_worker(["--key-file", str(wrong)], env={"CELERIAC_BROKER": run_file.broker_url})
+    worker = start_worker("--executor", "byhand", "--key-file", str(wrong),
+                          env={"CELERIAC_BROKER": run_file.broker_url}, capture=True)
     try:
         with pytest.raises(UntrustedPayload, match="refused the task") as info:
             double(1).result(timeout=60)
@@ -129,7 +116,8 @@ def test_unsigned_message_is_never_unpickled(dfk, run_file, tmp_path):
     forged = forged_message(b"S" + b"\0" * 32 + body, "application/x-celeriac", "binary",
                             "forged-1", "attacker-list")
     client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
-    worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
+    worker = start_worker("--executor", "byhand", "--run-file",
+                          os.path.join(dfk.run_dir, "worker.json"), capture=True)
     try:
         assert double(4).result(timeout=60) == 8  # the genuine task after it ran
     finally:
@@ -142,8 +130,9 @@ def test_unsigned_message_is_never_unpickled(dfk, run_file, tmp_path):
 
 @pytest.mark.timeout(90)
 def test_worker_started_by_hand_finds_the_only_run_and_joins(dfk, run_file):
-    worker = start_worker([], env={"CELERIAC_BROKER": run_file.broker_url,
-                                   "CELERIAC_KEY": run_file.key})
+    worker = start_worker("--executor", "byhand", env={"CELERIAC_BROKER": run_file.broker_url,
+                                                      "CELERIAC_KEY": run_file.key},
+                          capture=True)
     try:
         assert [double(i).result(timeout=60) for i in range(3)] == [0, 2, 4]
     finally:
@@ -167,7 +156,8 @@ def test_json_task_body_is_refused_too(dfk, run_file, tmp_path):
     body = json.dumps([["S" + "0" * 40], {}, {}]).encode()
     forged = forged_message(body, "application/json", "utf-8", "forged-json", "attacker-json")
     client.lpush(queue_name(run_file.run_id, "byhand"), json.dumps(forged))
-    worker = start_worker(["--run-file", os.path.join(dfk.run_dir, "worker.json")])
+    worker = start_worker("--executor", "byhand", "--run-file",
+                          os.path.join(dfk.run_dir, "worker.json"), capture=True)
     try:
         assert double(5).result(timeout=60) == 10
     finally:

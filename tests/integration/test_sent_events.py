@@ -1,7 +1,9 @@
 """The orchestrator publishes a Celery ``task-sent`` event for each message it sends while an
 event consumer listens on the run's broker (a plain ``celery flower``, ``celery events``),
-decoded by Celery's own receiver, and publishes nothing while nobody listens."""
+decoded by Celery's own receiver, and publishes nothing while nobody listens; on the embedded
+Redis and on RabbitMQ."""
 
+import contextlib
 import json
 import os
 import socket
@@ -12,7 +14,7 @@ import time
 
 import pytest
 import redis
-from services import get_json
+from services import RMQ_ENV, get_json, stop, wait_until
 
 import celeriac
 from celeriac import Config, python_app
@@ -32,36 +34,88 @@ def plus_one(x):
     return x + 1
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+class _Redis:
+    """What the tests ask of the embedded Redis."""
+
+    def __init__(self, url):
+        self.client = redis.Redis.from_url(url)
+
+    def consumers(self) -> int:
+        """Pattern subscribers (event consumers, and workers' remote-control queues)."""
+        return self.client.pubsub_numpat()
+
+    def published(self, dfk) -> int:
+        """PUBLISH commands the broker has run so far."""
+        return self.client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
+
+    @contextlib.contextmanager
+    def no_event_consumer(self):
+        """A pattern subscriber that is no event consumer (a worker's remote-control queue)."""
+        pubsub = self.client.pubsub()
+        pubsub.psubscribe("/0.celery.pidbox")
+        try:
+            wait_until(lambda: self.consumers() == 1, what="the pidbox subscriber")
+            yield
+        finally:
+            pubsub.close()
+
+    def close(self):
+        self.client.close()
+
+
+class _RabbitMQ:
+    """What the tests ask of the test RabbitMQ (``rabbitmqctl`` lists its bindings)."""
+
+    def __init__(self, url):
+        from kombu import Connection
+        self.conn = Connection(url, transport="pyamqp")
+
+    def consumers(self) -> int:
+        """Queues bound to Celery's event exchange for every event (as Flower binds one)."""
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "-n", f"{RMQ_ENV['RMQ_NODE']}@localhost", "list_bindings",
+             "source_name", "routing_key"], capture_output=True, text=True, timeout=60).stdout
+        return sum(line.split("\t") == ["celeryev", "#"] for line in out.splitlines())
+
+    def published(self, dfk) -> int:
+        """Events the run's link has published so far."""
+        return dfk.executors["by_hand"]._link.sent_events.published
+
+    @contextlib.contextmanager
+    def no_event_consumer(self):
+        """Celery's event exchange, with a queue bound to workers' events only (a worker's
+        gossip): the exchange exists, but no queue takes a task-sent event."""
+        channel = self.conn.channel()
+        channel.exchange_declare("celeryev", "topic", durable=True, auto_delete=False)
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True)[0]
+        channel.queue_bind(queue, "celeryev", "worker.#")
+        try:
+            yield
+        finally:
+            channel.close()
+
+    def close(self):
+        self.conn.release()
+
+
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def run(request, tmp_path_factory):
     """A DFK whose ``by_hand`` executor has no workers (its tasks stay queued) and whose
-    ``seed`` tasks run in threads; plus a client of its broker."""
+    ``seed`` tasks run in threads, on the embedded Redis or the session's test RabbitMQ;
+    plus its broker's URL and what the tests ask of that broker."""
+    rabbit = request.param == "rabbitmq"
     celeriac.clear()
     dfk = celeriac.load(Config([ThreadPoolExecutor(label="threads", max_threads=2),
                                 CeleryExecutor(label="by_hand", provider=None)],
+                               broker=request.getfixturevalue("rabbitmq") if rabbit else None,
                                run_dir=str(tmp_path_factory.mktemp("sent_events"))))
     with open(os.path.join(dfk.run_dir, "worker.json")) as f:
         broker = json.load(f)["broker_url"]
-    client = redis.Redis.from_url(broker)
-    yield dfk, broker, client
-    client.close()
+    ask = (_RabbitMQ if rabbit else _Redis)(broker)
+    yield dfk, broker, ask
+    ask.close()
     dfk.cleanup()
     celeriac.clear()
-
-
-def _publishes(client) -> int:
-    """PUBLISH commands the broker has run so far."""
-    return client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0)
-
-
-def _until(check, timeout=30.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _send_child(dfk):
@@ -75,39 +129,36 @@ def _send_child(dfk):
 
 @pytest.mark.timeout(120)
 def test_nothing_is_published_while_nobody_listens(run):
-    dfk, _broker, client = run
-    _until(lambda: client.pubsub_numpat() == 0, what="no pattern subscriber")
-    before = _publishes(client)
-    for _ in range(3):
-        _send_child(dfk)
-        time.sleep(CHECK_SECONDS)  # each batch after a fresh check
-    assert _publishes(client) == before
-    assert dfk.executors["by_hand"]._link.sent_events.published == 0
+    dfk, _broker, ask = run
+    wait_until(lambda: ask.consumers() == 0, what="no event consumer")
+    if isinstance(ask, _Redis):  # no pattern subscriber at all: nothing to probe
+        before = ask.published(dfk)
+        for _ in range(3):
+            _send_child(dfk)
+            time.sleep(CHECK_SECONDS)  # each batch after a fresh check
+        assert ask.published(dfk) == before
+        assert dfk.executors["by_hand"]._link.sent_events.published == 0
 
-    # A pattern subscriber that is no event consumer (a worker's remote-control queue): one
-    # event of the burst is published, as a probe that nobody hears, and no other.
-    pubsub = client.pubsub()
-    pubsub.psubscribe("/0.celery.pidbox")
-    try:
-        _until(lambda: client.pubsub_numpat() == 1, what="the pidbox subscriber")
+    # A listener that is no event consumer (Redis: a worker's remote-control pattern;
+    # RabbitMQ: the event exchange, with workers' events bound only): one event of the burst
+    # is published, as a probe that nobody hears, and no other.
+    with ask.no_event_consumer():
         parents = [seed(i) for i in range(50)]
         for p in parents:
             p.result(timeout=30)
         time.sleep(CHECK_SECONDS)
-        before = _publishes(client)
+        before = ask.published(dfk)
         children = [plus_one(p) for p in parents]
-        _until(lambda: not dfk.executors["by_hand"]._link._outbox, what="the burst sent")
+        wait_until(lambda: not dfk.executors["by_hand"]._link._outbox, what="the burst sent")
         time.sleep(0.5)
-        assert len(children) == 50 and _publishes(client) - before == 1
-    finally:
-        pubsub.close()
+        assert len(children) == 50 and ask.published(dfk) - before == 1
 
 
 @pytest.mark.timeout(120)
 def test_celery_event_receiver_decodes_task_sent(run):
     """The contract with kombu and Celery: their own EventReceiver decodes the events."""
     from celery import Celery
-    dfk, broker, client = run
+    dfk, broker, ask = run
     app = Celery("receiver", broker=broker)
     got = []
     conn = app.connection_for_read()
@@ -127,7 +178,7 @@ def test_celery_event_receiver_decodes_task_sent(run):
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     try:
-        _until(lambda: client.pubsub_numpat() >= 1, what="the receiver's subscription")
+        wait_until(lambda: ask.consumers() >= 1, what="the receiver's subscription")
         time.sleep(CHECK_SECONDS + 0.2)
         parent_id, child_id = _send_child(dfk)
         thread.join(60)
@@ -145,11 +196,11 @@ def test_celery_event_receiver_decodes_task_sent(run):
 
 @pytest.mark.timeout(180)
 def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
-    dfk, broker, client = run
+    dfk, broker, ask = run
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    _until(lambda: client.pubsub_numpat() == 0, what="no pattern subscriber")
+    wait_until(lambda: ask.consumers() == 0, what="no event consumer")
     # The user's own Flower: plain `celery flower`, the broker URL (with its password) in
     # the environment, not on the command line.
     flower = subprocess.Popen(
@@ -157,7 +208,7 @@ def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
         env=dict(os.environ, CELERY_BROKER_URL=broker, FLOWER_UNAUTHENTICATED_API="true"),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _until(lambda: client.pubsub_numpat() >= 1, timeout=60, what="Flower's subscription")
+        wait_until(lambda: ask.consumers() >= 1, timeout=60, what="Flower's subscription")
         time.sleep(CHECK_SECONDS + 0.2)
         parent_id, child_id = _send_child(dfk)
         base = f"http://127.0.0.1:{port}"
@@ -167,15 +218,10 @@ def test_plain_flower_shows_a_queued_task_by_app_name_with_its_parent(run):
                 return get_json(f"{base}/api/tasks").get(child_id)
             except OSError:
                 return None
-        task = _until(shown, timeout=60, what=f"Flower to show {child_id}")
+        task = wait_until(shown, timeout=60, what=f"Flower to show {child_id}")
         assert task["name"] == "plus_one"
         assert task["state"] == "PENDING"      # sent, never received: no worker serves it
         assert (task["parent_id"], task["root_id"]) == (parent_id, parent_id)
         assert task["client"].endswith(dfk.run_id)
     finally:
-        flower.terminate()
-        try:
-            flower.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            flower.kill()
-            flower.wait(timeout=30)
+        stop(flower)

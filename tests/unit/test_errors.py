@@ -25,6 +25,7 @@ EXAMPLES = {
                                         (KeyError("k"), "<Future at 0x1 state=finished>")], 5),
     "JoinError": lambda cls: cls([(RuntimeError("inner"), "task 8")], 9),
     "BashExitFailure": lambda cls: cls("wc", 127),
+    "MessageTooLarge": lambda cls: cls("135 MiB is over the limit; raise it", ["run.3.1"]),
     "AppExited": lambda cls: cls("poison", "called sys.exit(3)", 3),
     "MissingOutputs": lambda cls: cls("exited 0 without them", ["/tmp/a", "/tmp/b"]),
     "RemoteTraceback": lambda cls: cls("Traceback (most recent call last):\n  ...\nValueError: x"),

@@ -53,8 +53,8 @@ def test_errors_module_exports():
     assert celeriac.errors.__all__ == [
         "CeleriacError", "ConfigurationError", "InvalidResourceSpecification",
         "NoDataFlowKernelError", "BadCheckpoint", "SerializationError", "BigValueUnavailable",
-        "UntrustedPayload", "SubmitException", "ExecutorError", "ProviderError", "ScaleOutFailed",
-        "ChannelError",
+        "UntrustedPayload", "SubmitException", "MessageTooLarge", "ExecutorError",
+        "ProviderError", "ScaleOutFailed", "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
         "StagingError", "WorkerLost", "InvalidTransition", "DependencyError", "JoinError",
         "AppException", "AppTimeout",
