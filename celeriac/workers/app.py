@@ -24,6 +24,7 @@ from celeriac.wire.message import SERIALIZER, TASK_NAME
 from celeriac.workers import refusal
 from celeriac.workers.execute import run_call
 from celeriac.workers.liveness import RunningNotes
+from celeriac.workers.ready_first import ReadyFirst
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
         worker_redirect_stdouts=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
+    app.steps["worker"].add(ReadyFirst)  # acks go out before the loop waits (ready_first)
     app.task(name=TASK_NAME, acks_late=True, ignore_result=False)(execute)
     for name in [n for n in app.tasks if n != TASK_NAME]:
         app.tasks.unregister(name)  # Celery's built-ins: never run from the network
