@@ -91,6 +91,42 @@ class RedisTransport(Transport):
         rest = (rest[0] if rest else None) or []
         return ([item[1]] if item else []) + rest, len(rest) < more or not item
 
+    def send_and_receive(self, messages, events, limit: int, timeout: float):
+        # One write, one wake-up of Redis: the messages, then the BLPOP (+ LPOP) for the next
+        # outcomes, on the listening connection. The messages' replies are read first, so
+        # a failure after them is a failed receive only: nothing is sent twice.
+        channel, published = events or (None, ())
+        commands = [("PUBLISH", channel, event) for event in published]
+        commands += [("LPUSH", queue, *[envelope(m, queue) for m in batch])
+                     for queue, batch in messages.items()]
+        sends = len(commands)
+        more = limit - 1
+        commands.append(("BLPOP", self.results_key, timeout))
+        if more:
+            commands.append(("LPOP", self.results_key, more))
+        pool = self._listen_client.connection_pool
+        conn = pool.get_connection()
+        try:
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))
+                replies = [conn.read_response() for _ in range(sends)]
+            except BaseException:
+                conn.disconnect()
+                raise
+            try:
+                item = conn.read_response()
+                rest = (conn.read_response() if more else None) or []
+            except self.errors as e:
+                conn.disconnect()
+                return replies[:len(published)], e
+            except BaseException:
+                conn.disconnect()
+                raise
+        finally:
+            pool.release(conn)
+        return replies[:len(published)], (
+            ([item[1]] if item else []) + rest, len(rest) < more or not item)
+
     def register_run(self, info: dict) -> None:
         self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))
 
