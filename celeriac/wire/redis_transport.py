@@ -68,6 +68,7 @@ class RedisTransport(Transport):
         self.results_key = results_key(run_id)
         self.client = redis_client(url)
         self._listen_client = redis_client(url)
+        self._listening = None  # the listener's own connection (see _exchange)
 
     def send(self, messages: dict[str, list[TaskMessage]], events=None) -> list:
         pipe = self.client.pipeline(transaction=False)
@@ -82,14 +83,12 @@ class RedisTransport(Transport):
         # One round trip whether outcomes wait or not: Redis runs the LPOP queued behind
         # the BLPOP as soon as the BLPOP has its first frame (an LPOP that found nothing,
         # then a BLPOP, cost a dependent task one more wake-up of Redis and of this thread).
-        more = limit - 1
-        pipe = self._listen_client.pipeline(transaction=False)
-        pipe.blpop([self.results_key], timeout=timeout)
-        if more:
-            pipe.lpop(self.results_key, more)
-        item, *rest = pipe.execute()
-        rest = (rest[0] if rest else None) or []
-        return ([item[1]] if item else []) + rest, len(rest) < more or not item
+        def once():
+            _replies, got = self._exchange([], limit, timeout)
+            if isinstance(got, BaseException):
+                raise got
+            return got
+        return self._listen_client.get_retry().call_with_retry(once, lambda _error: None)
 
     def send_and_receive(self, messages, events, limit: int, timeout: float):
         # One write, one wake-up of Redis: the messages, then the BLPOP (+ LPOP) for the next
@@ -99,33 +98,37 @@ class RedisTransport(Transport):
         commands = [("PUBLISH", channel, event) for event in published]
         commands += [("LPUSH", queue, *[envelope(m, queue) for m in batch])
                      for queue, batch in messages.items()]
-        sends = len(commands)
+        replies, got = self._exchange(commands, limit, timeout)
+        return replies[:len(published)], got
+
+    def _exchange(self, commands: list, limit: int, timeout: float):
+        """Send ``commands``, BLPOP and LPOP in one write on the listening connection (kept
+        open: taking one from the pool costs a poll of its socket every time); returns
+        (``commands``' replies, ``(frames, drained)`` or the error that ended the wait)."""
         more = limit - 1
-        commands.append(("BLPOP", self.results_key, timeout))
+        sends = len(commands)
+        commands = commands + [("BLPOP", self.results_key, timeout)]
         if more:
             commands.append(("LPOP", self.results_key, more))
-        pool = self._listen_client.connection_pool
-        conn = pool.get_connection()
+        conn = self._listening
+        if conn is None:
+            conn = self._listening = self._listen_client.connection_pool.make_connection()
         try:
-            try:
-                conn.send_packed_command(conn.pack_commands(commands))
-                replies = [conn.read_response() for _ in range(sends)]
-            except BaseException:
-                conn.disconnect()
-                raise
-            try:
-                item = conn.read_response()
-                rest = (conn.read_response() if more else None) or []
-            except self.errors as e:
-                conn.disconnect()
-                return replies[:len(published)], e
-            except BaseException:
-                conn.disconnect()
-                raise
-        finally:
-            pool.release(conn)
-        return replies[:len(published)], (
-            ([item[1]] if item else []) + rest, len(rest) < more or not item)
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = [conn.read_response() for _ in range(sends)]
+        except BaseException:
+            conn.disconnect()
+            raise
+        try:
+            item = conn.read_response()
+            rest = (conn.read_response() if more else None) or []
+        except self.errors as e:
+            conn.disconnect()
+            return replies, e
+        except BaseException:
+            conn.disconnect()
+            raise
+        return replies, (([item[1]] if item else []) + rest, len(rest) < more or not item)
 
     def register_run(self, info: dict) -> None:
         self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))
@@ -177,4 +180,6 @@ class RedisTransport(Transport):
 
     def close(self) -> None:
         self.client.close()
+        if self._listening is not None:
+            self._listening.disconnect()
         self._listen_client.close()
