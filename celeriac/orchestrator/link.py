@@ -10,7 +10,8 @@ what to send and when, and what an outcome or a loss means for the run's futures
   While an event consumer (Flower) listens, the same round trip
   publishes a ``task-sent`` event per message (celeriac.orchestrator.sent_events).
 - Receiving: one listener thread takes the run's outcomes (never one subscription or poll
-  per task) and completes the futures.
+  per task) and completes the futures. Calls those outcomes made ready (a chain's next step)
+  it sends itself, in the round trip that waits for the next outcomes.
 - Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
   back and failed with WorkerLost, which the DFK relaunches; tasks held up by a stopped
   worker run on another (the transport's sweeper); after a broker restart, only the tasks it
@@ -145,7 +146,7 @@ class CeleryLink:
         self._held: deque = deque()   # calls of new apps waiting for a run time (FirstBurst)
         self._first_burst = FirstBurst()
         self._listener_out: list = []
-        self._pushing: set = set()                                # task ids being sent
+        self._pushing: dict = {}          # thread id -> the task ids it is sending
         self._revoked: set = set()   # revoked message ids a dead worker may still hold
         self._drained_at = float("-inf")  # when the listener last emptied the results list
         self._wake = threading.Event()
@@ -179,7 +180,8 @@ class CeleryLink:
                          _short.repr(call.args), _short.repr(call.kwargs))
         if threading.current_thread() is self._listener_thread:
             # Launched because a result arrived (a dependent became ready): the listener
-            # sends it itself after this batch of results, sparing a thread hand-off.
+            # sends it itself after this batch of results, in the round trip that waits for
+            # the next ones, sparing a thread hand-off and a round trip.
             self._listener_out.append(item)
         else:
             self._outbox.append(item)
@@ -229,17 +231,19 @@ class CeleryLink:
                 return
 
     def _push(self, batch) -> None:
+        built = self._build(batch)
+        if built is not None:
+            self._send_built(*built)
+
+    def _build(self, batch):
+        """``(calls, {queue: messages}, events)`` to send for ``batch`` (None: nothing to
+        send now); the calls count as being sent (:meth:`_outstanding`) until
+        :meth:`_sent` says they went."""
         pending = self._pending
         batch = [item for item in batch if item.task_id in pending]  # not revoked meanwhile
         if not batch:
-            return
-        self._pushing = {item.task_id for item in batch}
-        try:
-            self._push_batch(batch)
-        finally:
-            self._pushing = set()
-
-    def _push_batch(self, batch) -> None:
+            return None
+        self._pushing[threading.get_ident()] = {item.task_id for item in batch}
         sent = [] if self.sent_events.listening() else None
         groups = defaultdict(list)
         for item in batch:
@@ -260,43 +264,65 @@ class CeleryLink:
             self.stats["messages"] += -(-len(items) // size)
             self.stats["calls"] += len(items)
         if not by_queue:
-            return
-        events = self.sent_events.build(sent) if sent else ()
+            self._sent()
+            return None
+        return batch, by_queue, self.sent_events.build(sent) if sent else ()
+
+    def _sent(self) -> None:
+        self._pushing.pop(threading.get_ident(), None)
+
+    def _send_built(self, batch, by_queue, events) -> None:
+        """Send what :meth:`_build` made, retrying for up to ``SEND_GIVE_UP`` seconds."""
         deadline = time.monotonic() + SEND_GIVE_UP
         delay = 0.05
-        while True:
-            try:
-                replies = self.transport.send(by_queue, events)
-                if events:
-                    self.sent_events.heard(replies)
-                return
-            except MessageTooLarge as e:  # none was sent: those fail at once, the rest go
-                for queue, messages in by_queue.items():
-                    by_queue[queue] = [m for m in messages if m.id not in e.message_ids]
-                for message_id in e.message_ids:
-                    self._complete(message_id, exception=e)
-                events = ()
-            except self.transport.errors as e:
-                if time.monotonic() > deadline or self._stop.is_set():
-                    error = SubmitException(
-                        f"could not send the task to the broker at {self.shown_url} for "
-                        f"{SEND_GIVE_UP:.0f}s: {e}. Is the broker running and reachable?")
-                    for item in batch:
-                        self._complete(item.task_id, exception=error)
+        try:
+            while True:
+                try:
+                    replies = self.transport.send(by_queue, events)
+                    if events:
+                        self.sent_events.heard(replies)
                     return
-                logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
-                events = ()  # only the tasks again: an event could be what the broker refused
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                except MessageTooLarge as e:  # none was sent: those fail at once, the rest go
+                    for queue, messages in by_queue.items():
+                        by_queue[queue] = [m for m in messages if m.id not in e.message_ids]
+                    for message_id in e.message_ids:
+                        self._complete(message_id, exception=e)
+                    events = ()
+                except self.transport.errors as e:
+                    if time.monotonic() > deadline or self._stop.is_set():
+                        error = SubmitException(
+                            f"could not send the task to the broker at {self.shown_url} for "
+                            f"{SEND_GIVE_UP:.0f}s: {e}. Is the broker running and reachable?")
+                        for item in batch:
+                            self._complete(item.task_id, exception=error)
+                        return
+                    logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
+                    events = ()  # only the tasks again: an event could be what the broker refused
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+        finally:
+            self._sent()
 
     # --------------------------------------------------------------- receiving
 
     def _listener(self) -> None:
         down_since = None
         while not self._stop.is_set():
+            built = None
+            if self._listener_out:  # ready because outcomes came: sent with the next wait
+                batch, self._listener_out = self._listener_out, []
+                built = self._build(batch)
+                if self._held:
+                    self._wake.set()  # the sender looks at held calls again shortly
             try:
                 popped_at = time.monotonic()
-                frames, drained = self.transport.receive(500, 0.2)  # close() joins this
+                if built is None:
+                    frames, drained = self.transport.receive(500, 0.2)  # close() joins this
+                else:
+                    got = self._send_and_receive(*built)
+                    if got is None:
+                        continue
+                    frames, drained = got
                 down_since = None
             except self.transport.errors as e:
                 if self._stop.is_set():
@@ -314,11 +340,28 @@ class CeleryLink:
                 self._deliver(frame)
             if drained:  # every frame on the list at popped_at has now been delivered
                 self._drained_at = popped_at
-            if self._listener_out:
-                batch, self._listener_out = self._listener_out, []
-                self._push(batch)
-                if self._held:
-                    self._wake.set()  # the sender looks at held calls again shortly
+        if self._listener_out:  # stopping: whatever became ready still goes
+            batch, self._listener_out = self._listener_out, []
+            self._push(batch)
+
+    def _send_and_receive(self, batch, by_queue, events):
+        """Send what :meth:`_build` made and wait for outcomes, in one round trip; returns
+        ``(frames, drained)`` (None: the send failed, and was sent again on its own).
+
+        Raises:
+            One of the transport's errors: the receive failed (the messages went)."""
+        try:
+            replies, got = self.transport.send_and_receive(by_queue, events, 500, 0.2)
+        except (MessageTooLarge, *self.transport.errors) as e:
+            logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
+            self._send_built(batch, by_queue, events)
+            return None
+        self._sent()
+        if events:
+            self.sent_events.heard(replies)
+        if isinstance(got, BaseException):
+            raise got
+        return got
 
     def _deliver(self, frame: bytes) -> None:
         if payload.is_notice(frame):
@@ -533,7 +576,8 @@ class CeleryLink:
         """``{message id: its task ids}`` of the messages sent and not finished."""
         unsent = {i.task_id for i in
                   list(self._outbox) + list(self._listener_out) + list(self._held)}
-        unsent |= self._pushing
+        for ids in list(self._pushing.values()):
+            unsent |= ids
         messages, batched = {}, set()
         for message_id, members in list(self._batches.items()):
             messages[message_id] = members

@@ -10,7 +10,8 @@ them and may block for a round trip. A broker that cannot be reached raises one 
   processes consume them with late acks, and with them Celery ``task-sent`` events
   (:mod:`celeriac.wire.events`) while :meth:`event_listeners` says a consumer may listen.
 - **Outcomes.** Workers send signed outcome frames (:mod:`celeriac.wire.outcome`) to the run;
-  :meth:`receive` hands them over, in the order they came.
+  :meth:`receive` hands them over, in the order they came; :meth:`send_and_receive` sends
+  first, in the same round trip where it can.
 - **The run.** :meth:`register_run` says the run exists (how ``celeriac worker`` finds it and
   checks its key), :meth:`beat_run` keeps it fresh, :meth:`say_ended` tells its workers it
   is over, :meth:`end_run` removes it with its queues, outcomes and revokes.
@@ -79,6 +80,24 @@ class Transport(ABC):
         Returns:
             ``(frames, drained)``: drained is True when no frame sent before the call is left.
         """
+
+    def send_and_receive(self, messages: dict[str, list[TaskMessage]], events, limit: int,
+                         timeout: float) -> tuple[list, tuple | BaseException]:
+        """:meth:`send`, then :meth:`receive`, in one round trip where the broker allows (the
+        listener sends the tasks that outcomes made ready, and waits for the next outcomes).
+
+        Returns:
+            ``(send's replies, receive's)``: receive's is ``(frames, drained)``, or one of
+            :attr:`errors` if it failed once the messages had been sent.
+
+        Raises:
+            One of :attr:`errors`: the messages may not have been sent (as :meth:`send`).
+        """
+        replies = self.send(messages, events)
+        try:
+            return replies, self.receive(limit, timeout)
+        except self.errors as e:
+            return replies, e
 
     @abstractmethod
     def register_run(self, info: dict) -> None:

@@ -125,6 +125,34 @@ def _wrap_call(call):
                    kwargs={k: _wrap(v) for k, v in call.kwargs.items()})
 
 
+_PLAIN = frozenset({int, float, str, bool, type(None), complex})
+
+
+def _plain(value, depth: int = 0) -> bool:
+    """Whether ``value`` is built only of builtin scalars, small ``bytes`` and (a few levels
+    of) tuples, lists and dicts of them: pickle's C pickler writes those exactly as
+    cloudpickle does, with no buffer to send out of band, in a fraction of the time."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is bytes:
+        return len(value) < THRESHOLD
+    if depth >= 3:
+        return False
+    if kind is tuple or kind is list:
+        return len(value) <= 64 and all(_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return len(value) <= 64 and all(type(k) is str and _plain(v, depth + 1)
+                                         for k, v in value.items())
+    return False
+
+
+def _plain_call(call) -> bool:
+    """Whether ``call`` (a :class:`~celeriac.wire.call.Call`) holds only plain values."""
+    return (call.staging is None and not call.outputs and _plain(call.args)
+            and _plain(call.kwargs) and _plain(call.stdout) and _plain(call.stderr))
+
+
 def _frame(refs: list, data: bytes) -> bytes:
     return MARK + pickle.dumps((refs, data), protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -199,6 +227,8 @@ class BigValues:
         """
         if queue in self.inline:
             return payload.dumps(call, what)
+        if _plain_call(call):  # the common case (a chain's numbers): no cloudpickle needed
+            return pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL)
         spilled: list[_Spilled] = []
 
         def out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -308,6 +338,8 @@ def dumps_result(value, key: bytes, run_id: str, what: str = "app's result") -> 
     Raises:
         SerializationError: ``value`` cannot be pickled.
     """
+    if _plain(value):
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     refs: list[tuple] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool:

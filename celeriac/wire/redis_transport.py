@@ -71,6 +71,7 @@ class RedisTransport(Transport):
         self.client = redis_client(url)
         self._listen_client = redis_client(url)
         self._events_channel = fanout_channel(self.client, EXCHANGE, ROUTING_KEY)
+        self._listening = None  # the listener's own connection (see _exchange)
 
     def send(self, messages: dict[str, list[TaskMessage]], events=()) -> list:
         pipe = self.client.pipeline(transaction=False)
@@ -92,14 +93,52 @@ class RedisTransport(Transport):
         # One round trip whether outcomes wait or not: Redis runs the LPOP queued behind
         # the BLPOP as soon as the BLPOP has its first frame (an LPOP that found nothing,
         # then a BLPOP, cost a dependent task one more wake-up of Redis and of this thread).
+        def once():
+            _replies, got = self._exchange([], limit, timeout)
+            if isinstance(got, BaseException):
+                raise got
+            return got
+        return self._listen_client.get_retry().call_with_retry(once, lambda _error: None)
+
+    def send_and_receive(self, messages, events, limit: int, timeout: float):
+        # One write, one wake-up of Redis: the messages, then the BLPOP (+ LPOP) for the next
+        # outcomes, on the listening connection. The messages' replies are read first, so
+        # a failure after them is a failed receive only: nothing is sent twice.
+        commands = [("PUBLISH", self._events_channel, redis_envelope(event))
+                    for event in events]
+        commands += [("LPUSH", queue, *[envelope(m, queue) for m in batch])
+                     for queue, batch in messages.items()]
+        replies, got = self._exchange(commands, limit, timeout)
+        return replies[:len(events)], got
+
+    def _exchange(self, commands: list, limit: int, timeout: float):
+        """Send ``commands``, BLPOP and LPOP in one write on the listening connection (kept
+        open: taking one from the pool costs a poll of its socket every time); returns
+        (``commands``' replies, ``(frames, drained)`` or the error that ended the wait)."""
         more = limit - 1
-        pipe = self._listen_client.pipeline(transaction=False)
-        pipe.blpop([self.results_key], timeout=timeout)
+        sends = len(commands)
+        commands = commands + [("BLPOP", self.results_key, timeout)]
         if more:
-            pipe.lpop(self.results_key, more)
-        item, *rest = pipe.execute()
-        rest = (rest[0] if rest else None) or []
-        return ([item[1]] if item else []) + rest, len(rest) < more or not item
+            commands.append(("LPOP", self.results_key, more))
+        conn = self._listening
+        if conn is None:
+            conn = self._listening = self._listen_client.connection_pool.make_connection()
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies = [conn.read_response() for _ in range(sends)]
+        except BaseException:
+            conn.disconnect()
+            raise
+        try:
+            item = conn.read_response()
+            rest = (conn.read_response() if more else None) or []
+        except self.errors as e:
+            conn.disconnect()
+            return replies, e
+        except BaseException:
+            conn.disconnect()
+            raise
+        return replies, (([item[1]] if item else []) + rest, len(rest) < more or not item)
 
     def register_run(self, info: dict) -> None:
         self.client.hset(RUNS_KEY, self.run_id, json.dumps(info))
@@ -151,4 +190,6 @@ class RedisTransport(Transport):
 
     def close(self) -> None:
         self.client.close()
+        if self._listening is not None:
+            self._listening.disconnect()
         self._listen_client.close()

@@ -2,6 +2,7 @@
 real files and a real killed process."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -37,6 +38,23 @@ def test_small_values_pickle_exactly_as_before():
     assert big.dumps_call(None, c, "q", "args") == payload.dumps(c)
     assert dumps_result({"x": b"y" * 100}, KEY, "r1") == payload.dumps({"x": b"y" * 100})
     assert spilled("r1") == []
+
+
+def test_values_only_cloudpickle_carries_still_arrive_inside_plain_containers():
+    # Plain values take pickle's C pickler; anything else, however deep, still cloudpickle.
+    class Label(str):
+        pass
+
+    class Box:
+        def __init__(self, n):
+            self.n = n
+
+    big = BigValues(KEY, "r1")
+    c = call("t1", 1, [2, {"k": Box(3)}], Label("x"), lambda v: v + 1)
+    back = pickle.loads(big.dumps_call(None, c, "q", "args"))
+    assert back.args[1][1]["k"].n == 3 and type(back.args[2]).__name__ == "Label"
+    assert back.args[3](1) == 2
+    assert pickle.loads(dumps_result([1, (Box(4),)], KEY, "r1"))[1][0].n == 4
 
 
 def test_one_file_for_one_object_sent_to_several_tasks_until_the_last_finishes():
