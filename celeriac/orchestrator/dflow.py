@@ -30,7 +30,7 @@ from celeriac.errors import (
     InvalidResourceSpecification,
     SerializationError,
 )
-from celeriac.orchestrator import callbacks, parsl_options, retries
+from celeriac.orchestrator import callbacks, collector, parsl_options, retries
 from celeriac.orchestrator import kernel as k
 from celeriac.orchestrator.checkpoint import CheckpointStore, load_checkpoints
 from celeriac.orchestrator.context import RunContext, new_run_id
@@ -116,6 +116,7 @@ class DataFlowKernel:
         self.data_manager = DataManager(self, INTERNAL)
         self._internal = ThreadPoolExecutor(INTERNAL, self.config.internal_tasks_max_threads)
         self._internal.start()
+        collector.run_started()  # given back by cleanup, which a failed start calls too
         try:
             for executor in self.executors.values():
                 executor.start(self._context)
@@ -496,6 +497,7 @@ class DataFlowKernel:
             if self.config.checkpoint_mode is not None:
                 self._flush_checkpoints()
         finally:
+            collector.run_ended()
             self._close_monitoring()
             self._checkpoints.close()
             self._context.close()

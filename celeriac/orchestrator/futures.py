@@ -13,6 +13,7 @@ summary of the record.
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Future
 from types import MappingProxyType
 from typing import Optional, TypeVar
@@ -72,7 +73,7 @@ class FinishedTask:
 
     __slots__ = ("id", "func_name", "kind", "executor", "status", "try_id",
                  "fail_count", "fail_history", "lost_count", "hashsum", "time_invoked",
-                 "time_returned", "kwargs", "app_fu", "dfk")
+                 "time_returned", "kwargs", "_app_fu", "dfk")
 
     def __init__(self, record):
         self.id = record.id
@@ -89,8 +90,16 @@ class FinishedTask:
         self.time_returned = record.time_returned
         streams = {k: v for k, v in record.kwargs.items() if k in ("stdout", "stderr")}
         self.kwargs = MappingProxyType(streams) if streams else _NO_KWARGS
-        self.app_fu = record.app_fu
+        # Held weakly: the future holds this summary, and a cycle between them would make
+        # every finished future garbage that only the cycle collector frees (a long run
+        # paid for collecting a million of them).
+        self._app_fu = None if record.app_fu is None else weakref.ref(record.app_fu)
         self.dfk = record.dfk            # fut['key'] and fut.attr still make new futures
+
+    @property
+    def app_fu(self):
+        """The task's future, while anything holds it."""
+        return None if self._app_fu is None else self._app_fu()
 
     def __getitem__(self, key):
         return getattr(self, key)

@@ -10,17 +10,20 @@ PROBE_CALLS = 8              # calls of a new app sent one per message to learn 
 PROBE_HOLD = 0.25            # seconds its other calls wait for that run time, at most
 
 
-def pack_size(queued: int, runtime: float | None) -> int:
+def pack_size(queued: int, runtime: float | None, backlog: int = 0) -> int:
     """How many calls of one app to put in each message, when ``queued`` are ready at once.
 
     Short calls (by the app's measured mean ``runtime``) share a message, so a worker pays its
     per-message cost once for several calls. A message holds at most ``PACK_SECONDS`` of work
-    (so workers stay balanced) and a burst is still spread over at least four messages. An
+    (so workers stay balanced) and a burst is still spread over at least four messages,
+    counting the ``backlog`` of calls sent before it and not done (a burst queued behind
+    thousands of calls needs no spreading: every worker has work until it is reached). An
     app with no measured run time yet is never packed.
     """
-    if runtime is None or queued < 8:
+    if runtime is None or queued + backlog < 8:
         return 1
-    return max(1, min(PACK_MAX, int(PACK_SECONDS / max(runtime, 1e-6)), queued // 4))
+    return max(1, min(PACK_MAX, int(PACK_SECONDS / max(runtime, 1e-6)),
+                      (queued + backlog) // 4, queued))
 
 
 class FirstBurst:

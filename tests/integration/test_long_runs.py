@@ -8,6 +8,7 @@ import pytest
 
 import celeriac
 from celeriac import Config, python_app
+from celeriac.executors import CeleryExecutor
 from celeriac.orchestrator.futures import AppFuture
 from celeriac.orchestrator.states import TaskRecord
 from celeriac.wire.call import Call
@@ -39,3 +40,51 @@ def test_tasks_whose_futures_were_dropped_leave_nothing_behind(tmp_path):
         assert (len(dfk._kernel.tasks), len(dfk._tries)) == (0, 0)
         assert (len(link._pending), len(link._batches), len(link._refusals)) == (0, 0, 0)
         assert (alive(TaskRecord), alive(AppFuture), alive(Call)) == (0, 0, 0)
+
+
+@python_app
+def hold(path):
+    """Keeps its worker busy until ``path`` exists (at most a minute)."""
+    import os
+    import time
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path
+
+
+@python_app
+def echo(x):
+    return x
+
+
+@pytest.mark.timeout(300)
+def test_calls_submitted_one_by_one_behind_thousands_are_sent_packed(tmp_path):
+    # A long run with a bounded window submits a call as each result comes in. Behind
+    # thousands of calls still to run, those go packed, as a burst does, rather than one
+    # message per call, which costs each worker a message's overhead per call.
+    config = Config([CeleryExecutor(label="celery", workers_per_node=2)],
+                    run_dir=str(tmp_path / "run"))
+    gate = str(tmp_path / "open")
+    with celeriac.load(config) as dfk:
+        link = dfk.executors["celery"]._link
+        assert [f.result(timeout=120) for f in [echo(i) for i in range(50)]] == list(range(50))
+        held = [hold(gate) for _ in range(2)]  # both workers busy: nothing runs meanwhile
+        backlog = [echo(i) for i in range(2100)]
+        while link._outbox:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the burst's messages are out
+        messages = link.stats["messages"]
+        trickle = []
+        for i in range(200):
+            trickle.append(echo(i))
+            time.sleep(0.002)
+        while link._outbox:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        sent = link.stats["messages"] - messages
+        open(gate, "w").close()
+        assert [f.result(timeout=120) for f in held] == [gate, gate]
+        assert [f.result(timeout=120) for f in backlog] == list(range(2100))
+        assert [f.result(timeout=120) for f in trickle] == list(range(200))
+    assert sent <= 50, f"200 calls went in {sent} messages"

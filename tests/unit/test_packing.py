@@ -19,6 +19,14 @@ def test_a_burst_is_spread_over_at_least_four_messages():
     assert pack_size(40, 0.00001) == 10
 
 
+def test_calls_queued_behind_thousands_are_packed_without_spreading():
+    # a long run that submits as results come: a dozen calls behind 5,000 still to run
+    assert pack_size(12, 0.00001, backlog=5000) == 12
+    assert pack_size(3, 0.00001, backlog=5000) == 3
+    assert pack_size(500, 0.00001, backlog=5000) == PACK_MAX
+    assert pack_size(500, 0.05, backlog=5000) == 1  # long calls: still one per message
+
+
 def test_a_packed_message_holds_about_twenty_milliseconds_of_work():
     assert pack_size(5000, 0.005) == 4
     assert pack_size(5000, 0.05) == 1  # 50 ms calls: one per message, workers stay balanced
