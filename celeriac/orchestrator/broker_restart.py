@@ -34,7 +34,7 @@ class BrokerRestart:
             link._register_run()  # a broker that lost its data forgot the run too
         except link.transport.errors:
             pass
-        outstanding = link._outstanding()
+        outstanding = unfinished(link)
         found, _unacked = link.transport.whereabouts(link._queues)
         missing = set(outstanding) - found
         if not missing:
@@ -57,7 +57,7 @@ class BrokerRestart:
         link = self.link
         if time.monotonic() - since < RESTART_RECHECK or link._drained_at < since:
             return
-        outstanding = link._outstanding()
+        outstanding = unfinished(link)
         found, unacked = link.transport.whereabouts(link._queues)
         lost = [m for m in missing if m in outstanding and m not in found]
         lost = [m for m in lost if m not in unacked or link.transport.take_back(unacked[m])]
@@ -72,3 +72,19 @@ class BrokerRestart:
             self.link._complete(message_id, exception=WorkerLost(
                 "the broker restarted and lost the task (it was queued, or its worker lost "
                 "it when the broker went away)"))
+
+
+def unfinished(link) -> dict:
+    """``{message id: its task ids}`` of the messages sent and not finished."""
+    unsent = {i.task_id for i in
+              list(link._outbox) + list(link._listener_out) + list(link._held)}
+    for ids in list(link._pushing.values()):
+        unsent |= ids
+    messages, batched = {}, set()
+    for message_id, members in list(link._batches.items()):
+        messages[message_id] = members
+        batched.update(members)
+    for task_id in list(link._pending):
+        if task_id not in batched:
+            messages[task_id] = [task_id]
+    return {m: ids for m, ids in messages.items() if not unsent.intersection(ids)}

@@ -12,11 +12,8 @@ what to send and when, and what an outcome or a loss means for the run's futures
 - Receiving: one listener thread takes the run's outcomes (never one subscription or poll
   per task) and completes the futures. Calls those outcomes made ready (a chain's next step)
   it sends itself, in the round trip that waits for the next outcomes.
-- Watching: every few seconds, tasks held by workers that stopped heartbeating are taken
-  back and failed with WorkerLost, which the DFK relaunches; tasks held up by a stopped
-  worker run on another (the transport's sweeper); after a broker restart, only the tasks it
-  lost are relaunched; and the run's own heartbeat is refreshed, so workers can tell when
-  the run is gone.
+- Watching (:mod:`celeriac.orchestrator.watcher`): tasks held by dead or stopped workers are
+  relaunched, after a broker restart only those it lost, and the run's heartbeat is kept.
 - Revoking (:meth:`CeleryLink.revoke`): a cancelled task's message is dropped from its queue,
   and its id written, signed, where workers read it (:mod:`celeriac.wire.revokes`), so
   one that reserved it skips it and one that runs it is stopped. A revoke sent with Celery's
@@ -49,15 +46,15 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import remote_control
-from celeriac.orchestrator.broker_restart import BrokerRestart
 from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_size
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
+from celeriac.orchestrator.watcher import watch
 from celeriac.wire import payload
 from celeriac.wire.base import for_url as transport_for_url
 from celeriac.wire.base import safe_url
 from celeriac.wire.bigvalues import BigValues
-from celeriac.wire.keys import ALIVE_TTL, queue_name, results_key
+from celeriac.wire.keys import queue_name, results_key
 from celeriac.wire.message import TaskMessage
 from celeriac.wire.outcome import open_outcomes
 
@@ -70,7 +67,6 @@ _short.maxlevel = 2
 SEND_BATCH = 1000
 SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with SubmitException
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
-SWEEP_INTERVAL = 2.0
 HOLD_POLL = 0.005            # how often held calls are looked at again
 GATHER_BACKLOG = 2048        # calls sent and not done from which a few new calls gather...
 GATHER_WAIT = 0.05           # ...for up to this long (seconds), to go packed (_gather)
@@ -281,7 +277,7 @@ class CeleryLink:
 
     def _build(self, batch):
         """``(calls, {queue: messages}, events)`` to send for ``batch`` (None: nothing to
-        send now); the calls count as being sent (:meth:`_outstanding`) until
+        send now); the calls count as being sent (``broker_restart.unfinished``) until
         :meth:`_sent` says they went."""
         pending = self._pending
         batch = [item for item in batch if item.task_id in pending]  # not revoked meanwhile
@@ -578,63 +574,7 @@ class CeleryLink:
     # --------------------------------------------------------------- watching
 
     def _watcher(self) -> None:
-        sweeper = self.transport.sweeper(self._describe)
-        server = self._server_id()
-        restart = BrokerRestart(self)
-        # After the broker was away, workers' alive keys may have expired meanwhile: no one
-        # is judged dead until they have had a whole TTL of the broker back to beat again.
-        judge_after = 0.0
-        while not self._stop.wait(SWEEP_INTERVAL):
-            self._beat()
-            try:
-                now = self._server_id()
-                if now is None:
-                    judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
-                if server is not None and now is not None and now != server:
-                    judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
-                    restart.noticed()
-                server = now or server
-                restart.recheck()
-                if not self._pending or time.monotonic() < judge_after:
-                    continue
-                lost = sweeper.sweep(set(self._pending) | set(self._batches) | self._revoked)
-            except self.transport.errors as e:
-                judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
-                logger.warning("lost-worker sweep skipped: %s", e)
-                continue
-            for task_id, why in lost:
-                if task_id in self._revoked:  # taken back from a worker killed to stop it
-                    self._revoked.discard(task_id)
-                    continue
-                logger.warning("task %s: %s", task_id, why)
-                self._complete(task_id, exception=self._lost(task_id, why))
-
-    def _describe(self, message_id: str) -> str:
-        """The app of a message, for the log."""
-        members = self._batches.get(message_id)
-        entry = self._pending.get(members[0] if members else message_id)
-        if entry is None:
-            return ""
-        return f"{len(members)} calls of {entry[2]}" if members else entry[2]
-
-    def _outstanding(self) -> dict:
-        """``{message id: its task ids}`` of the messages sent and not finished."""
-        unsent = {i.task_id for i in
-                  list(self._outbox) + list(self._listener_out) + list(self._held)}
-        for ids in list(self._pushing.values()):
-            unsent |= ids
-        messages, batched = {}, set()
-        for message_id, members in list(self._batches.items()):
-            messages[message_id] = members
-            batched.update(members)
-        for task_id in list(self._pending):
-            if task_id not in batched:
-                messages[task_id] = [task_id]
-        return {m: ids for m, ids in messages.items() if not unsent.intersection(ids)}
-
-    def _server_id(self):
-        """The broker's instance: it changes when the broker restarts (and may forget)."""
-        return self.transport.instance()
+        watch(self)
 
     def _register_run(self) -> None:
         """Say on the broker that this run is active (how `celeriac worker` finds it)."""
