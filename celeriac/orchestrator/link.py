@@ -5,7 +5,7 @@ what to send and when, and what an outcome or a loss means for the run's futures
 
 - Sending: ``submit`` signs the call and builds its task message in the caller's thread; one
   sender thread sends whatever has queued up in a single round trip, instead of a kombu
-  producer round trip per task. Calls of one short app share a message (:func:`pack_size`);
+  producer round trip per task. Calls of one short app share a message (:func:`pack_sizes`);
   a new app's first burst waits a moment for its run time to be known (:class:`FirstBurst`).
   While an event consumer (Flower) listens, the same round trip
   publishes a ``task-sent`` event per message (celeriac.orchestrator.sent_events).
@@ -48,7 +48,7 @@ from celeriac.errors import (
 )
 from celeriac.orchestrator import remote_control
 from celeriac.orchestrator.broker_restart import BrokerRestart
-from celeriac.orchestrator.packing import FirstBurst, pack_size
+from celeriac.orchestrator.packing import FirstBurst, pack_sizes
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.wire import payload, revokes, runend
@@ -69,6 +69,7 @@ SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with Su
 LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 SWEEP_INTERVAL = 2.0
 HOLD_POLL = 0.005            # how often held calls are looked at again
+SLOTS_FRESH = 1.0            # seconds the count of slots serving each queue is reused
 
 
 class _Outgoing:
@@ -150,6 +151,7 @@ class CeleryLink:
         self._outbox: deque = deque()
         self._held: deque = deque()   # calls of new apps waiting for a run time (FirstBurst)
         self._first_burst = FirstBurst()
+        self._slots_seen: tuple = (float("-inf"), {})  # (when, {queue: [slots, ready]})
         self._listener_out: list = []
         self._pushing: set = set()                                # task ids being sent
         self._revoked: set = set()   # revoked message ids a dead worker may still hold
@@ -254,16 +256,18 @@ class CeleryLink:
         now = time.monotonic()
         for (queue, _digest), items in list(groups.items()):
             runtime = self._runtimes.get(items[0].name)
-            now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now)
+            now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
+                                                  lambda q=queue: self._slots(q, ready=True) > 0)
             if now_sent < len(items):
                 self._held.extend(items[now_sent:])
                 items = items[:now_sent]
                 if not items:
                     continue
-            size = pack_size(len(items), runtime)
-            for k in range(0, len(items), size):
+            sizes, k = pack_sizes(len(items), runtime, lambda q=queue: self._slots(q)), 0
+            for size in sizes:
                 by_queue[queue].append(self._message(queue, items[k:k + size], sent))
-            self.stats["messages"] += -(-len(items) // size)
+                k += size
+            self.stats["messages"] += len(sizes)
             self.stats["calls"] += len(items)
         if not by_queue:
             return
@@ -288,6 +292,23 @@ class CeleryLink:
                 logger.warning("sending %d tasks failed (%s); retrying", len(batch), e)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _slots(self, queue: str, ready: bool = False) -> int:
+        """Task slots of the live workers serving ``queue`` (with ``ready``: only of those
+        already connected), for packing; asked of the broker at most once every
+        ``SLOTS_FRESH`` seconds (a tenth of that while none is ready: workers starting)."""
+        seen_at, slots = self._slots_seen
+        if time.monotonic() - seen_at > SLOTS_FRESH / (1 if slots.get(queue, (0, 0))[1] else 10):
+            try:
+                workers = self.transport.live_workers()
+            except self.transport.errors:
+                return 0
+            slots = defaultdict(lambda: [0, 0])
+            for worker in workers:
+                slots[worker.queue][0] += worker.slots
+                slots[worker.queue][1] += worker.slots if worker.ready else 0
+            self._slots_seen = (time.monotonic(), dict(slots))
+        return slots.get(queue, (0, 0))[1 if ready else 0]
 
     # --------------------------------------------------------------- receiving
 
