@@ -301,7 +301,9 @@ class CeleryLink:
         if time.monotonic() - seen_at > SLOTS_FRESH / (1 if slots.get(queue, (0, 0))[1] else 10):
             try:
                 workers = self.transport.live_workers()
-            except self.transport.errors:
+            except Exception as e:  # only a packing hint: it must never stop the sending
+                logger.debug("could not count the workers serving %s: %s", queue, e)
+                self._slots_seen = (time.monotonic(), {})
                 return 0
             slots = defaultdict(lambda: [0, 0])
             for worker in workers:
