@@ -296,9 +296,9 @@ class CeleryLink:
     def _slots(self, queue: str, ready: bool = False) -> int:
         """Task slots of the live workers serving ``queue`` (with ``ready``: only of those
         already connected), for packing; asked of the broker at most once every
-        ``SLOTS_FRESH`` seconds (a tenth of that while none is ready: workers starting)."""
+        ``SLOTS_FRESH`` seconds (a tenth of that while none serves it: workers starting)."""
         seen_at, slots = self._slots_seen
-        if time.monotonic() - seen_at > SLOTS_FRESH / (1 if slots.get(queue, (0, 0))[1] else 10):
+        if time.monotonic() - seen_at > SLOTS_FRESH / (1 if slots.get(queue, (0, 0))[0] else 10):
             try:
                 workers = self.transport.live_workers()
             except Exception as e:  # only a packing hint: it must never stop the sending

@@ -50,7 +50,7 @@ def pack_sizes(queued: int, runtime: float | None,
     least = max(1, min(PACK_MAX, int(PACK_SECONDS / runtime)))
     most = max(least, min(PACK_MAX, int(PACK_LONG / runtime)))
     spread = max(1, queued // 4)  # a burst still goes in at least four messages
-    known = slots() if most > min(least, spread) else None
+    known = slots() if min(most, spread) > least else None  # else: no matter
     if not known or known < 1:
         size = pack_size(queued, runtime)
         return [size] * (queued // size) + ([queued % size] if queued % size else [])
