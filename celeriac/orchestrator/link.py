@@ -5,7 +5,7 @@ what to send and when, and what an outcome or a loss means for the run's futures
 
 - Sending: ``submit`` signs the call and builds its task message in the caller's thread; one
   sender thread sends whatever has queued up in a single round trip, instead of a kombu
-  producer round trip per task. Calls of one short app share a message (:func:`pack_size`);
+  producer round trip per task. Calls of one short app share a message (:func:`pack_sizes`);
   a new app's first burst waits a moment for its run time to be known (:class:`FirstBurst`).
   While an event consumer (Flower) listens, the same round trip
   publishes a ``task-sent`` event per message (celeriac.orchestrator.sent_events).
@@ -46,7 +46,7 @@ from celeriac.errors import (
     WorkerLost,
 )
 from celeriac.orchestrator import remote_control
-from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_size
+from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_sizes
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.orchestrator.watcher import watch
@@ -70,6 +70,7 @@ LISTEN_GIVE_UP = 60.0        # seconds without the broker before all tasks fail
 HOLD_POLL = 0.005            # how often held calls are looked at again
 GATHER_BACKLOG = 2048        # calls sent and not done from which a few new calls gather...
 GATHER_WAIT = 0.05           # ...for up to this long (seconds), to go packed (_gather)
+SLOTS_FRESH = 1.0            # seconds the count of slots serving each queue is reused
 
 
 class _Outgoing:
@@ -144,6 +145,7 @@ class CeleryLink:
         self._held: deque = deque()   # calls of new apps waiting for a run time (FirstBurst)
         self._first_burst = FirstBurst()
         self._backlog_seen: tuple = (float("-inf"), {})  # (when, _backlog()) of several queues
+        self._slots_seen: tuple = (float("-inf"), {})  # (when, {queue: [slots, ready]})
         self._listener_out: list = []
         self._pushing: dict = {}          # thread id -> the task ids it is sending
         self._revoked: set = set()   # revoked message ids a dead worker may still hold
@@ -293,16 +295,19 @@ class CeleryLink:
         backlog = self._backlog()
         for (queue, _digest), items in list(groups.items()):
             runtime = self._runtimes.get(items[0].name)
-            now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now)
+            now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
+                                                  lambda q=queue: self._slots(q, ready=True) > 0)
             if now_sent < len(items):
                 self._held.extend(items[now_sent:])
                 items = items[:now_sent]
                 if not items:
                     continue
-            size = pack_size(len(items), runtime, max(0, backlog.get(queue, 0) - len(items)))
-            for k in range(0, len(items), size):
+            sizes, k = pack_sizes(len(items), runtime, lambda q=queue: self._slots(q),
+                                  max(0, backlog.get(queue, 0) - len(items))), 0
+            for size in sizes:
                 by_queue[queue].append(self._message(queue, items[k:k + size], sent))
-            self.stats["messages"] += -(-len(items) // size)
+                k += size
+            self.stats["messages"] += len(sizes)
             self.stats["calls"] += len(items)
         if not by_queue:
             self._sent()
@@ -343,6 +348,25 @@ class CeleryLink:
                     delay = min(delay * 2, 2.0)
         finally:
             self._sent()
+
+    def _slots(self, queue: str, ready: bool = False) -> int:
+        """Task slots of the live workers serving ``queue`` (with ``ready``: only of those
+        already connected), for packing; asked of the broker at most once every
+        ``SLOTS_FRESH`` seconds (a tenth of that while none serves it: workers starting)."""
+        seen_at, slots = self._slots_seen
+        if time.monotonic() - seen_at > SLOTS_FRESH / (1 if slots.get(queue, (0, 0))[0] else 10):
+            try:
+                workers = self.transport.live_workers()
+            except Exception as e:  # only a packing hint: it must never stop the sending
+                logger.debug("could not count the workers serving %s: %s", queue, e)
+                self._slots_seen = (time.monotonic(), {})
+                return 0
+            slots = defaultdict(lambda: [0, 0])
+            for worker in workers:
+                slots[worker.queue][0] += worker.slots
+                slots[worker.queue][1] += worker.slots if worker.ready else 0
+            self._slots_seen = (time.monotonic(), dict(slots))
+        return slots.get(queue, (0, 0))[1 if ready else 0]
 
     # --------------------------------------------------------------- receiving
 
