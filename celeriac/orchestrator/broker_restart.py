@@ -34,7 +34,7 @@ class BrokerRestart:
             link._register_run()  # a broker that lost its data forgot the run too
         except link.transport.errors:
             pass
-        outstanding = unfinished(link)
+        outstanding = unfinished_messages(link)
         found, _unacked = link.transport.whereabouts(link._queues)
         missing = set(outstanding) - found
         if not missing:
@@ -57,7 +57,7 @@ class BrokerRestart:
         link = self.link
         if time.monotonic() - since < RESTART_RECHECK or link._drained_at < since:
             return
-        outstanding = unfinished(link)
+        outstanding = unfinished_messages(link)
         found, unacked = link.transport.whereabouts(link._queues)
         lost = [m for m in missing if m in outstanding and m not in found]
         lost = [m for m in lost if m not in unacked or link.transport.take_back(unacked[m])]
@@ -74,7 +74,7 @@ class BrokerRestart:
                 "it when the broker went away)"))
 
 
-def unfinished(link) -> dict:
+def unfinished_messages(link) -> dict:
     """``{message id: its task ids}`` of the messages sent and not finished."""
     unsent = {i.task_id for i in
               list(link._outbox) + list(link._listener_out) + list(link._held)}

@@ -279,7 +279,7 @@ class CeleryLink:
 
     def _build(self, batch):
         """``(calls, {queue: messages}, events)`` to send for ``batch`` (None: nothing to
-        send now); the calls count as being sent (``broker_restart.unfinished``) until
+        send now); the calls count as being sent (``broker_restart.unfinished_messages``) until
         :meth:`_sent` says they went."""
         pending = self._pending
         batch = [item for item in batch if item.task_id in pending]  # not revoked meanwhile

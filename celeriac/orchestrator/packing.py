@@ -12,7 +12,8 @@ PACK_SECONDS = 0.02          # work in one packed message when the workers are n
 PACK_LONG = 0.5              # work in one packed message, at most, when they are
 PROBE_CALLS = 8              # calls of a new app sent one per message to learn its run time
 PROBE_HOLD = 0.25            # seconds its other calls wait for that run time, at most ...
-UNSERVED_HOLD = 60.0         # ... once a worker serves its queue (and this long before that)
+UNSERVED_HOLD = 5.0          # ... once a worker serves its queue (and this long before that:
+                             # then they go, so a queue nobody serves yet shows them all)
 
 
 def pack_size(queued: int, runtime: float | None, backlog: int = 0) -> int:

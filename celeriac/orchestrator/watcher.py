@@ -46,6 +46,9 @@ def watch(link) -> None:
             judge_after = time.monotonic() + ALIVE_TTL + SWEEP_INTERVAL
             logger.warning("lost-worker sweep skipped: %s", e)
             continue
+        except Exception:  # a bug here must not end the run's recovery: try again next time
+            logger.exception("lost-worker sweep failed; trying again in %.0f s", SWEEP_INTERVAL)
+            continue
         for task_id, why in lost:
             if task_id in link._revoked:  # taken back from a worker killed to stop it
                 link._revoked.discard(task_id)
