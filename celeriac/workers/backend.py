@@ -21,7 +21,6 @@ from celeriac.errors import MessageTooLarge, SerializationError, WorkerLost
 from celeriac.wire import bigvalues, outcome, payload, worker_side
 from celeriac.wire.call import Failure
 from celeriac.wire.message import TASK_NAME
-from celeriac.wire.redis_recovery import UNACKED, UNACKED_INDEX
 from celeriac.workers import transport
 from celeriac.workers.app import Batch, state
 
@@ -100,7 +99,6 @@ class ResultListBackend(BaseBackend):
         here, so a restarted broker's run does not take it for lost and run it again."""
         held = False
         ack = transport.ack_with_outcome(task_id)
-        line = transport.line_for(task_id)  # its reservation went there: so does its ack
         try:
             for attempt in tenacity.Retrying(
                     retry=tenacity.retry_if_exception_type(self.side.errors),
@@ -113,11 +111,6 @@ class ResultListBackend(BaseBackend):
                         held = True
                     if ack is None:
                         self.side.push_outcome(state.results_key, frame)
-                    elif line is not None:
-                        line.exchange(("MULTI",), ("RPUSH", state.results_key, frame),
-                                      ("ZREM", UNACKED_INDEX, ack), ("HDEL", UNACKED, ack),
-                                      ("EXEC",))
-                        transport.acked(ack)
                     elif self.side.push_outcome_and_ack(state.results_key, frame, ack):
                         transport.acked(ack)  # Celery's acknowledgement then costs nothing
         finally:

@@ -63,8 +63,6 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     state.running = RunningNotes.from_environment()
     serve_remote_control(state.running)  # pool_grow/shrink/autoscale: asks the supervisor
     client = worker_side.for_url(broker_url, run_id).records
-    if transport.for_url(broker_url) is not None and pool in ("solo", "threads"):
-        transport.use_line(client)  # outcomes are handed in by this process
     follow = revoke_follower(key, run_id)
     follow(client, quiet=True)  # before consuming: a message revoked already is skipped
     heartbeat = HeldTasks(client, hostname,

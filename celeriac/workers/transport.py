@@ -14,18 +14,12 @@ second time (seen with Redis killed and restarted among 2,000 short tasks). So h
   any pool) stays where it is: its outcome comes from this worker, which acknowledges it once
   it is back. Only the others are put back.
 
-Waits per task are also spared here (each is a wake-up of Redis and of the worker on every
-task, and a chain of dependent tasks pays them in turn):
+Two round trips per task are also spared here (each is a wake-up of Redis and of the worker
+on every task, and a chain of dependent tasks pays them in turn):
 
 - a message whose delivery tag is its task id (every message a run sends) is acknowledged in
   the round trip that hands in its outcome (:func:`ack_with_outcome`, from the result
   backend), so Celery's acknowledgement after it costs nothing;
-- where the outcome is handed in by the process that took the message (``--pool solo`` or
-  ``threads``), the message's reservation (its entry in the unacked table) is written on
-  this process's own connection (:class:`Line`) without waiting for Redis's reply: the task
-  starts at once, and the reply is read when the outcome goes on the same connection, after
-  it, so Redis has the reservation before the acknowledgement that removes it. (The entry
-  is in Redis's hands as early as before: kombu wrote it, and waited, before the task ran.)
 - Celery's task events (``-E``) are published only while something listens (Flower,
   ``celery events``): when an event reached no one, the next ones are dropped for
   ``EVENTS_CHECK`` seconds, then one is published again as a probe.
@@ -49,105 +43,10 @@ _failed_acks: list[tuple[str, str, str]] = []  # (unacked key, index key, delive
 _failed_lock = threading.Lock()
 _own_tags: set = set()       # delivered here, delivery tag == task id: ackable with the outcome
 _acked_early: set = set()    # acknowledged with their outcome already
-_line: "Line | None" = None   # see Line; set by use_line() in a worker that hands in outcomes
 
 #: seconds task events are not published after one reached no listener
 EVENTS_CHECK = 1.0
 EVENT_EXCHANGE = "celeryev"  # Celery's ``event_exchange`` default
-
-
-class Line:
-    """This worker process's own connection to Redis, on which a message's reservation is
-    written without waiting, and its outcome and acknowledgement later, after it.
-
-    Redis runs one connection's commands in the order they came, so the reservation is in
-    the unacked table before the acknowledgement that takes it off; the replies the worker
-    did not wait for are read with the next exchange (:meth:`exchange`, :meth:`settle`).
-    Thread-safe (``--pool threads`` hands in outcomes from the pool's threads).
-    """
-
-    def __init__(self, client):
-        self._pool = client.connection_pool
-        self._conn = None
-        self._unread = 0
-        self._lock = threading.Lock()
-
-    def write(self, *commands) -> None:
-        """Send ``commands`` and go on; their replies are read later.
-
-        Raises:
-            redis.exceptions.ConnectionError: they could not be sent (nothing was).
-        """
-        with self._lock:
-            self._settle()
-            if self._conn is None:
-                self._conn = self._pool.make_connection()
-            try:
-                self._conn.send_packed_command(self._conn.pack_commands(commands))
-            except BaseException:
-                self._drop()
-                raise
-            self._unread += len(commands)
-
-    def exchange(self, *commands) -> list:
-        """Send ``commands`` (after any written before) and return their replies."""
-        with self._lock:
-            if self._conn is None:
-                self._conn = self._pool.make_connection()
-            try:
-                self._conn.send_packed_command(self._conn.pack_commands(commands))
-                self._read_unread()
-                return [self._conn.read_response() for _ in commands]
-            except BaseException:
-                self._drop()
-                raise
-
-    def settle(self) -> None:
-        """Wait until Redis has run every command written so far (before a command on
-        another connection that must come after them)."""
-        with self._lock:
-            self._settle()
-
-    def _settle(self) -> None:
-        if self._unread:
-            try:
-                self._read_unread()
-            except BaseException as e:  # what was written may or may not have run
-                self._drop()
-                logger.warning("a reservation's reply was lost (%s)", e)
-
-    def _read_unread(self) -> None:
-        while self._unread:
-            self._unread -= 1
-            try:
-                self._conn.read_response()
-            except Exception as e:
-                if type(e).__name__ != "ResponseError":
-                    raise
-                logger.warning("the broker refused a reservation: %s", e)
-
-    def _drop(self) -> None:
-        self._unread = 0
-        if self._conn is not None:
-            self._conn.disconnect()
-            self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-
-def use_line(client) -> None:
-    """Write reservations without waiting (see :class:`Line`), on a connection of ``client``'s
-    broker; only where outcomes are handed in by the process that reserved the message."""
-    global _line
-    _line = Line(client)
-
-
-def line_for(task_id: str) -> "Line | None":
-    """The :class:`Line` on which ``task_id``'s outcome goes with its acknowledgement, if its
-    reservation was written there (None: hand it in as usual)."""
-    return _line if _line is not None and task_id in _own_tags else None
 
 
 def ack_with_outcome(task_id: str) -> str | None:
@@ -194,21 +93,7 @@ def _accepted_ids() -> set:
 
 class QoS(kombu_redis.QoS):
     def append(self, message, delivery_tag):
-        own = (message.headers or {}).get("id") == delivery_tag
-        if own and _line is not None:
-            delivery = message.delivery_info
-            try:
-                _line.write(("ZADD", self.unacked_index_key, time.time(), delivery_tag),
-                            ("HSET", self.unacked_key, delivery_tag, dumps(
-                                [message._raw, delivery["exchange"], delivery["routing_key"]])))
-            except self.channel.connection.connection_errors as e:
-                logger.warning("reserving a message on the worker's own connection failed "
-                               "(%s); reserving it as usual", e)
-            else:
-                _own_tags.add(delivery_tag)
-                virtual.QoS.append(self, message, delivery_tag)
-                return
-        if own:
+        if (message.headers or {}).get("id") == delivery_tag:
             _own_tags.add(delivery_tag)
         super().append(message, delivery_tag)
 
@@ -218,8 +103,6 @@ class QoS(kombu_redis.QoS):
             _acked_early.discard(delivery_tag)
             virtual.QoS.ack(self, delivery_tag)
             return
-        if _line is not None:  # a reservation written there goes first
-            _line.settle()
         try:
             self._remove_from_indices(delivery_tag).execute()
         except self.channel.connection.connection_errors as e:
@@ -228,11 +111,6 @@ class QoS(kombu_redis.QoS):
             logger.warning("the broker did not take the acknowledgement of a finished task "
                            "(%s); it is retried, and the task is not run again", e)
         virtual.QoS.ack(self, delivery_tag)
-
-    def restore_by_tag(self, tag, client=None, leftmost=False):
-        if _line is not None:  # a reservation written there goes first
-            _line.settle()
-        super().restore_by_tag(tag, client=client, leftmost=leftmost)
 
     def restore_unacked(self, client=None):
         running = _accepted_ids()
