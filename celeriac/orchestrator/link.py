@@ -439,8 +439,14 @@ class CeleryLink:
             return
         if worker and self.ran_on is not None:
             self.ran_on([outcome[0] for outcome in outcomes], worker[0])
-        if len(outcomes) > 1 or outcomes[0][0] != message_id:
-            self._batches.pop(message_id, None)  # a packed message's calls all came back
+        members = self._batches.get(message_id)
+        if members is not None:  # a packed message: outcomes come as its calls end
+            came = {o[0] for o in outcomes}
+            left = [m for m in members if m not in came]
+            if left:  # if its worker is lost, only these run again
+                self._batches[message_id] = left
+            else:
+                self._batches.pop(message_id, None)
         for task_id, ok, value_bytes, runtime in outcomes:
             try:
                 value = self.big.loads(value_bytes)

@@ -21,7 +21,7 @@ from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
 from celeriac.wire import bigvalues, payload
 from celeriac.wire.call import AppFailed, Failure
 from celeriac.wire.message import SERIALIZER, TASK_NAME
-from celeriac.workers import refusal
+from celeriac.workers import hand_in, refusal
 from celeriac.workers.execute import run_call
 from celeriac.workers.liveness import RunningNotes
 from celeriac.workers.ready_first import ReadyFirst
@@ -153,13 +153,17 @@ def _execute(frame: bytes, message_id: str):
             raise e.failure.exception from None
         state.runtimes[task_id] = time.perf_counter() - start
         return result
-    revoked = _revoked()
-    batch = Batch([_not_run(task_id) if task_id in revoked else _run_one(func, task_id, call_bytes)
-                   for task_id, call_bytes in calls])
-    failed = len(batch.outcomes) - sum(1 for o in batch.outcomes if o[1])
-    if failed:  # so Flower and the worker log show the message as failed
+    revoked, outcomes = _revoked(), hand_in.Outcomes(state, message_id, len(calls))
+    try:
+        for task_id, call_bytes in calls:  # each outcome goes to the run as its call ends
+            outcomes.add(_not_run(task_id) if task_id in revoked
+                         else _run_one(func, task_id, call_bytes))
+    finally:
+        rest = outcomes.rest()  # what went early reached the broker before the end goes
+    batch = Batch(rest, outcomes.count, outcomes.failed)
+    if batch.failed:  # so Flower and the worker log show the message as failed
         state.failures[message_id] = batch
-        raise PackedCallsFailed(f"{failed} of {len(batch.outcomes)} calls failed; each call's "
+        raise PackedCallsFailed(f"{batch.failed} of {batch.count} calls failed; each call's "
                                 "own exception goes to its future")
     return batch
 
@@ -218,14 +222,17 @@ def _not_run(task_id: str) -> tuple:
 
 
 class Batch:
-    """The outcomes of a packed message's calls (what Celery sees as its result)."""
+    """The outcomes of a packed message's calls still to be sent with its end (what Celery
+    sees as its result), of ``count`` calls of which ``failed`` failed (None: of these)."""
 
-    def __init__(self, outcomes: list):
+    def __init__(self, outcomes: list, count: int | None = None, failed: int | None = None):
         self.outcomes = outcomes
+        self.count = len(outcomes) if count is None else count
+        self.failed = sum(1 for o in outcomes if not o[1]) if failed is None else failed
 
     def __repr__(self):
-        ok = sum(1 for o in self.outcomes if o[1])
-        return f"<{len(self.outcomes)} calls: {ok} succeeded, {len(self.outcomes) - ok} failed>"
+        return (f"<{self.count} calls: {self.count - self.failed} succeeded, "
+                f"{self.failed} failed>")
 
 
 def _current_id() -> str:
