@@ -57,6 +57,12 @@ class Earlier:
     def __reduce__(self):
         return Earlier, (self.tid,)
 
+    def __eq__(self, other):
+        return type(other) is Earlier and other.tid == self.tid
+
+    def __hash__(self):
+        return hash((Earlier, self.tid))
+
     def __repr__(self):
         return f"<result of task {self.tid}>"
 
