@@ -1,6 +1,7 @@
 """Faults in a chain whose steps travel in one message (each step waits for the step before
 alone, so the worker runs them one after another): a step that fails once, one that fails
-for good, and the worker killed with SIGKILL in the middle of the message."""
+for good, and the worker killed with SIGKILL in the middle of the message; on Redis and on
+RabbitMQ."""
 
 import os
 import signal
@@ -9,6 +10,7 @@ from concurrent.futures import Future
 
 import pytest
 from ledger import Figures, Ledger, mark
+from services import rabbitmq  # noqa: F401  (the session's RabbitMQ)
 
 import celeriac
 from celeriac import Config, python_app
@@ -41,11 +43,12 @@ def slow_step(ledger_dir, key, x):
     return x + 1
 
 
-@pytest.fixture(scope="module")
-def dfk(tmp_path_factory):
+@pytest.fixture(scope="module", params=["redis", "amqp"])
+def dfk(request, tmp_path_factory):
     celeriac.clear()
+    broker = request.getfixturevalue("rabbitmq") if request.param == "amqp" else None
     d = celeriac.load(Config([CeleryExecutor(label="celery", workers_per_node=2)], retries=1,
-                             run_dir=str(tmp_path_factory.mktemp("chains"))))
+                             broker=broker, run_dir=str(tmp_path_factory.mktemp("chains"))))
     warm = str(tmp_path_factory.mktemp("warm"))  # the apps' run times known
     assert step(warm, "w", 0).result(timeout=60) == slow_step(warm, "w", 0).result() == 1
     yield d
