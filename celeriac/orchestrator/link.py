@@ -180,7 +180,14 @@ class CeleryLink:
     def submit_chain(self, queue: str, func, calls: list) -> list:
         """Queue ``calls`` for ``queue`` in one message, each a step of a chain taking the
         result of the step before (``call.after``); returns their futures."""
-        made = [self._outgoing(queue, func, call) for call in calls]
+        made = []
+        try:
+            for call in calls:
+                made.append(self._outgoing(queue, func, call))
+        except BaseException:  # none of them goes (a step's argument would not pickle)
+            for _fut, item in made:
+                self._take(item.task_id)
+            raise
         self._queue_items([item for _fut, item in made])
         return [fut for fut, _item in made]
 

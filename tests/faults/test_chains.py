@@ -14,7 +14,7 @@ from services import rabbitmq  # noqa: F401  (the session's RabbitMQ)
 
 import celeriac
 from celeriac import Config, python_app
-from celeriac.errors import DependencyError
+from celeriac.errors import DependencyError, SerializationError
 from celeriac.executors import CeleryExecutor
 
 pytestmark = pytest.mark.timeout(240)
@@ -113,3 +113,20 @@ def test_a_worker_killed_in_the_middle_of_a_chains_message_loses_no_step(dfk, tm
     assert figures.submitted == figures.correct == 60
     assert (figures.lost, figures.hung) == (0, 0)
     assert figures.ran_twice <= per_message, figures
+
+
+def test_a_step_whose_argument_cannot_be_sent_fails_alone_and_the_rest_say_why(dfk, tmp_path):
+    import threading
+    ledger = Ledger(tmp_path)
+    gate, futures, before = Future(), {}, None
+    for key in range(6):
+        before = gate if before is None else before
+        futures[key] = before = step(ledger.dir, key, before,
+                                     threading.Lock() if key == 3 else None)
+    gate.set_result(0)
+    figures = ledger.figures(futures, {k: k + 1 for k in futures}, timeout=120)
+    assert figures == Figures(submitted=6, correct=3, lost=3, ran_twice=0, hung=0)
+    with pytest.raises(SerializationError, match="lock"):
+        futures[3].result()
+    with pytest.raises(DependencyError):
+        futures[4].result()
