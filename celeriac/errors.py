@@ -23,6 +23,8 @@
     │   └── FileCopyFailed                push_file/pull_file could not copy the file
     ├── StagingError                  a File could not be staged in or out (.url, password hidden)
     ├── WorkerLost                    the task's worker died under it, more times than allowed
+    ├── NotRun                        a chained call was not run, as the call before it in its
+    │                                 message failed (internal: the task waits for that one again)
     ├── InvalidTransition             a task was asked to make an illegal move (a celeriac bug)
     ├── DependencyError               an upstream task failed, so this one never ran
     ├── JoinError                     a future returned by a join_app failed
@@ -51,7 +53,7 @@ __all__ = [
     "UntrustedPayload", "SubmitException", "MessageTooLarge", "ExecutorError", "ProviderError",
     "ScaleOutFailed", "ChannelError",
     "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed", "StagingError",
-    "WorkerLost",
+    "WorkerLost", "NotRun",
     "InvalidTransition",
     "DependencyError", "JoinError", "AppException", "AppTimeout", "BashExitFailure",
     "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs", "AppExited", "RemoteTraceback",
@@ -220,6 +222,12 @@ def hide_password(url: str) -> str:
 
 class WorkerLost(CeleriacError):
     """The task's worker died while it held the task, more often than allowed."""
+
+
+class NotRun(CeleriacError):
+    """A call that travelled in one message after the call whose result it takes was not
+    run, because that call failed or was not run. Users never see it: the task waits for
+    that call's final outcome again, as any dependent task does."""
 
 
 class InvalidTransition(CeleriacError):

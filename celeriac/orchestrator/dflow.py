@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import InvalidStateError
+from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Optional
 
@@ -28,6 +28,7 @@ from celeriac.errors import (
     CeleriacError,
     ConfigurationError,
     InvalidResourceSpecification,
+    NotRun,
     SerializationError,
 )
 from celeriac.orchestrator import callbacks, collector, parsl_options, retries
@@ -102,7 +103,7 @@ class DataFlowKernel:
                                 retry_handler=self.config.retry_handler,
                                 worker_lost_retries=self.config.worker_lost_retries, memo=memo,
                                 dependency_resolver=self.config.dependency_resolver,
-                                observers=observers)
+                                chain_limit=self._chain_limit, observers=observers)
         self._context.tasks = self._kernel.tasks  # task-sent events name each task's parent
         if self.monitoring is not None:  # no lock: a dict copy is atomic, and cleanup holds it
             self.monitoring.state_counts = lambda: dict(self._kernel.state_counts)
@@ -347,7 +348,17 @@ class DataFlowKernel:
     def _post_for(self, event_type, record: TaskRecord, _fut) -> None:
         self._post(event_type(record))
 
+    def _chain_limit(self, record: TaskRecord) -> int:
+        """How many calls of ``record``'s app its executor sends in one message in a row,
+        a chain's steps (0: it does not; see :meth:`CeleryLink.chain_limit`)."""
+        executor = self.executors.get(record.executor)
+        limit = getattr(executor, "chain_limit", None)
+        return 0 if limit is None else limit(record.func_name)
+
     def _send(self, send: k.Send) -> None:
+        if send.then:
+            self._send_chain(send)
+            return
         record = send.record
         call = self._make_call(record, send.args, send.kwargs, send.try_id)
         try:
@@ -367,6 +378,30 @@ class DataFlowKernel:
             return
         self._tries[record.id] = (send.try_id, exec_fu)
         exec_fu.add_done_callback(partial(self._executor_done, record, send.try_id))
+
+    def _send_chain(self, send: k.Send) -> None:
+        """Send a chain's steps in one message; if the executor refuses them together, the
+        first goes alone and the others wait for it again (each is then sent on its own,
+        and a refusal names the step it is about)."""
+        sends = (send, *send.then)
+        calls = [self._make_call(s.record, s.args, s.kwargs, s.try_id) for s in sends]
+        for call, before in zip(calls[1:], sends):
+            call.after = before.record.id
+        try:
+            futures = self._executor(send.record.executor).submit_chain(send.record.func,
+                                                                        calls)
+        except Exception as e:
+            logger.debug("a chain of %d calls could not go in one message: %r", len(sends), e)
+            self._send(k.Send(send.record, send.try_id, send.args, send.kwargs))
+            for s in send.then:
+                fut = Future()
+                fut.set_exception(NotRun(f"task {s.record.id} was not sent with the one "
+                                         f"before it: {e}"))
+                self._post(k.ExecutorDone(s.record, s.try_id, fut))
+            return
+        for s, exec_fu in zip(sends, futures):
+            self._tries[s.record.id] = (s.try_id, exec_fu)
+            exec_fu.add_done_callback(partial(self._executor_done, s.record, s.try_id))
 
     def _executor_done(self, record: TaskRecord, try_id: int, fut) -> None:
         if self._tries.get(record.id, (None, None))[1] is fut:

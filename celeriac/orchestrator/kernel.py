@@ -20,11 +20,17 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from celeriac.errors import CeleriacError, DependencyError, JoinError
+from celeriac.errors import CeleriacError, DependencyError, JoinError, NotRun, WorkerLost
 from celeriac.orchestrator import retries
-from celeriac.orchestrator.dependencies import describe, resolve, root_cause
+from celeriac.orchestrator.dependencies import (
+    SHALLOW_DEPENDENCY_RESOLVER,
+    describe,
+    resolve,
+    root_cause,
+)
 from celeriac.orchestrator.memo import MemoTable, Verdict, make_hash
 from celeriac.orchestrator.states import States, TaskRecord
+from celeriac.wire.call import Earlier
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +131,17 @@ class Closed:
 
 @dataclass(frozen=True)
 class Send:
-    """Hand try ``try_id`` of the task, with these resolved arguments, to its executor."""
+    """Hand try ``try_id`` of the task, with these resolved arguments, to its executor.
+
+    ``then``: Sends of the tasks that wait for this one alone (a chain), to travel in the same
+    message and run right after it where it runs, each taking the result of the one before
+    (an :class:`~celeriac.wire.call.Earlier` marker in its arguments stands for it)."""
 
     record: TaskRecord
     try_id: int
     args: tuple
     kwargs: dict
+    then: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,9 @@ class Kernel:
         memo: the memo table, or None when ``app_cache`` is off.
         dependency_resolver: where futures are found in arguments (None: Parsl's shallow
             rule, see :mod:`.dependencies`).
+        chain_limit: ``f(record) -> n``: how many calls of the record's app one message may
+            carry in a row, a chain's steps (0 or 1: each step waits for the outcome of the
+            one before, here); None: never.
         observers: objects told of every task as it is submitted
             (``submitted(record)``) and of every state change
             (``moved(record, start, finish, exception)``, with the try's or the task's
@@ -208,8 +222,9 @@ class Kernel:
 
     def __init__(self, *, retries: int = 0, retry_handler=None, worker_lost_retries: int = 3,
                  memo: Optional[MemoTable] = None, dependency_resolver=None,
-                 observers: tuple = ()):
+                 chain_limit=None, observers: tuple = ()):
         self.retries = retries
+        self.chain_limit = chain_limit
         self.resolver = dependency_resolver
         self.retry_handler = retry_handler
         self.worker_lost_retries = worker_lost_retries
@@ -257,6 +272,8 @@ class Kernel:
         waiting = tuple(f for f in record.depends if not f.done())
         record.waiting = len(waiting)
         if waiting:
+            if len(waiting) == 1 and self.chain_limit is not None:
+                self._follow(record, waiting[0])
             return [Watch(record, waiting, DependencyDone)]
         return self._ready(record)
 
@@ -266,8 +283,8 @@ class Kernel:
 
     def _dependency_done(self, event: DependencyDone) -> list:
         record = event.record
-        record.waiting -= 1
-        if record.waiting or record.status is not States.pending:
+        record.waiting -= 1  # below 0 when counted again (_wait_again) before this came
+        if record.waiting > 0 or record.status is not States.pending:
             return []
         return self._ready(record)
 
@@ -316,7 +333,73 @@ class Kernel:
         if record.started is None:
             record.started = time.monotonic()
         args, kwargs = record.resolved
-        return [Send(record, record.try_id, args, kwargs)]
+        then = self._chain(record) if record.followers else ()
+        return [Send(record, record.try_id, args, kwargs, then)]
+
+    # ------------------------------------------------------------------ chains
+
+    def _follow(self, record: TaskRecord, future) -> None:
+        """Note ``record``, which waits for ``future`` alone, as a follower of its task if the
+        two could travel in one message (same app and executor, nothing to stage, no memo)."""
+        lead = getattr(future, "task_record", None)
+        if lead is None or lead.app_fu is not future or self.tasks.get(lead.id) is not lead:
+            return
+        if not (record.kind == "python" and lead.kind == "python" and record.func is lead.func
+                and record.executor == lead.executor and not record.stage_ins
+                and record.staging is None and not (self.memo is not None and record.cache)
+                and self.resolver in (None, SHALLOW_DEPENDENCY_RESOLVER)
+                and record.resource_specification == lead.resource_specification):
+            return
+        if lead.followers is None:
+            lead.followers = [record]
+        else:
+            lead.followers.append(record)
+
+    def _chain(self, lead: TaskRecord) -> tuple:
+        """Launch, after ``lead``, the tasks that wait for it alone, one after another (up to
+        ``chain_limit``), and return their Sends. A task with several such followers is
+        not chained further: they can run in parallel elsewhere."""
+        limit = self.chain_limit(lead)
+        then = []
+        while len(then) + 1 < limit:
+            live = [f for f in lead.followers or () if f.status is States.pending]
+            lead.followers = live
+            if len(live) != 1 or live[0].waiting != 1:
+                break
+            record = live[0]
+            marked = _marked(record.args, record.kwargs, lead.app_fu, Earlier(lead.id))
+            args, kwargs, failures = resolve(*marked, self.resolver)
+            if failures:  # another dependency failed: it fails once the lead is done
+                break
+            record.try_id += 1
+            self._move(record, States.launched)
+            if record.started is None:
+                record.started = time.monotonic()
+            record.after = lead
+            then.append(Send(record, record.try_id, args, kwargs))
+            lead = record
+        return tuple(then)
+
+    def _unchain(self, lead: TaskRecord) -> list:
+        """Take back the tasks launched after ``lead`` in its message (it is being cancelled:
+        they must not run with its result): revoked, and waiting for it again."""
+        out = []
+        for record in lead.followers or ():
+            if record.after is lead and record.status is States.launched:
+                out += self._unchain(record)
+                out.append(Revoke(record, record.try_id))
+                record.after = None
+                self._move(record, States.pending)
+                record.waiting = sum(1 for f in record.depends if not f.done())
+        return out
+
+    def _wait_again(self, record: TaskRecord) -> list:
+        """A chained task did not run (the one before it failed, was lost, or was not run):
+        it waits, as any dependent task, for its dependencies' final outcomes."""
+        record.after = None
+        self._move(record, States.pending)
+        record.waiting = sum(1 for f in record.depends if not f.done())
+        return [] if record.waiting else self._ready(record)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -343,6 +426,14 @@ class Kernel:
                            "without a retry", record.id, record.func_name, record.executor)
             return self._finish(record, States.cancelled)
         exc = fut.exception()
+        if exc is not None and record.after is not None:  # a chained try that failed
+            if isinstance(exc, (NotRun, WorkerLost)) or not all(f.done() for f in record.depends):
+                return self._wait_again(record)
+            args, kwargs, failures = resolve(record.args, record.kwargs, self.resolver)
+            if failures:
+                return self._wait_again(record)
+            record.resolved = (args, kwargs)  # for its retry, sent on its own
+        record.after = None
         if exc is None:
             if record.kind == "join":
                 return self._join(record, fut.result())
@@ -421,7 +512,9 @@ class Kernel:
         record = event.record
         if self.tasks.get(record.id) is not record:  # finished already: nothing to cancel
             return []
-        out = [Revoke(record, record.try_id)] if record.status is States.launched else []
+        out = self._unchain(record)
+        if record.status is States.launched:
+            out.append(Revoke(record, record.try_id))
         logger.info("task %s (%s) cancelled while %s", record.id, record.func_name,
                     record.status.name)
         return out + self._finish(record, States.cancelled)
@@ -438,6 +531,7 @@ class Kernel:
         record.args = ()
         record.depends = []
         record.resolved = None
+        record.followers = record.after = None
         record.kwargs = {k: record.kwargs[k] for k in _STD_STREAMS if k in record.kwargs}
         if state is States.cancelled:
             out.append(SetCancelled(record))
@@ -461,6 +555,18 @@ class Kernel:
                 "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
                 "exit_mode='wait'"))
         return out
+
+
+def _marked(args, kwargs, future, marker):
+    """``args`` and ``kwargs`` with ``future`` replaced by ``marker`` where Parsl's shallow
+    rule finds futures (arguments, keyword values, items of ``inputs``)."""
+    def mark(value):
+        return marker if value is future else value
+    kwargs = {k: mark(v) for k, v in kwargs.items()}
+    inputs = kwargs.get("inputs")
+    if isinstance(inputs, (list, tuple)):
+        kwargs["inputs"] = type(inputs)(mark(v) for v in inputs)
+    return tuple(mark(a) for a in args), kwargs
 
 
 def _add_note(exc: BaseException, note: str) -> None:

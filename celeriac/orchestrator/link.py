@@ -71,19 +71,22 @@ HOLD_POLL = 0.005            # how often held calls are looked at again
 GATHER_BACKLOG = 2048        # calls sent and not done from which a few new calls gather...
 GATHER_WAIT = 0.05           # ...for up to this long (seconds), to go packed (_gather)
 SLOTS_FRESH = 1.0            # seconds the count of slots serving each queue is reused
+CHAIN_SECONDS = 0.05         # a chain's steps sent in one message: at most this much work...
+CHAIN_MAX = 128              # ...and at most this many steps
 
 
 class _Outgoing:
     """A call waiting for the sender thread."""
 
     __slots__ = ("task_id", "queue", "name", "digest", "func_bytes", "call_bytes",
-                 "argsrepr", "kwargsrepr")
+                 "argsrepr", "kwargsrepr", "tid", "after")
 
     def __init__(self, task_id, queue, name, digest, func_bytes, call_bytes, argsrepr,
-                 kwargsrepr):
+                 kwargsrepr, tid=None, after=None):
         self.task_id, self.queue, self.name = task_id, queue, name
         self.digest, self.func_bytes, self.call_bytes = digest, func_bytes, call_bytes
         self.argsrepr, self.kwargsrepr = argsrepr, kwargsrepr
+        self.tid, self.after = tid, after  # a chain's step: the tid of the step before
 
 
 def _with_remote_traceback(failure):
@@ -170,6 +173,34 @@ class CeleryLink:
             SerializationError: the function or an argument cannot be pickled.
             SubmitException: the link is closed.
         """
+        fut, item = self._outgoing(queue, func, call)
+        self._queue_items([item])
+        return fut
+
+    def submit_chain(self, queue: str, func, calls: list) -> list:
+        """Queue ``calls`` for ``queue`` in one message, each a step of a chain taking the
+        result of the step before (``call.after``); returns their futures."""
+        made = []
+        try:
+            for call in calls:
+                made.append(self._outgoing(queue, func, call))
+        except BaseException:  # none of them goes (a step's argument would not pickle)
+            for _fut, item in made:
+                self._take(item.task_id)
+            raise
+        self._queue_items([item for _fut, item in made])
+        return [fut for fut, _item in made]
+
+    def chain_limit(self, app_name: str) -> int:
+        """How many calls of app ``app_name`` a message may carry as a chain's steps: up to
+        ``CHAIN_SECONDS`` of work (``CHAIN_MAX`` at most), from its mean run time so far
+        (0 until it has one: a step then waits for the one before, here)."""
+        runtime = self._runtimes.get(app_name)
+        if runtime is None:
+            return 0
+        return max(1, min(CHAIN_MAX, int(CHAIN_SECONDS / max(runtime, 1e-6))))
+
+    def _outgoing(self, queue: str, func, call):
         if self._closed:
             raise SubmitException("the run's broker link is closed")
         digest, func_bytes = self._function(func, call.name)
@@ -177,17 +208,19 @@ class CeleryLink:
         fut = _TaskFuture(self, call.task_id)
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
-        item = _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
-                         _short.repr(call.args), _short.repr(call.kwargs))
+        return fut, _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
+                              _short.repr(call.args), _short.repr(call.kwargs), call.tid,
+                              call.after)
+
+    def _queue_items(self, items: list) -> None:
         if threading.current_thread() is self._listener_thread:
             # Launched because a result arrived (a dependent became ready): the listener
             # sends it itself after this batch of results, in the round trip that waits for
             # the next ones, sparing a thread hand-off and a round trip.
-            self._listener_out.append(item)
+            self._listener_out.extend(items)
         else:
-            self._outbox.append(item)
+            self._outbox.extend(items)  # one call: a chain's steps are never split
             self._wake.set()
-        return fut
 
     def _message(self, queue: str, items: list, sent: list | None = None) -> TaskMessage:
         """One task message carrying ``items`` (calls of one app); with ``sent``, what its
@@ -225,8 +258,9 @@ class CeleryLink:
                 self._push(held)
             self._gather()
             while self._outbox:
-                batch = []
-                while self._outbox and len(batch) < SEND_BATCH:
+                batch = []  # never ending between a chain's steps
+                while self._outbox and (len(batch) < SEND_BATCH or
+                                        self._outbox[0].after is not None):
                     batch.append(self._outbox.popleft())
                 self._push(batch)
             if self._stop.is_set():
@@ -294,6 +328,9 @@ class CeleryLink:
         now = time.monotonic()
         backlog = self._backlog()
         for (queue, _digest), items in list(groups.items()):
+            items = self._chains(queue, items, by_queue, sent)
+            if not items:
+                continue
             runtime = self._runtimes.get(items[0].name)
             now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
                                                   lambda q=queue: self._slots(q, ready=True) > 0)
@@ -316,6 +353,28 @@ class CeleryLink:
 
     def _sent(self) -> None:
         self._pushing.pop(threading.get_ident(), None)
+
+    def _chains(self, queue: str, items: list, by_queue: dict, sent) -> list:
+        """Put each chain among ``items`` (a step and the steps after it) in a message of its
+        own, in order; returns the other items. A step whose step before is not here goes
+        on its own: its worker says it did not run it, and it is sent again (kernel)."""
+        if all(item.after is None for item in items):
+            return items
+        units, unit_of = [], {}
+        for item in items:
+            unit = unit_of.get(item.after) if item.after is not None else None
+            if unit is None:
+                unit = [item]
+                units.append(unit)
+            else:
+                unit.append(item)
+            unit_of[item.tid] = unit
+        for unit in units:
+            if len(unit) > 1:
+                by_queue[queue].append(self._message(queue, unit, sent))
+                self.stats["messages"] += 1
+                self.stats["calls"] += len(unit)
+        return [unit[0] for unit in units if len(unit) == 1]
 
     def _send_built(self, batch, by_queue, events) -> None:
         """Send what :meth:`_build` made, retrying for up to ``SEND_GIVE_UP`` seconds."""

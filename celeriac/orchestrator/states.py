@@ -88,6 +88,9 @@ class TaskRecord:
     resolved: Optional[tuple] = None       # (args, kwargs) with futures replaced, for retries
     stage_ins: tuple = ()                  # DataFutures of this call's stage-in tasks
     staging: Any = None                    # its in-task transfers (staging.intask.StagePlan)
+    followers: Optional[list] = None       # tasks waiting for this one alone (chains)
+    after: Any = None                      # launched in the message of this record's call,
+                                           # taking its result there (a chain)
 
     def move(self, finish: States) -> None:
         """Change state, refusing moves that are not in ``TRANSITIONS``."""

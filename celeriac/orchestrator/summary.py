@@ -42,8 +42,8 @@ class RunTally:
                 self.first_error[record.func_name] = (
                     f"task {record.id}: {type(exception).__name__}: {exception}"
                 )[:_FIRST_ERROR_CHARS]
-        elif start is States.launched and finish is States.pending:
-            self.retries += 1
+        elif start is States.launched and finish is States.pending and exception is not None:
+            self.retries += 1  # (without one: a chain's step that was not run, sent again)
 
     def done_count(self) -> int:
         return sum(self.finished.values())

@@ -46,6 +46,7 @@ from dataclasses import replace
 from celeriac.errors import BigValueUnavailable, UntrustedPayload
 from celeriac.private_files import is_private_dir, private_dir
 from celeriac.wire import payload
+from celeriac.wire.call import Earlier
 
 __all__ = ["THRESHOLD", "ROOT_ENV", "MARK", "spill_dir", "BigValues", "dumps_result", "loads"]
 
@@ -125,7 +126,7 @@ def _wrap_call(call):
                    kwargs={k: _wrap(v) for k, v in call.kwargs.items()})
 
 
-_PLAIN = frozenset({int, float, str, bool, type(None), complex})
+_PLAIN = frozenset({int, float, str, bool, type(None), complex, Earlier})  # Earlier: a marker
 
 
 def _plain(value, depth: int = 0) -> bool:

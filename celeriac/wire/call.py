@@ -8,7 +8,7 @@ the process that ran the app.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from celeriac.errors import AppExited, SerializationError
@@ -30,6 +30,41 @@ class Call:
     stderr: object = None
     outputs: tuple = ()          # bash apps: Files that must exist afterwards
     staging: object = None       # a celeriac.staging.intask.StagePlan: transfers around the app
+    after: Optional[int] = None  # a chained call: the tid of the call before it in its message,
+                                 # whose result its Earlier markers stand for
+
+    def filled(self, value) -> "Call":
+        """This chained call with each :class:`Earlier` marker replaced by ``value`` (where
+        Parsl's shallow rule finds futures: arguments, keyword values, items of inputs)."""
+        def fill(v):
+            return value if isinstance(v, Earlier) else v
+        kwargs = {k: fill(v) for k, v in self.kwargs.items()}
+        inputs = kwargs.get("inputs")
+        if isinstance(inputs, (list, tuple)):
+            kwargs["inputs"] = type(inputs)(fill(v) for v in inputs)
+        return replace(self, args=tuple(fill(v) for v in self.args), kwargs=kwargs, after=None)
+
+
+class Earlier:
+    """Stands, in a chained call's arguments, for the result of the call before it in the
+    same message (the future the orchestrator would have waited for)."""
+
+    __slots__ = ("tid",)
+
+    def __init__(self, tid: int):
+        self.tid = tid
+
+    def __reduce__(self):
+        return Earlier, (self.tid,)
+
+    def __eq__(self, other):
+        return type(other) is Earlier and other.tid == self.tid
+
+    def __hash__(self):
+        return hash((Earlier, self.tid))
+
+    def __repr__(self):
+        return f"<result of task {self.tid}>"
 
 
 @dataclass

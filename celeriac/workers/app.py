@@ -17,7 +17,7 @@ import time
 
 from celery import Celery
 
-from celeriac.errors import SerializationError, UntrustedPayload, WorkerLost
+from celeriac.errors import NotRun, SerializationError, UntrustedPayload, WorkerLost
 from celeriac.wire import bigvalues, payload
 from celeriac.wire.call import AppFailed, Failure
 from celeriac.wire.message import SERIALIZER, TASK_NAME
@@ -147,17 +147,21 @@ def _execute(frame: bytes, message_id: str):
         task_id, call_bytes = calls[0]
         start = time.perf_counter()
         try:
-            result = run_call(func, bigvalues.loads(call_bytes, state.key, state.run_id))
+            call = bigvalues.loads(call_bytes, state.key, state.run_id)
+            if call.after is not None:  # a chain's step without the step before it
+                raise AppFailed(Failure(_not_run_after(call), ""))
+            result = run_call(func, call)
         except AppFailed as e:
             state.failures[task_id] = e.failure.portable()
             raise e.failure.exception from None
         state.runtimes[task_id] = time.perf_counter() - start
         return result
     revoked, outcomes = _revoked(), hand_in.Outcomes(state, message_id, len(calls))
+    results: dict = {}  # tid -> result of the calls that succeeded, for the steps after them
     try:
         for task_id, call_bytes in calls:  # each outcome goes to the run as its call ends
             outcomes.add(_not_run(task_id) if task_id in revoked
-                         else _run_one(func, task_id, call_bytes))
+                         else _run_one(func, task_id, call_bytes, results))
     finally:
         rest = outcomes.rest()  # what went early reached the broker before the end goes
     batch = Batch(rest, outcomes.count, outcomes.failed)
@@ -172,11 +176,19 @@ class PackedCallsFailed(Exception):
     """Raised after a packed message ran, when some of its calls failed."""
 
 
-def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
-    """(task id, ok, pickled result or Failure, run time) for one call of a packed message."""
+def _run_one(func, task_id: str, call_bytes: bytes, results: dict) -> tuple:
+    """(task id, ok, pickled result or Failure, run time) for one call of a packed message;
+    a chain's step takes the result of the step before it from ``results`` (and is not run
+    if that one did not succeed), and a call that succeeds leaves its result there."""
     start = time.perf_counter()
     try:
-        value, ok = run_call(func, bigvalues.loads(call_bytes, state.key, state.run_id)), True
+        call = bigvalues.loads(call_bytes, state.key, state.run_id)
+        if call.after is not None:
+            if call.after not in results:
+                raise AppFailed(Failure(_not_run_after(call), ""))
+            call = call.filled(results[call.after])
+        value, ok = run_call(func, call), True
+        results[call.tid] = value
     except AppFailed as e:
         value, ok = e.failure.portable(), False
     except SerializationError as e:
@@ -186,6 +198,11 @@ def _run_one(func, task_id: str, call_bytes: bytes) -> tuple:
         return task_id, ok, bigvalues.dumps_result(value, state.key, state.run_id), runtime
     except SerializationError as e:
         return task_id, False, payload.dumps(Failure(e, "")), runtime
+
+
+def _not_run_after(call) -> NotRun:
+    return NotRun(f"task {call.tid} ({call.name}) was not run: task {call.after}, whose result "
+                  "it takes and which came before it in its message, failed or was not run")
 
 
 def _given_back() -> str | None:

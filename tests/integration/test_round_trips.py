@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 import redis
@@ -24,6 +25,11 @@ def add_one(x):
     return x + 1
 
 
+@python_app
+def plus_one(x):  # a second app: a chain alternating apps sends each step on its own
+    return x + 1
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     celeriac.clear()
@@ -31,7 +37,8 @@ def run(tmp_path_factory):
                                run_dir=str(tmp_path_factory.mktemp("round_trips"))))
     with open(os.path.join(dfk.run_dir, "worker.json")) as f:
         client = redis.Redis.from_url(json.load(f)["broker_url"])
-    assert add_one(add_one(0)).result(timeout=60) == 2  # workers up, the app's run time known
+    # workers up, the apps' run times known
+    assert plus_one(add_one(add_one(0))).result(timeout=60) == 3
     yield dfk, client
     client.close()
     dfk.cleanup()
@@ -77,10 +84,33 @@ def _watch(client, work):
 
 
 def _chain(n):
+    """n steps, each sent when the one before has finished (two apps, never chained)."""
     fut = add_one(0)
-    for _ in range(n - 1):
-        fut = add_one(fut)
+    for step in range(n - 1):
+        fut = (plus_one if step % 2 == 0 else add_one)(fut)
     return fut.result(timeout=120)
+
+
+@pytest.mark.timeout(180)
+def test_a_chain_of_one_app_goes_to_a_worker_in_one_message(run):
+    """Steps that wait for the step before alone travel with it: one LPUSH for 20 steps,
+    one reservation, one outcome (all 20 results) with its acknowledgement."""
+    _dfk, client = run
+    gate = Future()  # every step is waiting when the first can go
+
+    def work():
+        fut = add_one(gate)
+        for _ in range(19):
+            fut = add_one(fut)
+        gate.set_result(0)
+        return fut.result(timeout=120)
+    value, _took, trips, _seen = _watch(client, work)
+    assert value == 20
+    messages = [w[:2] for t in trips for w in t if w[0] == "LPUSH"]
+    assert len(messages) == 1, messages
+    outcomes = [w for t in trips for w in t
+                if w[0] == "RPUSH" and w[1].startswith("celeriac:results:")]
+    assert len(outcomes) == 1
 
 
 @pytest.mark.timeout(180)

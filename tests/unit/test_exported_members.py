@@ -56,7 +56,7 @@ def test_errors_module_exports():
         "UntrustedPayload", "SubmitException", "MessageTooLarge", "ExecutorError",
         "ProviderError", "ScaleOutFailed", "ChannelError",
         "HostUnreachable", "AuthenticationFailed", "BadHostKey", "FileCopyFailed",
-        "StagingError", "WorkerLost", "InvalidTransition", "DependencyError", "JoinError",
+        "StagingError", "WorkerLost", "NotRun", "InvalidTransition", "DependencyError", "JoinError",
         "AppException", "AppTimeout",
         "BashExitFailure", "BashAppNoReturn", "BadStdStreamFile", "MissingOutputs",
         "AppExited", "RemoteTraceback",

@@ -331,6 +331,20 @@ class CeleryExecutor(Executor):
             raise self._blocks.broken
         return self._link.submit(self.queue, func, call)
 
+    def submit_chain(self, func, calls: list) -> list:
+        """Send ``calls`` of ``func`` in one message, each taking the result of the one before
+        (see ``kernel.Send.then``); returns their futures."""
+        if self._shut:
+            raise SubmitException(f"executor {self.label!r} has been shut down")
+        if self._blocks.broken is not None:
+            raise self._blocks.broken
+        return self._link.submit_chain(self.queue, func, calls)
+
+    def chain_limit(self, app_name: str) -> int:
+        """How many calls of app ``app_name`` a message may carry as a chain's steps."""
+        link = self._link
+        return 0 if link is None else link.chain_limit(app_name)
+
     def scale_out(self, blocks: int = 1) -> list:
         """Ask the provider for ``blocks`` more blocks (see BlockManager.scale_out)."""
         return self._blocks.scale_out(blocks)
