@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 PACK_MAX = 64                # calls in one message, at most
 PACK_SECONDS = 0.02          # work in one packed message when the workers are not known
-PACK_LONG = 0.5              # work in one packed message, at most, when they are
+PACK_LONG = 2.0              # work in one packed message, at most, when they are (its
+                             # calls hand in their outcomes as they end: workers.hand_in)
+PACK_CALL_MAX = 0.25         # calls longer than this (seconds) are never packed: too little gain
 PROBE_CALLS = 8              # calls of a new app sent one per message to learn its run time
 PROBE_HOLD = 0.25            # seconds its other calls wait for that run time, at most ...
 UNSERVED_HOLD = 5.0          # ... once a worker serves its queue (and this long before that:
@@ -53,7 +55,8 @@ def pack_sizes(queued: int, runtime: float | None,
         return [1] * queued
     runtime = max(runtime, 1e-6)
     least = max(1, min(PACK_MAX, int(PACK_SECONDS / runtime)))
-    most = max(least, min(PACK_MAX, int(PACK_LONG / runtime)))
+    most = max(least, min(PACK_MAX, int(PACK_LONG / runtime))) if runtime <= PACK_CALL_MAX \
+        else least
     spread = max(1, (queued + backlog) // 4)  # a burst still goes in at least four messages
     known = slots() if min(most, spread) > least else None  # else: no matter
     if not known or known < 1:
