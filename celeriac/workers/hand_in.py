@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 #: wake-ups than the 0.5 s messages did before, and a lost worker's finished calls run again
 #: only if they ended in its last quarter of a second.
 HAND_IN_EVERY = 0.25
+#: Seconds a message's end waits for the thread to hand in its earlier outcomes (a broker
+#: that went away: the client retries for up to about 10 s) before sending them itself.
+WAIT_FOR_THREAD = 30.0
 
 
 class _Frame:
@@ -110,12 +113,12 @@ class Outcomes:
 
     def rest(self) -> list:
         """The outcomes still to go with the message's end: those not handed in, and those
-        the thread could not hand in. Returns once the thread is done with the others, so
-        the message is never acknowledged before they reached the broker."""
+        the thread could not hand in (or is stuck on: they go twice, the second is ignored).
+        Returns once the thread is done with the others, so the message is never
+        acknowledged before they reached the broker."""
         back = []
-        for frame in self._frames:
-            frame.done.wait()
-            if not frame.ok:
+        for frame in self._frames:  # one the thread is still stuck on goes again (a second
+            if not frame.done.wait(WAIT_FOR_THREAD) or not frame.ok:  # outcome is ignored)
                 back += frame.outcomes
         return back + self._gathered
 
