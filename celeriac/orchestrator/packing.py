@@ -47,7 +47,7 @@ def pack_sizes(queued: int, runtime: float | None,
     ``PACK_SECONDS`` of work, or one call). Workers take messages in order, so while one runs
     a large message there is always more than as much work left for the others, and they all
     end within about one small message of each other: 200 calls of 50 ms on two workers go
-    in about 30 messages, not 200, and neither worker waits at the end. ``slots`` is only
+    in about 16 messages, not 200, and neither worker waits at the end. ``slots`` is only
     called when the sizes depend on it. Without it, :func:`pack_size` for every message. The
     ``backlog`` of calls sent before and not done counts as work still left (as there).
     """
