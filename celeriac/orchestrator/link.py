@@ -79,13 +79,13 @@ class _Outgoing:
     """A call waiting for the sender thread."""
 
     __slots__ = ("task_id", "queue", "name", "digest", "func_bytes", "call_bytes",
-                 "argsrepr", "kwargsrepr", "tid", "after")
+                 "args", "kwargs", "tid", "after")
 
-    def __init__(self, task_id, queue, name, digest, func_bytes, call_bytes, argsrepr,
-                 kwargsrepr, tid=None, after=None):
+    def __init__(self, task_id, queue, name, digest, func_bytes, call_bytes, args, kwargs,
+                 tid=None, after=None):
         self.task_id, self.queue, self.name = task_id, queue, name
         self.digest, self.func_bytes, self.call_bytes = digest, func_bytes, call_bytes
-        self.argsrepr, self.kwargsrepr = argsrepr, kwargsrepr
+        self.args, self.kwargs = args, kwargs  # shown (shortened) if it goes alone
         self.tid, self.after = tid, after  # a chain's step: the tid of the step before
 
 
@@ -209,8 +209,7 @@ class CeleryLink:
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
         return fut, _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
-                              _short.repr(call.args), _short.repr(call.kwargs), call.tid,
-                              call.after)
+                              call.args, call.kwargs, call.tid, call.after)
 
     def _queue_items(self, items: list) -> None:
         if threading.current_thread() is self._listener_thread:
@@ -227,7 +226,8 @@ class CeleryLink:
         ``task-sent`` event needs is appended to it."""
         first = items[0]
         if len(items) == 1:
-            celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
+            celery_id = first.task_id
+            argsrepr, kwargsrepr = _short.repr(first.args), _short.repr(first.kwargs)
         else:
             celery_id = f"{self.run_id}.b{next(self._batch_ids)}"
             self._batches[celery_id] = [i.task_id for i in items]
@@ -534,8 +534,7 @@ class CeleryLink:
         digest, func_bytes = self._function(func, call.name)
         self._listener_out.append(_Outgoing(
             task_id, entry[1], call.name, digest, func_bytes,
-            payload.dumps(call, f"arguments of {call.name}"),
-            _short.repr(call.args), _short.repr(call.kwargs)))
+            payload.dumps(call, f"arguments of {call.name}"), call.args, call.kwargs))
         return True
 
     def _noticed(self, frame: bytes) -> None:
