@@ -177,12 +177,12 @@ class CeleryLink:
         self._queue_items([item])
         return fut
 
-    def submit_chain(self, queue: str, func, calls: list) -> list:
-        """Queue ``calls`` for ``queue`` in one message, each a step of a chain taking the
-        result of the step before (``call.after``); returns their futures."""
+    def submit_chain(self, queue: str, steps: list) -> list:
+        """Queue ``steps`` (``[(function, call)]``) for ``queue`` in one message, each taking
+        the result of the step before (``call.after``); returns their futures."""
         made = []
         try:
-            for call in calls:
+            for func, call in steps:
                 made.append(self._outgoing(queue, func, call))
         except BaseException:  # none of them goes (a step's argument would not pickle)
             for _fut, item in made:
@@ -234,8 +234,9 @@ class CeleryLink:
             argsrepr, kwargsrepr = f"[{len(items)} calls]", "{}"
         if sent is not None:
             sent.append((celery_id, first.name, argsrepr, kwargsrepr, queue, first.task_id))
-        frame = payload.sign(self.key, payload.dumps(
-            (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
+        calls = [(i.task_id, i.call_bytes) if i.digest == first.digest else  # a chain's step
+                 (i.task_id, i.call_bytes, i.digest, i.func_bytes) for i in items]  # of another app
+        frame = payload.sign(self.key, payload.dumps((first.digest, first.func_bytes, calls)))
         return TaskMessage(celery_id, first.name, frame, self.results_key, self._origin,
                            argsrepr, kwargsrepr)
 
@@ -321,16 +322,13 @@ class CeleryLink:
             return None
         self._pushing[threading.get_ident()] = {item.task_id for item in batch}
         sent = [] if self.sent_events.listening() else None
-        groups = defaultdict(list)
-        for item in batch:
-            groups[(item.queue, item.digest)].append(item)
         by_queue = defaultdict(list)
+        groups = defaultdict(list)
+        for item in self._chains(batch, by_queue, sent):
+            groups[(item.queue, item.digest)].append(item)
         now = time.monotonic()
         backlog = self._backlog()
         for (queue, _digest), items in list(groups.items()):
-            items = self._chains(queue, items, by_queue, sent)
-            if not items:
-                continue
             runtime = self._runtimes.get(items[0].name)
             now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
                                                   lambda q=queue: self._slots(q, ready=True) > 0)
@@ -354,7 +352,7 @@ class CeleryLink:
     def _sent(self) -> None:
         self._pushing.pop(threading.get_ident(), None)
 
-    def _chains(self, queue: str, items: list, by_queue: dict, sent) -> list:
+    def _chains(self, items: list, by_queue: dict, sent) -> list:
         """Put each chain among ``items`` (a step and the steps after it) in a message of its
         own, in order; returns the other items. A step whose step before is not here goes
         on its own: its worker says it did not run it, and it is sent again (kernel)."""
@@ -371,7 +369,7 @@ class CeleryLink:
             unit_of[item.tid] = unit
         for unit in units:
             if len(unit) > 1:
-                by_queue[queue].append(self._message(queue, unit, sent))
+                by_queue[unit[0].queue].append(self._message(unit[0].queue, unit, sent))
                 self.stats["messages"] += 1
                 self.stats["calls"] += len(unit)
         return [unit[0] for unit in units if len(unit) == 1]

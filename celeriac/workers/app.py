@@ -140,7 +140,7 @@ def _execute(frame: bytes, message_id: str):
     given_back = _given_back()
     if given_back:  # the run relaunches each call as a new try, as after any lost worker
         failure = payload.dumps(Failure(WorkerLost(given_back), ""))
-        state.failures[message_id] = Batch([(t, False, failure, None) for t, _c in calls])
+        state.failures[message_id] = Batch([(c[0], False, failure, None) for c in calls])
         raise WorkerLost(given_back)
     func = state.function(digest, func_bytes)
     if len(calls) == 1:
@@ -158,9 +158,10 @@ def _execute(frame: bytes, message_id: str):
         return result
     revoked = _revoked()
     results: dict = {}  # tid -> result of the calls that succeeded, for the steps after them
-    batch = Batch([_not_run(task_id) if task_id in revoked else
-                   _run_one(func, task_id, call_bytes, results)
-                   for task_id, call_bytes in calls])
+    batch = Batch([_not_run(call[0]) if call[0] in revoked else  # (id, bytes[, function])
+                   _run_one(func if len(call) == 2 else state.function(*call[2:]), call[0],
+                            call[1], results)
+                   for call in calls])
     failed = len(batch.outcomes) - sum(1 for o in batch.outcomes if o[1])
     if failed:  # so Flower and the worker log show the message as failed
         state.failures[message_id] = batch
