@@ -44,6 +44,7 @@ from celeriac.errors import (
     SubmitException,
     UntrustedPayload,
     WorkerLost,
+    hide_password,
 )
 from celeriac.orchestrator import remote_control
 from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_sizes
@@ -52,7 +53,6 @@ from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.orchestrator.watcher import watch
 from celeriac.wire import payload
 from celeriac.wire.base import for_url as transport_for_url
-from celeriac.wire.base import safe_url
 from celeriac.wire.bigvalues import BigValues
 from celeriac.wire.keys import queue_name, results_key
 from celeriac.wire.message import TaskMessage
@@ -120,7 +120,7 @@ class CeleryLink:
 
     def __init__(self, broker_url: str, key: bytes, run_id: str):
         self.url = broker_url
-        self.shown_url = safe_url(broker_url)  # for messages and logs: no password
+        self.shown_url = hide_password(broker_url)  # for messages and logs: no password
         self.key = key
         self.run_id = run_id
         self.results_key = results_key(run_id)
@@ -132,7 +132,7 @@ class CeleryLink:
             self._register_run()
         except self.transport.errors as e:
             raise ExecutorError("celery", (
-                f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
+                f"cannot reach the broker at {hide_password(broker_url)}: {e}. "
                 "Is it running, and is the URL (and password) right?")) from None
         self._pending: dict[str, tuple[Future, str, str]] = {}   # task id -> (future, queue, app)
         self._batches: dict[str, list] = {}                       # message id -> its task ids
