@@ -323,11 +323,11 @@ class CeleryLink:
         self._pushing[threading.get_ident()] = {item.task_id for item in batch}
         sent = [] if self.sent_events.listening() else None
         by_queue = defaultdict(list)
+        backlog = self._backlog()
         groups = defaultdict(list)
-        for item in self._chains(batch, by_queue, sent):
+        for item in self._chains(batch, by_queue, sent, backlog):
             groups[(item.queue, item.digest)].append(item)
         now = time.monotonic()
-        backlog = self._backlog()
         for (queue, _digest), items in list(groups.items()):
             runtime = self._runtimes.get(items[0].name)
             now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
@@ -352,10 +352,11 @@ class CeleryLink:
     def _sent(self) -> None:
         self._pushing.pop(threading.get_ident(), None)
 
-    def _chains(self, items: list, by_queue: dict, sent) -> list:
-        """Put each chain among ``items`` (a step and the steps after it) in a message of its
-        own, in order; returns the other items. A step whose step before is not here goes
-        on its own: its worker says it did not run it, and it is sent again (kernel)."""
+    def _chains(self, items: list, by_queue: dict, sent, backlog: dict) -> list:
+        """Put the chains among ``items`` (a step and the steps after it, in order) in
+        messages, each whole, several short ones to a message as :func:`pack_sizes` packs
+        calls; returns the other items. A step whose step before is not here goes on its
+        own: its worker says it did not run it, and it is sent again (kernel)."""
         if all(item.after is None for item in items):
             return items
         units, unit_of = [], {}
@@ -367,11 +368,25 @@ class CeleryLink:
             else:
                 unit.append(item)
             unit_of[item.tid] = unit
+        chains = defaultdict(list)
         for unit in units:
             if len(unit) > 1:
-                by_queue[unit[0].queue].append(self._message(unit[0].queue, unit, sent))
+                chains[unit[0].queue].append(unit)
+        for queue, units_ in chains.items():
+            calls = sum(map(len, units_))
+            runtime = sum(self._runtimes.get(i.name, 0.0) for u in units_ for i in u) / calls
+            sizes = iter(pack_sizes(calls, runtime, lambda q=queue: self._slots(q),
+                                    max(0, backlog.get(queue, 0) - calls)))
+            k = 0
+            while k < len(units_):
+                size, message = next(sizes, 0), list(units_[k])
+                k += 1
+                while k < len(units_) and len(message) + len(units_[k]) <= size:
+                    message += units_[k]
+                    k += 1
+                by_queue[queue].append(self._message(queue, message, sent))
                 self.stats["messages"] += 1
-                self.stats["calls"] += len(unit)
+            self.stats["calls"] += calls
         return [unit[0] for unit in units if len(unit) == 1]
 
     def _send_built(self, batch, by_queue, events) -> None:
