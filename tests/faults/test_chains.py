@@ -156,3 +156,20 @@ def test_a_chain_of_two_apps_travels_together_and_each_step_gets_its_own_result(
     figures = ledger.figures(futures, expected, timeout=120)
     assert figures == Figures(submitted=20, correct=20, lost=0, ran_twice=0, hung=0)
     assert link.stats["messages"] - messages == 1  # 40 steps of two apps in one message
+
+
+def test_many_short_chains_share_messages_and_each_step_gets_its_own_result(dfk):
+    link = dfk.executors["celery"]._link
+    assert _plus(0, 0).result(timeout=60) == 0  # its run time known: chains start with it
+    messages = link.stats["messages"]
+    gate = Future()
+    futures = {i: double(double(_plus(gate, i))) for i in range(200)}
+    gate.set_result(0)
+    assert {i: f.result(timeout=120) for i, f in futures.items()} == \
+        {i: 4 * i for i in range(200)}
+    assert link.stats["messages"] - messages < 50  # 200 chains of 3: not one message each
+
+
+@python_app
+def _plus(x, i):
+    return x + i
