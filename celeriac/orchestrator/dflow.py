@@ -388,8 +388,8 @@ class DataFlowKernel:
         for call, before in zip(calls[1:], sends):
             call.after = before.record.id
         try:
-            futures = self._executor(send.record.executor).submit_chain(send.record.func,
-                                                                        calls)
+            futures = self._executor(send.record.executor).submit_chain(
+                [(s.record.func, call) for s, call in zip(sends, calls)])
         except Exception as e:
             logger.debug("a chain of %d calls could not go in one message: %r", len(sends), e)
             self._send(k.Send(send.record, send.try_id, send.args, send.kwargs))

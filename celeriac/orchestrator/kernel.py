@@ -340,11 +340,12 @@ class Kernel:
 
     def _follow(self, record: TaskRecord, future) -> None:
         """Note ``record``, which waits for ``future`` alone, as a follower of its task if the
-        two could travel in one message (same app and executor, nothing to stage, no memo)."""
+        two could travel in one message (python apps of one executor, nothing to stage, no
+        memo)."""
         lead = getattr(future, "task_record", None)
         if lead is None or lead.app_fu is not future or self.tasks.get(lead.id) is not lead:
             return
-        if not (record.kind == "python" and lead.kind == "python" and record.func is lead.func
+        if not (record.kind == "python" and lead.kind == "python"
                 and record.executor == lead.executor and not record.stage_ins
                 and record.staging is None and not (self.memo is not None and record.cache)
                 and self.resolver in (None, SHALLOW_DEPENDENCY_RESOLVER)
@@ -356,17 +357,22 @@ class Kernel:
             lead.followers.append(record)
 
     def _chain(self, lead: TaskRecord) -> tuple:
-        """Launch, after ``lead``, the tasks that wait for it alone, one after another (up to
-        ``chain_limit``), and return their Sends. A task with several such followers is
-        not chained further: they can run in parallel elsewhere."""
-        limit = self.chain_limit(lead)
+        """Launch, after ``lead``, the tasks that wait for it alone, one after another (as
+        many as ``chain_limit`` lets one message carry: a step of an app of which n fit
+        takes 1/n of it), and return their Sends. A task with several such followers is not
+        chained further: they can run in parallel elsewhere."""
+        room = 1.0 - _share(self.chain_limit(lead))
         then = []
-        while len(then) + 1 < limit:
+        while True:
             live = [f for f in lead.followers or () if f.status is States.pending]
             lead.followers = live
             if len(live) != 1 or live[0].waiting != 1:
                 break
             record = live[0]
+            share = _share(self.chain_limit(record))
+            if share > room + 1e-9:
+                break
+            room -= share
             marked = _marked(record.args, record.kwargs, lead.app_fu, Earlier(lead.id))
             args, kwargs, failures = resolve(*marked, self.resolver)
             if failures:  # another dependency failed: it fails once the lead is done
@@ -555,6 +561,12 @@ class Kernel:
                 "DataFlowKernel was cleaned up; wait for results before cleanup, or use "
                 "exit_mode='wait'"))
         return out
+
+
+def _share(limit: int) -> float:
+    """The part of a message one call takes when ``limit`` such calls fill it (1: a whole
+    one, for 0: an app whose run time is not known yet)."""
+    return 1.0 / limit if limit > 0 else 1.0
 
 
 def _marked(args, kwargs, future, marker):

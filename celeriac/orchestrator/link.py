@@ -44,6 +44,7 @@ from celeriac.errors import (
     SubmitException,
     UntrustedPayload,
     WorkerLost,
+    hide_password,
 )
 from celeriac.orchestrator import remote_control
 from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_sizes
@@ -52,7 +53,6 @@ from celeriac.orchestrator.sent_events import SentEvents
 from celeriac.orchestrator.watcher import watch
 from celeriac.wire import payload
 from celeriac.wire.base import for_url as transport_for_url
-from celeriac.wire.base import safe_url
 from celeriac.wire.bigvalues import BigValues
 from celeriac.wire.keys import queue_name, results_key
 from celeriac.wire.message import TaskMessage
@@ -79,13 +79,13 @@ class _Outgoing:
     """A call waiting for the sender thread."""
 
     __slots__ = ("task_id", "queue", "name", "digest", "func_bytes", "call_bytes",
-                 "argsrepr", "kwargsrepr", "tid", "after")
+                 "args", "kwargs", "tid", "after")
 
-    def __init__(self, task_id, queue, name, digest, func_bytes, call_bytes, argsrepr,
-                 kwargsrepr, tid=None, after=None):
+    def __init__(self, task_id, queue, name, digest, func_bytes, call_bytes, args, kwargs,
+                 tid=None, after=None):
         self.task_id, self.queue, self.name = task_id, queue, name
         self.digest, self.func_bytes, self.call_bytes = digest, func_bytes, call_bytes
-        self.argsrepr, self.kwargsrepr = argsrepr, kwargsrepr
+        self.args, self.kwargs = args, kwargs  # shown (shortened) if it goes alone
         self.tid, self.after = tid, after  # a chain's step: the tid of the step before
 
 
@@ -120,7 +120,7 @@ class CeleryLink:
 
     def __init__(self, broker_url: str, key: bytes, run_id: str):
         self.url = broker_url
-        self.shown_url = safe_url(broker_url)  # for messages and logs: no password
+        self.shown_url = hide_password(broker_url)  # for messages and logs: no password
         self.key = key
         self.run_id = run_id
         self.results_key = results_key(run_id)
@@ -132,7 +132,7 @@ class CeleryLink:
             self._register_run()
         except self.transport.errors as e:
             raise ExecutorError("celery", (
-                f"cannot reach the broker at {safe_url(broker_url)}: {e}. "
+                f"cannot reach the broker at {hide_password(broker_url)}: {e}. "
                 "Is it running, and is the URL (and password) right?")) from None
         self._pending: dict[str, tuple[Future, str, str]] = {}   # task id -> (future, queue, app)
         self._batches: dict[str, list] = {}                       # message id -> its task ids
@@ -177,12 +177,12 @@ class CeleryLink:
         self._queue_items([item])
         return fut
 
-    def submit_chain(self, queue: str, func, calls: list) -> list:
-        """Queue ``calls`` for ``queue`` in one message, each a step of a chain taking the
-        result of the step before (``call.after``); returns their futures."""
+    def submit_chain(self, queue: str, steps: list) -> list:
+        """Queue ``steps`` (``[(function, call)]``) for ``queue`` in one message, each taking
+        the result of the step before (``call.after``); returns their futures."""
         made = []
         try:
-            for call in calls:
+            for func, call in steps:
                 made.append(self._outgoing(queue, func, call))
         except BaseException:  # none of them goes (a step's argument would not pickle)
             for _fut, item in made:
@@ -209,8 +209,7 @@ class CeleryLink:
         self._pending[call.task_id] = (fut, queue, call.name)
         self._queues.add(queue)
         return fut, _Outgoing(call.task_id, queue, call.name, digest, func_bytes, call_bytes,
-                              _short.repr(call.args), _short.repr(call.kwargs), call.tid,
-                              call.after)
+                              call.args, call.kwargs, call.tid, call.after)
 
     def _queue_items(self, items: list) -> None:
         if threading.current_thread() is self._listener_thread:
@@ -227,15 +226,17 @@ class CeleryLink:
         ``task-sent`` event needs is appended to it."""
         first = items[0]
         if len(items) == 1:
-            celery_id, argsrepr, kwargsrepr = first.task_id, first.argsrepr, first.kwargsrepr
+            celery_id = first.task_id
+            argsrepr, kwargsrepr = _short.repr(first.args), _short.repr(first.kwargs)
         else:
             celery_id = f"{self.run_id}.b{next(self._batch_ids)}"
             self._batches[celery_id] = [i.task_id for i in items]
             argsrepr, kwargsrepr = f"[{len(items)} calls]", "{}"
         if sent is not None:
             sent.append((celery_id, first.name, argsrepr, kwargsrepr, queue, first.task_id))
-        frame = payload.sign(self.key, payload.dumps(
-            (first.digest, first.func_bytes, [(i.task_id, i.call_bytes) for i in items])))
+        calls = [(i.task_id, i.call_bytes) if i.digest == first.digest else  # a chain's step
+                 (i.task_id, i.call_bytes, i.digest, i.func_bytes) for i in items]  # of another app
+        frame = payload.sign(self.key, payload.dumps((first.digest, first.func_bytes, calls)))
         return TaskMessage(celery_id, first.name, frame, self.results_key, self._origin,
                            argsrepr, kwargsrepr)
 
@@ -321,16 +322,13 @@ class CeleryLink:
             return None
         self._pushing[threading.get_ident()] = {item.task_id for item in batch}
         sent = [] if self.sent_events.listening() else None
-        groups = defaultdict(list)
-        for item in batch:
-            groups[(item.queue, item.digest)].append(item)
         by_queue = defaultdict(list)
-        now = time.monotonic()
         backlog = self._backlog()
+        groups = defaultdict(list)
+        for item in self._chains(batch, by_queue, sent, backlog):
+            groups[(item.queue, item.digest)].append(item)
+        now = time.monotonic()
         for (queue, _digest), items in list(groups.items()):
-            items = self._chains(queue, items, by_queue, sent)
-            if not items:
-                continue
             runtime = self._runtimes.get(items[0].name)
             now_sent = self._first_burst.send_now(items[0].name, len(items), runtime, now,
                                                   lambda q=queue: self._slots(q, ready=True) > 0)
@@ -354,10 +352,11 @@ class CeleryLink:
     def _sent(self) -> None:
         self._pushing.pop(threading.get_ident(), None)
 
-    def _chains(self, queue: str, items: list, by_queue: dict, sent) -> list:
-        """Put each chain among ``items`` (a step and the steps after it) in a message of its
-        own, in order; returns the other items. A step whose step before is not here goes
-        on its own: its worker says it did not run it, and it is sent again (kernel)."""
+    def _chains(self, items: list, by_queue: dict, sent, backlog: dict) -> list:
+        """Put the chains among ``items`` (a step and the steps after it, in order) in
+        messages, each whole, several short ones to a message as :func:`pack_sizes` packs
+        calls; returns the other items. A step whose step before is not here goes on its
+        own: its worker says it did not run it, and it is sent again (kernel)."""
         if all(item.after is None for item in items):
             return items
         units, unit_of = [], {}
@@ -369,11 +368,25 @@ class CeleryLink:
             else:
                 unit.append(item)
             unit_of[item.tid] = unit
+        chains = defaultdict(list)
         for unit in units:
             if len(unit) > 1:
-                by_queue[queue].append(self._message(queue, unit, sent))
+                chains[unit[0].queue].append(unit)
+        for queue, units_ in chains.items():
+            calls = sum(map(len, units_))
+            runtime = sum(self._runtimes.get(i.name, 0.0) for u in units_ for i in u) / calls
+            sizes = iter(pack_sizes(calls, runtime, lambda q=queue: self._slots(q),
+                                    max(0, backlog.get(queue, 0) - calls)))
+            k = 0
+            while k < len(units_):
+                size, message = next(sizes, 0), list(units_[k])
+                k += 1
+                while k < len(units_) and len(message) + len(units_[k]) <= size:
+                    message += units_[k]
+                    k += 1
+                by_queue[queue].append(self._message(queue, message, sent))
                 self.stats["messages"] += 1
-                self.stats["calls"] += len(unit)
+            self.stats["calls"] += calls
         return [unit[0] for unit in units if len(unit) == 1]
 
     def _send_built(self, batch, by_queue, events) -> None:
@@ -540,8 +553,7 @@ class CeleryLink:
         digest, func_bytes = self._function(func, call.name)
         self._listener_out.append(_Outgoing(
             task_id, entry[1], call.name, digest, func_bytes,
-            payload.dumps(call, f"arguments of {call.name}"),
-            _short.repr(call.args), _short.repr(call.kwargs)))
+            payload.dumps(call, f"arguments of {call.name}"), call.args, call.kwargs))
         return True
 
     def _noticed(self, frame: bytes) -> None:

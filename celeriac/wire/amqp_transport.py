@@ -30,11 +30,12 @@ import time
 import amqp
 from kombu import Connection
 
+from celeriac.errors import hide_password
 from celeriac.wire import alive, amqp_events, amqp_limits, deaths
 from celeriac.wire.amqp_board import Board
 from celeriac.wire.amqp_records import FanoutListener, Records
 from celeriac.wire.amqp_recovery import AmqpSweeper
-from celeriac.wire.base import Transport, safe_url
+from celeriac.wire.base import Transport
 from celeriac.wire.keys import (
     HELD_PREFIX,
     ORCHESTRATOR_TTL,
@@ -295,7 +296,7 @@ class AmqpWorkerSide(WorkerSide):
         board = Board(self.url, ["run.#"])
         try:
             if not board.wait_connected(10):
-                raise OSError(f"cannot connect to the broker at {safe_url(self.url)}")
+                raise OSError(f"cannot connect to the broker at {hide_password(self.url)}")
             time.sleep(RUN_BEAT_WAIT)
             prefix = RUNS_KEY + "#"
             return sorted(k[len(prefix):] for k in board.items(prefix))

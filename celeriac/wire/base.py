@@ -165,14 +165,6 @@ class Transport(ABC):
         """Release connections. Idempotent."""
 
 
-def safe_url(url: str) -> str:
-    """A broker URL with its password hidden, for messages and logs."""
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-
-
 def for_url(url: str, run_id: str) -> Transport:
     """The transport of run ``run_id`` on broker ``url``, by its scheme."""
     from celeriac.wire.worker_side import AMQP_SCHEMES, scheme_of

@@ -8,7 +8,7 @@ the process that ran the app.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from celeriac.errors import AppExited, SerializationError
@@ -34,15 +34,16 @@ class Call:
                                  # whose result its Earlier markers stand for
 
     def filled(self, value) -> "Call":
-        """This chained call with each :class:`Earlier` marker replaced by ``value`` (where
-        Parsl's shallow rule finds futures: arguments, keyword values, items of inputs)."""
+        """This chained call, its :class:`Earlier` markers replaced by ``value`` (where Parsl's
+        shallow rule finds futures: arguments, keyword values, items of inputs), in place."""
         def fill(v):
-            return value if isinstance(v, Earlier) else v
-        kwargs = {k: fill(v) for k, v in self.kwargs.items()}
+            return value if type(v) is Earlier else v
+        kwargs = {k: fill(v) for k, v in self.kwargs.items()} if self.kwargs else self.kwargs
         inputs = kwargs.get("inputs")
         if isinstance(inputs, (list, tuple)):
             kwargs["inputs"] = type(inputs)(fill(v) for v in inputs)
-        return replace(self, args=tuple(fill(v) for v in self.args), kwargs=kwargs, after=None)
+        self.args, self.kwargs, self.after = tuple(fill(v) for v in self.args), kwargs, None
+        return self
 
 
 class Earlier:

@@ -140,7 +140,7 @@ def _execute(frame: bytes, message_id: str):
     given_back = _given_back()
     if given_back:  # the run relaunches each call as a new try, as after any lost worker
         failure = payload.dumps(Failure(WorkerLost(given_back), ""))
-        state.failures[message_id] = Batch([(t, False, failure, None) for t, _c in calls])
+        state.failures[message_id] = Batch([(c[0], False, failure, None) for c in calls])
         raise WorkerLost(given_back)
     func = state.function(digest, func_bytes)
     if len(calls) == 1:
@@ -159,9 +159,10 @@ def _execute(frame: bytes, message_id: str):
     revoked, outcomes = _revoked(), hand_in.Outcomes(state, message_id, len(calls))
     results: dict = {}  # tid -> result of the calls that succeeded, for the steps after them
     try:
-        for task_id, call_bytes in calls:  # each outcome goes to the run as its call ends
-            outcomes.add(_not_run(task_id) if task_id in revoked
-                         else _run_one(func, task_id, call_bytes, results))
+        for call in calls:  # (id, bytes[, function]); each outcome goes to the run as it ends
+            outcomes.add(_not_run(call[0]) if call[0] in revoked else
+                         _run_one(func if len(call) == 2 else state.function(*call[2:]),
+                                  call[0], call[1], results))
     finally:
         rest = outcomes.rest()  # what went early reached the broker before the end goes
     batch = Batch(rest, outcomes.count, outcomes.failed)

@@ -138,7 +138,7 @@ def test_broker_restart_relaunches_only_what_it_lost(tmp_path, case, caplog):
         celeriac.clear()
         server.stop()
     print(case, figures, verdict)
-    head = f"the broker at redis://***@127.0.0.1:{server.port}/0 restarted; relaunching "
+    head = f"the broker at redis://:***@127.0.0.1:{server.port}/0 restarted; relaunching "
     assert verdict.startswith(head) and "unfinished tasks that it lost (of " in verdict
     relaunched = int(verdict[len(head):].split()[0])
     twice = 0

@@ -43,6 +43,11 @@ def slow_step(ledger_dir, key, x):
     return x + 1
 
 
+@python_app
+def double(x):
+    return 2 * x
+
+
 @pytest.fixture(scope="module", params=["redis", "amqp"])
 def dfk(request, tmp_path_factory):
     celeriac.clear()
@@ -51,6 +56,7 @@ def dfk(request, tmp_path_factory):
                              broker=broker, run_dir=str(tmp_path_factory.mktemp("chains"))))
     warm = str(tmp_path_factory.mktemp("warm"))  # the apps' run times known
     assert step(warm, "w", 0).result(timeout=60) == slow_step(warm, "w", 0).result() == 1
+    assert double(1).result() == 2
     yield d
     d.cleanup()
     celeriac.clear()
@@ -132,3 +138,38 @@ def test_a_step_whose_argument_cannot_be_sent_fails_alone_and_the_rest_say_why(d
         futures[4].result()
     executor = dfk.executors["celery"]  # nothing left counted as queued (it keeps blocks up)
     assert executor._link.outstanding(executor.queue) == 0
+
+
+def test_a_chain_of_two_apps_travels_together_and_each_step_gets_its_own_result(dfk, tmp_path):
+    ledger = Ledger(tmp_path)
+    link = dfk.executors["celery"]._link
+    messages = link.stats["messages"]
+    gate, futures, before = Future(), {}, None
+    for key in range(20):
+        before = gate if before is None else before
+        futures[key] = before = step(ledger.dir, key, double(before))
+    gate.set_result(1)
+    x, expected = 1, {}
+    for key in range(20):
+        x = 2 * x + 1
+        expected[key] = x
+    figures = ledger.figures(futures, expected, timeout=120)
+    assert figures == Figures(submitted=20, correct=20, lost=0, ran_twice=0, hung=0)
+    assert link.stats["messages"] - messages == 1  # 40 steps of two apps in one message
+
+
+def test_many_short_chains_share_messages_and_each_step_gets_its_own_result(dfk):
+    link = dfk.executors["celery"]._link
+    assert _plus(0, 0).result(timeout=60) == 0  # its run time known: chains start with it
+    messages = link.stats["messages"]
+    gate = Future()
+    futures = {i: double(double(_plus(gate, i))) for i in range(200)}
+    gate.set_result(0)
+    assert {i: f.result(timeout=120) for i, f in futures.items()} == \
+        {i: 4 * i for i in range(200)}
+    assert link.stats["messages"] - messages < 50  # 200 chains of 3: not one message each
+
+
+@python_app
+def _plus(x, i):
+    return x + i

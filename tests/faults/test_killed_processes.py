@@ -75,4 +75,4 @@ def test_broker_gone_past_the_give_up_time_fails_every_task_saying_so(tmp_path, 
     assert waited < 30  # the give-up time, not the tasks' 30 s
     for exc in errors:
         assert isinstance(exc, ExecutorError), repr(exc)
-        assert "lost the broker at redis://***@127.0.0.1" in str(exc)
+        assert "lost the broker at redis://:***@127.0.0.1" in str(exc)

@@ -26,8 +26,8 @@ def add_one(x):
 
 
 @python_app
-def plus_one(x):  # a second app: a chain alternating apps sends each step on its own
-    return x + 1
+def plus(x, zero):
+    return x + 1 + zero
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     with open(os.path.join(dfk.run_dir, "worker.json")) as f:
         client = redis.Redis.from_url(json.load(f)["broker_url"])
     # workers up, the apps' run times known
-    assert plus_one(add_one(add_one(0))).result(timeout=60) == 3
+    assert plus(add_one(add_one(0)), 0).result(timeout=60) == 3
     yield dfk, client
     client.close()
     dfk.cleanup()
@@ -84,10 +84,13 @@ def _watch(client, work):
 
 
 def _chain(n):
-    """n steps, each sent when the one before has finished (two apps, never chained)."""
+    """n steps, each sent when the one before has finished: a step that waited for two
+    futures when it was submitted is never chained (it does not wait for one task alone)."""
     fut = add_one(0)
-    for step in range(n - 1):
-        fut = (plus_one if step % 2 == 0 else add_one)(fut)
+    for _ in range(n - 1):
+        zero = Future()
+        fut = plus(fut, zero)
+        zero.set_result(0)
     return fut.result(timeout=120)
 
 

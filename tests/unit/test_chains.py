@@ -100,15 +100,32 @@ def test_a_task_with_several_followers_chains_none_so_they_run_in_parallel():
     assert send.then == ()
 
 
-def test_other_apps_executors_and_memoized_calls_are_not_chained():
+def test_other_executors_and_memoized_calls_are_not_chained():
     root = Future()
     kern = k.Kernel(chain_limit=lambda r: 10, memo=MemoTable())
     a = task(0, root)
     kern.handle(k.Submitted(a))
-    for follower in (task(1, a.app_fu, func=divmod), task(2, a.app_fu, executor="y"),
-                     task(3, a.app_fu, cache=True)):
+    for follower in (task(2, a.app_fu, executor="y"), task(3, a.app_fu, cache=True)):
         kern.handle(k.Submitted(follower))
     assert a.followers is None
+
+
+def test_steps_of_other_apps_are_chained_each_taking_its_share_of_the_message():
+    root = Future()
+    limits = {pow: 10, divmod: 2}  # 10 calls of pow fill a message, or 2 of divmod
+    kern = k.Kernel(chain_limit=lambda r: limits[r.func])
+    a = task(0, root)
+    kern.handle(k.Submitted(a))
+    before, tasks = a, []
+    for tid, func in enumerate([divmod, pow, divmod], start=1):
+        r = task(tid, before.app_fu, func=func)
+        kern.handle(k.Submitted(r))
+        tasks.append(r)
+        before = r
+    root.set_result(1)
+    [send] = kern.handle(k.DependencyDone(a))
+    assert [s.record for s in send.then] == tasks[:2]  # 0.1 + 0.5 + 0.1; a 0.5 more is over
+    assert tasks[2].status is States.pending
 
 
 def test_no_chains_without_a_limit_or_with_a_limit_of_one():

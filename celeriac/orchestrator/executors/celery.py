@@ -331,14 +331,14 @@ class CeleryExecutor(Executor):
             raise self._blocks.broken
         return self._link.submit(self.queue, func, call)
 
-    def submit_chain(self, func, calls: list) -> list:
-        """Send ``calls`` of ``func`` in one message, each taking the result of the one before
-        (see ``kernel.Send.then``); returns their futures."""
+    def submit_chain(self, steps: list) -> list:
+        """Send ``steps`` (``[(function, call)]``) in one message, each taking the result of
+        the one before (see ``kernel.Send.then``); returns their futures."""
         if self._shut:
             raise SubmitException(f"executor {self.label!r} has been shut down")
         if self._blocks.broken is not None:
             raise self._blocks.broken
-        return self._link.submit_chain(self.queue, func, calls)
+        return self._link.submit_chain(self.queue, steps)
 
     def chain_limit(self, app_name: str) -> int:
         """How many calls of app ``app_name`` a message may carry as a chain's steps."""
