@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from concurrent.futures import Future
+from concurrent.futures._base import PENDING
 from types import MappingProxyType
 from typing import Optional, TypeVar
 
@@ -64,6 +65,25 @@ class _LeanCondition:
     def notify(self, n=1):
         if self._cond is not None:
             self._cond.notify(n)
+
+
+class LeanFuture(Future[T]):
+    """A ``concurrent.futures.Future`` made without the ``threading.Condition`` that
+    ``Future.__init__`` makes (eight objects: the Condition, its RLock, its waiters' deque and
+    five bound methods), with a :class:`_LeanCondition` instead.
+
+    Each task in flight has two futures (its AppFuture and its executor's), and the cycle
+    collector walks every object they hold at each collection while they are alive: a long
+    run paid for those walks at every task.
+    """
+
+    def __init__(self):  # Future.__init__'s fields (pinned by a test), but the lock
+        self._condition = _LeanCondition()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
 
 
 class FinishedTask:
@@ -129,7 +149,7 @@ class _Awaitable:
         Future.add_done_callback(self, fn)
 
 
-class AppFuture(_Awaitable, Future[T]):
+class AppFuture(_Awaitable, LeanFuture[T]):
     """The future of one app call: a ``concurrent.futures.Future`` with Parsl's extras.
 
     ``fut['key']`` and ``fut.attr`` return new futures of the item/attribute of the result,
@@ -139,7 +159,6 @@ class AppFuture(_Awaitable, Future[T]):
 
     def __init__(self, task_record):
         super().__init__()
-        self._condition = _LeanCondition()
         self.task_record = task_record
         self._outputs = ()
 
@@ -216,7 +235,7 @@ def _getitem(obj, key):
     return obj[key]
 
 
-class DataFuture(_Awaitable, Future):
+class DataFuture(_Awaitable, LeanFuture):
     """A future for a File an app produces: resolves to the File when the app succeeds."""
 
     def __init__(self, app_fut: Future, file_obj, tid: Optional[int] = None):
