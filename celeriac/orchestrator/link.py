@@ -47,6 +47,7 @@ from celeriac.errors import (
     hide_password,
 )
 from celeriac.orchestrator import remote_control
+from celeriac.orchestrator.futures import LeanFuture
 from celeriac.orchestrator.packing import PACK_MAX, FirstBurst, pack_sizes
 from celeriac.orchestrator.runlog import carry
 from celeriac.orchestrator.sent_events import SentEvents
@@ -96,7 +97,7 @@ def _with_remote_traceback(failure):
     return exc
 
 
-class _TaskFuture(Future):
+class _TaskFuture(LeanFuture):
     """The future of one call sent by a link: ``cancel()`` revokes the call."""
 
     def __init__(self, link: "CeleryLink", task_id: str):

@@ -52,7 +52,7 @@ TRANSITIONS = frozenset({
 })
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class TaskRecord:
     """Everything the orchestrator knows about one app call."""
 

@@ -49,3 +49,33 @@ def test_thresholds_the_user_set_are_left_alone(default_thresholds, load_dfk):
     assert gc.get_threshold() == (5000, 20, 20)
     dfk.cleanup()
     assert gc.get_threshold() == (5000, 20, 20)
+
+
+@pytest.fixture
+def young_collections():
+    """How many young collections (generation 0 only) happen from now on."""
+    seen = []
+
+    def count(phase, info):
+        if phase == "start" and info["generation"] == 0:
+            seen.append(1)
+
+    gc.callbacks.append(count)
+    yield seen
+    gc.callbacks.remove(count)
+
+
+def test_tasks_going_in_flight_are_walked_by_few_young_collections(
+        default_thresholds, manual_dfk, manual, young_collections):
+    """Each young collection walks every task in flight that it finds young: 5,000 tasks
+    submitted at once (about 150,000 new objects with this test's executor) are walked by
+    a handful of collections, not by one every few hundred tasks."""
+    gc.collect()
+    young_collections.clear()
+    futures = [double(i) for i in range(5000)]
+    manual.wait_for(5000)
+    walks = len(young_collections)
+    for submission in manual.submissions:
+        submission.succeed(0)
+    assert all(f.result(timeout=10) == 0 for f in futures)
+    assert walks <= 4, f"{walks} young collections while 5,000 tasks went in flight"
