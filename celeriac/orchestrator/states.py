@@ -8,6 +8,7 @@ not in ``TRANSITIONS`` and names the task's history, so a bug shows as an
 from __future__ import annotations
 
 import enum
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -52,7 +53,12 @@ TRANSITIONS = frozenset({
 })
 
 
-@dataclass(eq=False, slots=True, weakref_slot=True)
+# Slots (no per-record dict: fewer objects for the cycle collector to walk) need Python 3.11's
+# weakref_slot; on 3.10 a record keeps its dict.
+_SLOTS = {"slots": True, "weakref_slot": True} if sys.version_info >= (3, 11) else {}
+
+
+@dataclass(eq=False, **_SLOTS)
 class TaskRecord:
     """Everything the orchestrator knows about one app call."""
 
