@@ -13,7 +13,7 @@ from services import rabbitmq  # noqa: F401  (the session's RabbitMQ)
 import celeriac
 from celeriac import Config, python_app
 from celeriac.executors import CeleryExecutor
-from celeriac.orchestrator import link, packing
+from celeriac.orchestrator import link, packing, sender
 
 pytestmark = pytest.mark.parametrize("broker", ["redis", "amqp"])
 
@@ -42,7 +42,7 @@ def test_worker_killed_mid_packed_message_reruns_only_unfinished_calls(
         broker, tmp_path, monkeypatch, request):
     # The whole burst goes in one message: held until the hold ends (no probes), then packed.
     monkeypatch.setattr(link, "FirstBurst", lambda: packing.FirstBurst(probes=0))
-    monkeypatch.setattr(link, "pack_sizes", lambda queued, *args, **kwargs: [queued])
+    monkeypatch.setattr(sender, "pack_sizes", lambda queued, *args, **kwargs: [queued])
     ledger = Ledger(tmp_path)
     url = request.getfixturevalue("rabbitmq") if broker == "amqp" else None
     config = Config([CeleryExecutor(label="w", workers_per_node=2)], broker=url,

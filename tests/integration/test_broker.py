@@ -10,7 +10,7 @@ import celeriac
 from celeriac import Config, python_app
 from celeriac.errors import ExecutorError, SubmitException
 from celeriac.executors import CeleryExecutor
-from celeriac.orchestrator import link
+from celeriac.orchestrator import sender
 from celeriac.orchestrator.broker import EmbeddedRedis
 from celeriac.providers import LocalProvider
 
@@ -39,7 +39,7 @@ def test_unreachable_broker_is_a_clear_error_at_load(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_existing_broker_then_broker_dies(tmp_path, monkeypatch):
-    monkeypatch.setattr(link, "SEND_GIVE_UP", 2.0)
+    monkeypatch.setattr(sender, "SEND_GIVE_UP", 2.0)
     broker = EmbeddedRedis(str(tmp_path / "redis")).start()
     try:
         with celeriac.load(Config([CeleryExecutor(workers_per_node=1)], broker=broker.url,
