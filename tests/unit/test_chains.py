@@ -40,6 +40,15 @@ def chain(kern, n, root, **kw):
     return tasks
 
 
+def launched(n, **kernel_args):
+    """A kernel, and a chain of n tasks all waiting when its root is done: the kernel's
+    instructions for the first one."""
+    root, kern = Future(), k.Kernel(**kernel_args)
+    tasks = chain(kern, n, root)
+    root.set_result(1)
+    return kern, tasks, kern.handle(k.DependencyDone(tasks[0]))
+
+
 def finish(kern, r, value=None, exc=None, try_id=1):
     """The try's outcome, carried out as the driver would: its future, then its dependents."""
     out = kern.handle(k.ExecutorDone(r, try_id, done(value, exc)))
@@ -52,11 +61,7 @@ def finish(kern, r, value=None, exc=None, try_id=1):
 
 
 def test_tasks_waiting_for_one_task_alone_are_launched_with_it_marked_with_its_result():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    [send] = kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), [send] = launched(3, chain_limit=lambda r: 10)
     assert (send.record, send.args) == (a, (1,))
     assert [(s.record, s.try_id, s.args) for s in send.then] == [
         (b, 1, (Earlier(0),)), (c, 1, (Earlier(1),))]
@@ -65,11 +70,7 @@ def test_tasks_waiting_for_one_task_alone_are_launched_with_it_marked_with_its_r
 
 
 def test_chained_outcomes_resolve_each_future_in_turn():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), _ = launched(3, chain_limit=lambda r: 10)
     assert finish(kern, a, 2) == [k.SetResult(a, 2)]
     assert kern.handle(k.DependencyDone(b)) == []  # launched already: nothing to do
     assert finish(kern, b, 3) == [k.SetResult(b, 3)]
@@ -79,11 +80,7 @@ def test_chained_outcomes_resolve_each_future_in_turn():
 
 
 def test_the_chain_is_as_long_as_the_limit_allows():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 2)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    [send] = kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), [send] = launched(3, chain_limit=lambda r: 2)
     assert [s.record for s in send.then] == [b]
     assert c.status is States.pending
 
@@ -138,11 +135,7 @@ def test_no_chains_without_a_limit_or_with_a_limit_of_one():
 
 
 def test_a_step_after_a_failed_step_is_not_run_and_fails_with_a_dependency_error():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), _ = launched(3, chain_limit=lambda r: 10)
     finish(kern, a, 2)
     kern.handle(k.DependencyDone(b))
     [failed] = finish(kern, b, exc=ValueError("boom"))
@@ -155,11 +148,7 @@ def test_a_step_after_a_failed_step_is_not_run_and_fails_with_a_dependency_error
 
 
 def test_a_step_after_a_retried_step_waits_for_the_retry_then_goes_with_its_result():
-    root = Future()
-    kern = k.Kernel(retries=1, chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), _ = launched(3, retries=1, chain_limit=lambda r: 10)
     finish(kern, a, 2)
     kern.handle(k.DependencyDone(b))
     [retry] = finish(kern, b, exc=ValueError("once"))
@@ -172,11 +161,7 @@ def test_a_step_after_a_retried_step_waits_for_the_retry_then_goes_with_its_resu
 
 
 def test_a_failed_step_is_retried_with_its_real_arguments():
-    root = Future()
-    kern = k.Kernel(retries=1, chain_limit=lambda r: 10)
-    a, b = chain(kern, 2, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b), _ = launched(2, retries=1, chain_limit=lambda r: 10)
     finish(kern, a, 2)
     [retry] = finish(kern, b, exc=ValueError("once"))
     assert (retry.record, retry.try_id, retry.args) == (b, 2, (2,))  # not Earlier(0)
@@ -184,11 +169,7 @@ def test_a_failed_step_is_retried_with_its_real_arguments():
 
 
 def test_a_lost_message_relaunches_its_first_step_and_the_rest_wait_for_it():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), _ = launched(3, chain_limit=lambda r: 10)
     lost = WorkerLost("killed")
     [again] = finish(kern, a, exc=lost)
     assert (again.record, again.try_id, again.then) == (a, 2, ())
@@ -201,11 +182,7 @@ def test_a_lost_message_relaunches_its_first_step_and_the_rest_wait_for_it():
 
 
 def test_cancelling_a_step_takes_back_the_steps_after_it_which_then_fail_as_dependents():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b, c = chain(kern, 3, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b, c), _ = launched(3, chain_limit=lambda r: 10)
     out = kern.handle(k.Cancel(a))
     assert kinds(out) == ["Revoke", "Revoke", "Revoke", "SetCancelled"]
     assert [i.record for i in out[:3]] == [c, b, a]
@@ -218,11 +195,7 @@ def test_cancelling_a_step_takes_back_the_steps_after_it_which_then_fail_as_depe
 
 
 def test_a_step_that_travels_without_its_step_before_waits_and_goes_again():
-    root = Future()
-    kern = k.Kernel(chain_limit=lambda r: 10)
-    a, b = chain(kern, 2, root)
-    root.set_result(1)
-    kern.handle(k.DependencyDone(a))
+    kern, (a, b), _ = launched(2, chain_limit=lambda r: 10)
     assert finish(kern, b, exc=NotRun("no step before it")) == []  # a not done: waits
     finish(kern, a, 2)
     [send] = kern.handle(k.DependencyDone(b))
