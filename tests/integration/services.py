@@ -196,6 +196,17 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         proc.wait()
 
 
+def wait_for_file(path):
+    """Return ``path`` once it exists (at most a minute): as an app, it keeps a worker busy
+    until the test creates the file."""
+    import os
+    import time
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return path
+
+
 def wait_until(predicate, timeout: float = 60, what: str = "the condition"):
     """``predicate()``'s value once it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

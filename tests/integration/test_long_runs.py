@@ -5,6 +5,7 @@ import gc
 import time
 
 import pytest
+from services import wait_for_file
 
 import celeriac
 from celeriac import Config, python_app
@@ -42,15 +43,7 @@ def test_tasks_whose_futures_were_dropped_leave_nothing_behind(tmp_path):
         assert (alive(TaskRecord), alive(AppFuture), alive(Call)) == (0, 0, 0)
 
 
-@python_app
-def hold(path):
-    """Keeps its worker busy until ``path`` exists (at most a minute)."""
-    import os
-    import time
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return path
+hold = python_app(wait_for_file)  # keeps a worker busy until the file exists
 
 
 @python_app

@@ -7,6 +7,7 @@ import gc
 import time
 
 import pytest
+from services import wait_for_file
 
 import celeriac
 from celeriac import Config, python_app
@@ -22,15 +23,7 @@ def noop(x):
     return x
 
 
-@python_app
-def hold(path):
-    """Keeps its worker busy until ``path`` exists (at most a minute)."""
-    import os
-    import time
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return path
+hold = python_app(wait_for_file)  # keeps a worker busy until the file exists
 
 
 def tracked() -> collections.Counter:
