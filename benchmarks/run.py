@@ -79,7 +79,8 @@ def child(system_name, workload, tasks):
             value = workloads.startup(workloads.SYSTEM.load)
             emit(status="ok", value=value, rss_mb=peak_rss_mb(), version=version)
             return 0
-        with workloads.SYSTEM.load():
+        with workloads.SYSTEM.load() as handle:
+            getattr(workloads.SYSTEM, "settle", lambda _handle: None)(handle)
             workloads.warm_up()
             if workload == "memory":
                 batch = max(1, min(10_000, tasks // 10))

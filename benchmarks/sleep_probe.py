@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import systems
+
 import celeriac
 from celeriac import python_app
 
@@ -59,7 +61,8 @@ def budget(t0: float, t1: float, outcomes, workers: int) -> str:
 
 def main(rounds: int = 1) -> None:
     workers = os.cpu_count() or 1
-    with celeriac.load():
+    with celeriac.load() as dfk:
+        systems.Celeriac().settle(dfk)  # every worker connected, as run.py waits
         assert [f.result() for f in [noop(i) for i in range(4)]] == [0, 1, 2, 3]
         for _ in range(rounds):  # only the first round's app is new to the run
             t0 = time.time()

@@ -19,6 +19,7 @@ is imported by the driver (plain interpreter) and by every child (either one).
 import contextlib
 import os
 import sys
+import time
 
 import peers
 
@@ -109,6 +110,23 @@ class Celeriac:
         import celeriac
         with celeriac.load() as dfk:
             yield dfk
+
+    def settle(self, dfk, timeout: float = 60.0) -> None:
+        """Wait until every worker of the default executor is connected (called before the
+        warm-up of every workload but start-up, which has its own clock): worker start-up
+        is paid before any clock starts, as the warm-up's tasks pay the rest. A worker
+        still starting when a workload began took its first call 40-70 ms late, which the
+        sleep workload counted against celeriac."""
+        executor = next(e for e in dfk.executors.values() if hasattr(e, "_link"))
+
+        def ready() -> int:
+            return sum(w.slots for w in executor._link.transport.live_workers()
+                       if w.queue == executor.queue and w.ready)
+        deadline = time.monotonic() + timeout
+        while ready() < (os.cpu_count() or 1):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"celeriac's workers did not all connect in {timeout:.0f} s")
+            time.sleep(0.02)
 
 
 class CeleriacNoMonitoring(Celeriac):

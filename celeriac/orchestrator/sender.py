@@ -39,6 +39,12 @@ _short.maxlevel = 2
 SEND_BATCH = 1000
 SEND_GIVE_UP = 30.0          # seconds of failed sends before tasks fail with SubmitException
 HOLD_POLL = 0.005            # how often held calls are looked at again
+#: While fewer than this many calls are in flight, and fewer than the workers' slots, the
+#: thread that submits a call pauses this long (seconds) so the sender thread sends it at
+#: once. Without the pause a burst's submitting thread kept the GIL for Python's switch
+#: interval (5 ms) before the sender could send anything, and the workers waited that long.
+FIRST_CALLS = 16
+FIRST_CALL_PAUSE = 0.0002
 GATHER_BACKLOG = 2048        # calls sent and not done from which a few new calls gather...
 GATHER_WAIT = 0.05           # ...for up to this long (seconds), to go packed (_gather)
 SLOTS_FRESH = 1.0            # seconds the count of slots serving each queue is reused
@@ -130,8 +136,11 @@ class Sending:
             # the next ones, sparing a thread hand-off and a round trip.
             self._listener_out.extend(items)
         else:
+            before = len(self._pending) - len(items)  # calls sent or queued before these
             self._outbox.extend(items)  # one call: a chain's steps are never split
             self._wake.set()
+            if before < FIRST_CALLS and before < self._slots(items[0].queue, ready=True):
+                time.sleep(FIRST_CALL_PAUSE)  # a worker is idle: let the sender send now
 
     def _message(self, queue: str, items: list, sent: list | None = None) -> TaskMessage:
         """One task message carrying ``items`` (calls of one app); with ``sent``, what its

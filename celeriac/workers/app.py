@@ -43,6 +43,8 @@ class WorkerState:
         self.verified: set[str] = set()      # messages whose frame this process verified
         self.key_proven = False              # a frame has verified: the key is the run's
         self.main_pid: int | None = None     # the worker's main process (prefork: the parent)
+        self.broker_url: str | None = None
+        self.hostname: str | None = None     # the Celery worker's name (name@host)
         self.functions: dict[str, object] = {}
         self.failures: dict[str, Failure] = {}
         self.runtimes: dict[str, float] = {}
@@ -79,6 +81,7 @@ def make_app(broker_url: str, key: bytes | None = None, prefetch_multiplier: int
     if prefetch_multiplier is None:
         prefetch_multiplier = default_prefetch(broker_url)
     from celeriac.wire.keys import results_key
+    state.broker_url = broker_url
     if key is not None:
         state.key = key
     if run_id is not None:
@@ -156,21 +159,29 @@ def _execute(frame: bytes, message_id: str):
             raise e.failure.exception from None
         state.runtimes[task_id] = time.perf_counter() - start
         return result
-    revoked, outcomes = _revoked(), hand_in.Outcomes(state, message_id, len(calls))
-    results: dict = {}  # tid -> result of the calls that succeeded, for the steps after them
-    try:
-        for call in calls:  # (id, bytes[, function]); each outcome goes to the run as it ends
-            outcomes.add(_not_run(call[0]) if call[0] in revoked else
-                         _run_one(func if len(call) == 2 else state.function(*call[2:]),
-                                  call[0], call[1], results))
-    finally:
-        rest = outcomes.rest()  # what went early reached the broker before the end goes
-    batch = Batch(rest, outcomes.count, outcomes.failed)
+    from celery import current_task
+    batch = Batch(*run_calls(func, calls, message_id, current_task.request.hostname))
     if batch.failed:  # so Flower and the worker log show the message as failed
         state.failures[message_id] = batch
         raise PackedCallsFailed(f"{batch.failed} of {batch.count} calls failed; each call's "
                                 "own exception goes to its future")
     return batch
+
+
+def run_calls(func, calls: list, message_id: str, worker: str) -> tuple[list, int, int]:
+    """Run the calls of message ``message_id`` in order, handing in their outcomes as they
+    end (:mod:`~celeriac.workers.hand_in`); returns ``(outcomes still to go with the
+    message's end, calls, failed calls)``."""
+    revoked, outcomes = _revoked(), hand_in.Outcomes(state, message_id, len(calls), worker)
+    results: dict = {}  # tid -> result of the calls that succeeded, for the steps after them
+    try:
+        for call in calls:  # (id, bytes[, function])
+            outcomes.add(_not_run(call[0]) if call[0] in revoked else
+                         _run_one(func if len(call) == 2 else state.function(*call[2:]),
+                                  call[0], call[1], results))
+    finally:
+        rest = outcomes.rest()  # what went early reached the broker before the end goes
+    return rest, outcomes.count, outcomes.failed
 
 
 class PackedCallsFailed(Exception):

@@ -91,10 +91,12 @@ class Outcomes:
         state: the worker's ``WorkerState`` (key, run, results list).
         message_id: the packed message's id.
         calls: how many calls it carries (the last one's outcome waits for the end).
+        worker: the worker's name (``name@host``), signed with the outcomes.
     """
 
-    def __init__(self, state, message_id: str, calls: int):
+    def __init__(self, state, message_id: str, calls: int, worker: str | None):
         self.state, self.message_id, self.left = state, message_id, calls
+        self.worker = worker or socket.gethostname()
         self.count = self.failed = 0
         self._gathered: list = []
         self._frames: list[_Frame] = []
@@ -123,8 +125,6 @@ class Outcomes:
         return back + self._gathered
 
     def _hand_in(self, outcomes: list) -> None:
-        from celery import current_app, current_task
-        worker = current_task.request.hostname or socket.gethostname()
-        frame = _Frame(self.message_id, outcomes, worker)
+        frame = _Frame(self.message_id, outcomes, self.worker)
         self._frames.append(frame)
-        _thread(self.state, str(current_app.conf.broker_url)).frames.put(frame)
+        _thread(self.state, self.state.broker_url).frames.put(frame)

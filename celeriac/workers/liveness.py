@@ -207,13 +207,18 @@ class RunningNotes:
             os.write(self.fd, b"!" + request.encode() + b"\n")
 
 
+#: Messages this worker process took straight off its queue and has not handed in
+#: (celeriac.workers.follow_on): Celery's requests do not name them.
+held_here: set = set()
+
+
 def held_task_ids() -> list:
     """Ids of the tasks this worker process has reserved or is running."""
     from celery.worker import state as worker_state
     for _ in range(5):
         try:
             return list({r.id for r in list(worker_state.reserved_requests)} |
-                        {r.id for r in list(worker_state.active_requests)})
+                        {r.id for r in list(worker_state.active_requests)} | set(held_here))
         except RuntimeError:  # a set changed size while being copied: try again
             continue
     return []

@@ -54,7 +54,10 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     app = make_app(broker_url, key, prefetch_multiplier=prefetch_multiplier, run_id=run_id)
     if transport.for_url(broker_url) is not None:  # a started task is never put back
         app.conf.broker_transport = transport.for_url(broker_url)
-    state.main_pid = os.getpid()
+        if pool == "solo":  # messages run straight off the queue while nobody watches
+            from celeriac.workers.follow_on import FollowOn
+            transport.Channel.follow_on = FollowOn(state)
+    state.main_pid, state.hostname = os.getpid(), hostname
     # Remote control runs no code but can decide a task's fate: anyone on the broker could
     # send it, so the commands that end tasks are not served (inspection still is). The
     # run's orchestrator hears revokes instead, and signs those it accepts (wire.revokes).

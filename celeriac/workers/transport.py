@@ -65,6 +65,12 @@ def for_url(url: str):
     return Transport if url.startswith("redis://") else None
 
 
+def ack_later(delivery_tag: str, unacked: str = "unacked", index: str = "unacked_index") -> None:
+    """Acknowledge ``delivery_tag`` once the broker is back (:func:`retry_acks`)."""
+    with _failed_lock:
+        _failed_acks.append((unacked, index, delivery_tag))
+
+
 def retry_acks(client) -> int:
     """Acknowledge again what the broker did not take; returns how many it took now."""
     with _failed_lock:
@@ -106,8 +112,7 @@ class QoS(kombu_redis.QoS):
         try:
             self._remove_from_indices(delivery_tag).execute()
         except self.channel.connection.connection_errors as e:
-            with _failed_lock:
-                _failed_acks.append((self.unacked_key, self.unacked_index_key, delivery_tag))
+            ack_later(delivery_tag, self.unacked_key, self.unacked_index_key)
             logger.warning("the broker did not take the acknowledgement of a finished task "
                            "(%s); it is retried, and the task is not run again", e)
         virtual.QoS.ack(self, delivery_tag)
@@ -127,21 +132,37 @@ class QoS(kombu_redis.QoS):
             logger.info("connection closed: %d running tasks stay with this worker", kept)
 
 
+def events_unheard_at() -> float | None:
+    """When (``time.monotonic()``) the last task event this process published reached no
+    one (None: it reached someone, or none was published)."""
+    return Channel.events_unheard_at
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
-    _events_unheard_at = None  # when a task event last reached no one
+    #: when a task event last reached no one (the class's: Celery publishes events on
+    #: another channel than the one it consumes on)
+    events_unheard_at = None
+    #: ``follow_on(channel)``, if set, runs before each BRPOP (celeriac.workers.follow_on)
+    follow_on = None
 
     def _put_fanout(self, exchange, message, routing_key, **kwargs):
         if exchange != EVENT_EXCHANGE or kwargs.get("_publish_batch") is not None:
             return super()._put_fanout(exchange, message, routing_key, **kwargs)
         now = time.monotonic()
-        if self._events_unheard_at is not None and now - self._events_unheard_at < EVENTS_CHECK:
+        unheard_at = Channel.events_unheard_at
+        if unheard_at is not None and now - unheard_at < EVENTS_CHECK:
             return  # nobody listened a moment ago: not worth a round trip
         payload = dumps(message)
         with self.conn_or_acquire() as client:
             heard = sum(client.publish(topic, payload)
                         for topic in self._get_publish_topics(exchange, routing_key))
-        self._events_unheard_at = None if heard else now
+        Channel.events_unheard_at = None if heard else now
+
+    def _brpop_start(self, timeout=None):
+        if Channel.follow_on is not None and self.active_queues:
+            Channel.follow_on(self)
+        return super()._brpop_start(timeout)
 
 
 class Transport(kombu_redis.Transport):
