@@ -52,36 +52,62 @@ class Taker:
 
     Its client never sends a command again by itself after a dropped connection: a take
     whose reply was lost may have taken a message, and a second take would take another.
+    The scripts go by digest (``EVALSHA``), loaded again if the broker forgot them (it
+    restarted); redis-py's own script objects would ask the broker in a round trip more
+    each time whether it knows them.
     """
 
     errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
     def __init__(self, url: str):
         self.client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
-        self._take = self.client.register_script(_TAKE)
-        self._give_back = self.client.register_script(_GIVE_BACK)
+        self._digests: dict[str, str] = {}
 
     def take(self, queue: str) -> bytes | None:
         """The next message of ``queue`` (kombu's JSON envelope), now in the unacked table;
         None if the queue is empty; ``b""`` if its next message has no delivery tag (it is
         left in the queue, for kombu to deliver)."""
-        return self._take(keys=[queue, UNACKED, UNACKED_INDEX], args=[time.time()])
+        return self._run(_TAKE, [queue, UNACKED, UNACKED_INDEX], [time.time()])
 
     def hand_in_and_take(self, results_key: str, frame: bytes, delivery_tag: str,
                          queue: str | None) -> bytes | None:
-        """Push outcome ``frame`` to the run, acknowledge message ``delivery_tag``, and take
-        the next message of ``queue`` (None: take none), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+        """Push outcome ``frame`` to the run, acknowledge message ``delivery_tag`` and take
+        the next message of ``queue`` (None: take none), in one round trip and at once."""
+        pipe = self.client.pipeline()  # MULTI ... EXEC
         pipe.rpush(results_key, frame).zrem(UNACKED_INDEX, delivery_tag) \
             .hdel(UNACKED, delivery_tag)
         if queue is not None:
-            self._take(keys=[queue, UNACKED, UNACKED_INDEX], args=[time.time()], client=pipe)
-        done = pipe.execute()
-        return done[3] if queue is not None else None
+            pipe.execute_command("EVALSHA", self._digest(_TAKE), 3, queue, UNACKED,
+                                 UNACKED_INDEX, time.time())
+        done = pipe.execute(raise_on_error=False)
+        for reply in done[:3]:
+            if isinstance(reply, Exception):
+                raise reply
+        if queue is None:
+            return None
+        if isinstance(done[3], redis.exceptions.NoScriptError):  # nothing taken this time
+            self._digests.pop(_TAKE, None)
+            return None
+        if isinstance(done[3], Exception):
+            raise done[3]
+        return done[3]
 
     def give_back(self, queue: str, item: bytes, delivery_tag: str) -> None:
         """Put a taken message back at the head of ``queue`` (to be delivered by kombu)."""
-        self._give_back(keys=[queue, UNACKED, UNACKED_INDEX], args=[item, delivery_tag])
+        self._run(_GIVE_BACK, [queue, UNACKED, UNACKED_INDEX], [item, delivery_tag])
 
     def close(self) -> None:
         self.client.close()
+
+    def _digest(self, script: str) -> str:
+        digest = self._digests.get(script)
+        if digest is None:
+            digest = self._digests[script] = self.client.script_load(script)
+        return digest
+
+    def _run(self, script: str, keys: list, args: list):
+        try:
+            return self.client.evalsha(self._digest(script), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # it did not run: load it, and run it
+            self._digests.pop(script, None)
+            return self.client.evalsha(self._digest(script), len(keys), *keys, *args)

@@ -99,6 +99,7 @@ class ResultListBackend(BaseBackend):
         here, so a restarted broker's run does not take it for lost and run it again."""
         held = False
         ack = transport.ack_with_outcome(task_id)
+        follow_on = transport.Channel.follow_on if ack is not None else None
         try:
             for attempt in tenacity.Retrying(
                     retry=tenacity.retry_if_exception_type(self.side.errors),
@@ -111,6 +112,10 @@ class ResultListBackend(BaseBackend):
                         held = True
                     if ack is None:
                         self.side.push_outcome(state.results_key, frame)
+                    elif (follow_on is not None and attempt.retry_state.attempt_number == 1
+                          and follow_on.taking()):  # and the next message (workers.follow_on)
+                        follow_on.hand_in_and_take(state.results_key, frame, ack)
+                        transport.acked(ack)
                     elif self.side.push_outcome_and_ack(state.results_key, frame, ack):
                         transport.acked(ack)  # Celery's acknowledgement then costs nothing
         finally:

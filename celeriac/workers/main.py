@@ -88,6 +88,8 @@ def run_worker(broker_url: str, key: bytes, run_id: str, label: str, *, pool: st
     try:
         worker.start()
     finally:
+        if transport.Channel.follow_on is not None:  # a message taken, not started: back
+            transport.Channel.follow_on.give_back()
         heartbeat.stop()
 
 

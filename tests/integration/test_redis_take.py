@@ -102,3 +102,23 @@ def test_a_message_without_a_delivery_tag_stays_in_the_queue_for_kombu(broker, r
         assert taker.take(QUEUE) is None  # empty
     finally:
         taker.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_broker_that_forgot_the_script_takes_nothing_then_loads_it_again(broker, redis):
+    """A restarted broker has no scripts: the outcome still goes and its message is
+    acknowledged, nothing is taken (the next message stays queued), and the next take
+    loads the script again."""
+    redis.lpush(QUEUE, _message(1), _message(2))
+    taker = Taker(broker.url)
+    try:
+        taker.take(QUEUE)
+        redis.script_flush()
+        assert taker.hand_in_and_take("results", b"outcome 1", "r1.1.1", QUEUE) is None
+        assert redis.lrange("results", 0, -1) == [b"outcome 1"]
+        assert redis.hlen(UNACKED) == 0 and redis.llen(QUEUE) == 1
+        redis.script_flush()
+        assert json.loads(taker.take(QUEUE))["properties"]["delivery_tag"] == "r1.2.1"
+        assert redis.hkeys(UNACKED) == [b"r1.2.1"]
+    finally:
+        taker.close()
