@@ -91,20 +91,23 @@ class FollowOn:
         """
         self._hold(self._taker().hand_in_and_take(results_key, frame, delivery_tag, self.queue))
 
-    def __call__(self, channel) -> None:
-        """Before a BRPOP: run the message in hand, and those taken after it."""
+    def __call__(self, channel) -> bool:
+        """Before a BRPOP: run the message in hand, and those taken after it. True: send no
+        BRPOP now, the worker was told to stop meanwhile (Celery's loop stops it when this
+        pass ends; a BRPOP would have it run one more message first)."""
         single = len(channel.active_queues) == 1 and not channel.global_keyprefix
         self.queue = next(iter(channel.active_queues)) if single else None
         item, self._in_hand = self._in_hand, None
         if not item:
-            return
+            return False
         try:
-            if not self.taking():  # Flower listens now, or the worker is stopping
+            if self.taking():
+                self._run(item)
+            else:  # Flower listens now, or the worker is stopping
                 self._give_back(item)
-                return
-            self._run(item)
         except Taker.errors as e:  # kombu's loop meets the broker's absence too
             logger.info("taking messages straight off queue %s stopped: %s", self.queue, e)
+        return _told_to_stop()
 
     def give_back(self) -> None:
         """Put the message in hand back at the head of its queue (the worker is stopping)."""
@@ -207,5 +210,8 @@ class FollowOn:
 
 
 def _told_to_stop() -> bool:
+    """Whether Celery's warm or cold shutdown has begun (its flags hold the exit code,
+    0 included, as ``celery.worker.state.maybe_shutdown`` reads them)."""
     from celery.worker import state as worker_state
-    return bool(worker_state.should_stop or worker_state.should_terminate)
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))

@@ -143,7 +143,8 @@ class Channel(kombu_redis.Channel):
     #: when a task event last reached no one (the class's: Celery publishes events on
     #: another channel than the one it consumes on)
     events_unheard_at = None
-    #: ``follow_on(channel)``, if set, runs before each BRPOP (celeriac.workers.follow_on)
+    #: ``follow_on(channel)``, if set, runs before each BRPOP; True: send none
+    #: (celeriac.workers.follow_on)
     follow_on = None
 
     def _put_fanout(self, exchange, message, routing_key, **kwargs):
@@ -160,8 +161,8 @@ class Channel(kombu_redis.Channel):
         Channel.events_unheard_at = None if heard else now
 
     def _brpop_start(self, timeout=None):
-        if Channel.follow_on is not None and self.active_queues:
-            Channel.follow_on(self)
+        if Channel.follow_on is not None and self.active_queues and Channel.follow_on(self):
+            return  # told to stop while it ran messages: no BRPOP, no message more
         return super()._brpop_start(timeout)
 
 

@@ -75,6 +75,27 @@ def test_worker_killed_in_a_message_it_took_itself_loses_nothing(tmp_path):
 
 
 @pytest.mark.timeout(240)
+def test_worker_told_to_stop_in_a_message_it_took_itself_ends_it_and_takes_no_more(tmp_path):
+    """SIGTERM (Celery's warm shutdown) in the middle of a message taken straight off the
+    queue: that call ends and hands in its outcome; the worker takes no other, so the rest
+    run on the worker its supervisor starts next, once each."""
+    ledger = Ledger(tmp_path)
+    with celeriac.load(_config(tmp_path)):
+        assert plus_one(1).result(timeout=60) == 2
+        _quiet_window()
+        futs = {k: slow_double(ledger.dir, k, SECONDS) for k in range(CALLS)}
+        wait_until(lambda: len(ledger.runs()) >= 3, timeout=60, what="the third call")
+        [pid] = {int(name.split(".")[1]) for name in os.listdir(ledger.dir)}
+        os.kill(pid, signal.SIGTERM)
+        figures = ledger.figures(futs, {k: 2 * k for k in futs}, timeout=150)
+        pids = {k: int(name.split(".")[1]) for name in os.listdir(ledger.dir)
+                for k in [int(name.split(".")[0])]}
+    assert figures == Figures(submitted=CALLS, correct=CALLS, lost=0, ran_twice=0, hung=0)
+    assert [pids[k] == pid for k in range(CALLS)] == [True] * 3 + [False] * 3
+    assert [futs[k].task_record.lost_count for k in futs] == [0] * CALLS
+
+
+@pytest.mark.timeout(240)
 def test_messages_go_through_celery_while_an_event_consumer_listens(tmp_path, monkeypatch):
     monkeypatch.setattr(sender, "pack_sizes", lambda queued, *args, **kwargs: [1] * queued)
     with celeriac.load(_config(tmp_path)) as dfk:
