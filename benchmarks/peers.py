@@ -4,7 +4,9 @@ Each adapter's ``decorators()`` gives ``python_app``/``bash_app``: calling an ap
 returns a future with ``.result()``, and futures passed as arguments, keyword
 arguments or in ``inputs=`` are resolved before the app runs (a failed one
 fails the app). A bash app's function returns a command line, run with
-``/bin/sh`` in the worker, and the app's result is its exit code (non-zero
+``/bin/bash`` in the worker (Parsl's ``executable='/bin/bash'``; this was
+``/bin/sh`` before 2026-12-05, which is dash on Debian and starts in about a
+third of bash's time), and the app's result is its exit code (non-zero
 raises), as in Parsl. The wrapping is the thinnest each system allows: Ray and
 Dask resolve futures passed as top-level arguments themselves, so every call is
 flattened into top-level arguments (``_flatten``) and rebuilt in the worker
@@ -51,7 +53,8 @@ class _App:
         out = self.fn(*args, **kwargs)
         if not self.bash:
             return out
-        code = subprocess.call(out, shell=True, stdout=subprocess.DEVNULL)
+        code = subprocess.call(out, shell=True, executable="/bin/bash",
+                               stdout=subprocess.DEVNULL)
         if code:
             raise RuntimeError(f"bash app {self.fn.__name__} exited with {code}: {out!r}")
         return code
