@@ -71,7 +71,7 @@ class FollowOn:
         self.state = state
         self.taker: Taker | None = None
         self.queue: str | None = None   # the one queue the worker consumes (else None)
-        self._in_hand: bytes | None = None
+        self._in_hand: tuple[bytes, dict] | None = None  # (as taken, parsed)
 
     def taking(self) -> bool:
         """Whether the next message is to be taken with this outcome: the worker consumes
@@ -97,36 +97,34 @@ class FollowOn:
         pass ends; a BRPOP would have it run one more message first)."""
         single = len(channel.active_queues) == 1 and not channel.global_keyprefix
         self.queue = next(iter(channel.active_queues)) if single else None
-        item, self._in_hand = self._in_hand, None
-        if not item:
+        taken, self._in_hand = self._in_hand, None
+        if taken is None:
             return False
         try:
             if self.taking():
-                self._run(item)
+                self._run(taken)
             else:  # Flower listens now, or the worker is stopping
-                self._give_back(item)
+                self._give_back(*taken)
         except Taker.errors as e:  # kombu's loop meets the broker's absence too
             logger.info("taking messages straight off queue %s stopped: %s", self.queue, e)
         return _told_to_stop()
 
     def give_back(self) -> None:
         """Put the message in hand back at the head of its queue (the worker is stopping)."""
-        item, self._in_hand = self._in_hand, None
-        if item:
+        taken, self._in_hand = self._in_hand, None
+        if taken is not None:
             try:
-                self._give_back(item)
+                self._give_back(*taken)
             except Taker.errors as e:
                 logger.warning("could not put message %s back in its queue (%s): it waits in "
-                               "the unacked table", json.loads(item)["properties"]
-                               ["delivery_tag"], e)
+                               "the unacked table", taken[1]["properties"]["delivery_tag"], e)
 
-    def _run(self, item: bytes) -> None:
-        while item:
-            envelope = json.loads(item)
-            message_id = envelope["properties"]["delivery_tag"]
-            opened = self._open(envelope)
+    def _run(self, taken: tuple[bytes, dict] | None) -> None:
+        while taken is not None:
+            message_id = taken[1]["properties"]["delivery_tag"]
+            opened = self._open(taken[1])
             if opened is None:  # Celery's path handles it (and refuses a forged one)
-                self._give_back(item)
+                self._give_back(*taken)
                 return
             try:
                 frame = self._run_message(message_id, *opened)
@@ -134,29 +132,28 @@ class FollowOn:
                 logger.exception("running message %s straight off queue %s failed; it goes "
                                  "back to its queue, and no more messages are taken so",
                                  message_id, self.queue)
-                self._give_back(item)
+                self._give_back(*taken)
                 transport.Channel.follow_on = None
                 return
             try:
-                if self.taking():
-                    self.hand_in_and_take(self.state.results_key, frame, message_id)
-                else:
-                    self._taker().hand_in_and_take(self.state.results_key, frame, message_id,
-                                                   None)
+                self._hold(self._taker().hand_in_and_take(
+                    self.state.results_key, frame, message_id,
+                    self.queue if self.taking() else None))
             except Taker.errors:
                 self._hand_in_slowly(message_id, frame)
                 raise
             finally:
                 liveness.held_here.discard(message_id)
-            item, self._in_hand = self._in_hand, None
+            taken, self._in_hand = self._in_hand, None
 
     def _hold(self, item: bytes | None) -> None:
         if item:  # b"": one without a delivery tag, left in the queue for kombu
-            self._in_hand = item
-            liveness.held_here.add(json.loads(item)["properties"]["delivery_tag"])
+            envelope = json.loads(item)
+            self._in_hand = item, envelope
+            liveness.held_here.add(envelope["properties"]["delivery_tag"])
 
-    def _give_back(self, item: bytes) -> None:
-        tag = json.loads(item)["properties"]["delivery_tag"]
+    def _give_back(self, item: bytes, envelope: dict) -> None:
+        tag = envelope["properties"]["delivery_tag"]
         self._taker().give_back(self.queue, item, tag)
         liveness.held_here.discard(tag)
 
