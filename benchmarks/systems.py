@@ -117,11 +117,10 @@ class Celeriac:
         is paid before any clock starts, as the warm-up's tasks pay the rest. A worker
         still starting when a workload began took its first call 40-70 ms late, which the
         sleep workload counted against celeriac."""
-        executor = next(e for e in dfk.executors.values() if hasattr(e, "_link"))
+        executor = next(e for e in dfk.executors.values() if hasattr(e, "_blocks"))
 
-        def ready() -> int:
-            return sum(w.slots for w in executor._link.transport.live_workers()
-                       if w.queue == executor.queue and w.ready)
+        def ready() -> int:  # the executor's own view of the workers serving its queue
+            return sum(w.slots for w in executor._blocks.queue.workers() if w.ready)
         deadline = time.monotonic() + timeout
         while ready() < (os.cpu_count() or 1):
             if time.monotonic() > deadline:

@@ -37,6 +37,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
+from celeriac.wire.redis_recovery import UNACKED, UNACKED_INDEX
+
 logger = logging.getLogger(__name__)
 
 _failed_acks: list[tuple[str, str, str]] = []  # (unacked key, index key, delivery tag)
@@ -65,7 +67,7 @@ def for_url(url: str):
     return Transport if url.startswith("redis://") else None
 
 
-def ack_later(delivery_tag: str, unacked: str = "unacked", index: str = "unacked_index") -> None:
+def ack_later(delivery_tag: str, unacked: str = UNACKED, index: str = UNACKED_INDEX) -> None:
     """Acknowledge ``delivery_tag`` once the broker is back (:func:`retry_acks`)."""
     with _failed_lock:
         _failed_acks.append((unacked, index, delivery_tag))
